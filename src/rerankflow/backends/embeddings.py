@@ -1,0 +1,74 @@
+"""Sentence-transformers text encoder, loaded lazily, normalised float32 embeddings."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendError, MissingDependencyError
+from ..progress import is_quiet
+from .models import resolve_embedder
+
+log = logging.getLogger(__name__)
+
+
+class SentenceTransformerEncoder:
+    """Encodes texts with a sentence-transformers model.
+
+    ``model`` is a packaged short name (``all-minilm-l6-v2``), a local folder or a HF id.
+    Embeddings are L2-normalised so inner product equals cosine similarity.
+    """
+
+    def __init__(self, model: str = "all-minilm-l6-v2", *, device: str | None = None, batch_size: int = 64, max_length: int | None = None) -> None:
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self._st: Any = None
+
+    @property
+    def identity(self) -> str:
+        """What the embeddings depend on (cache key part)."""
+        return f"st:{self.model}:max_length={self.max_length}"
+
+    def load(self) -> None:
+        """Load the model (once)."""
+        if self._st is not None:
+            return
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise MissingDependencyError("sentence-transformers", "hf") from exc
+        path = resolve_embedder(self.model)
+        if os.path.isdir(path):
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            self._st = SentenceTransformer(path, device=self.device)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot load embedding model {self.model!r}: {exc}") from exc
+        if self.max_length is not None:
+            self._st.max_seq_length = self.max_length
+        log.info("loaded encoder %s on %s", self.model, self._st.device)
+
+    def encode(self, texts: Sequence[str], *, desc: str = "encoding") -> np.ndarray:
+        """Embeddings of ``texts`` as a ``(len(texts), dim)`` float32 array."""
+        self.load()
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        show = not is_quiet() and len(texts) > 4 * self.batch_size
+        emb = self._st.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=show)
+        return np.asarray(emb, dtype=np.float32)
+
+    @property
+    def dimension(self) -> int:
+        """Embedding size."""
+        self.load()
+        get_dim = getattr(self._st, "get_embedding_dimension", None) or self._st.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerEncoder({self.model!r})"

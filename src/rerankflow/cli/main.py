@@ -1,0 +1,127 @@
+"""``rerankflow`` command line: run, validate, schema, eval, stages.
+
+Every expected failure prints one line ``rerankflow: error: ...`` and exits with status 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import RerankflowError
+from ..progress import set_quiet
+
+log = logging.getLogger("rerankflow")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ..pipelines.job import load_job
+    from ..pipelines.runner import run_job
+
+    job = load_job(args.job)
+    out = Path(args.output) if args.output else None
+    result = run_job(job, Path(args.job).resolve().parent, out)
+    print(f"job {job.name}: {len(result.result.systems)} pipelines, {result.result.systems[0].queries} queries")
+    for name, pipeline in result.pipelines.items():
+        print(f"  {name}: {pipeline!r}")
+    print()
+    print(result.result.table())
+    print(f"\noutputs in {result.output_dir}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from ..pipelines.job import load_job
+
+    job = load_job(args.job)
+    print(f"ok: job {job.name!r} with {len(job.pipelines)} pipelines: {', '.join(job.pipelines)}")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from ..pipelines.schema import job_schema
+
+    print(json.dumps(job_schema(), indent=2))
+    return 0
+
+
+def _cmd_stages(args: argparse.Namespace) -> int:
+    from .. import registry
+
+    for comp in registry.components():
+        print(f"{comp.name:<12} {comp.kind:<10} {comp.doc}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ..eval.measures import evaluate
+    from ..io.trec import read_qrels, read_run
+
+    qrels = read_qrels(args.qrels)
+    names = args.measures
+    rows = [(run, evaluate(names, qrels, read_run(run))) for run in args.runs]
+    width = max(len(r) for r, _ in rows)
+    print("run".ljust(width) + "".join(f"  {m:>12}" for m in names))
+    for run, means in rows:
+        print(run.ljust(width) + "".join(f"  {means[m]:>12.4f}" for m in means))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="rerankflow", description="Retrieval, LLM reranking and RAG pipelines.")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a YAML job")
+    p.add_argument("job")
+    p.add_argument("--output", "-o", help="output folder (overrides output.dir)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("validate", help="check a YAML job without running it")
+    p.add_argument("job")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of job files")
+    p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("stages", help="list the registered stages")
+    p.set_defaults(func=_cmd_stages)
+
+    p = sub.add_parser("eval", help="evaluate TREC run files against qrels")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--qrels", required=True)
+    p.add_argument("--measures", "-m", nargs="+", default=["nDCG@10", "RR@10", "R@100", "AP"])
+    p.set_defaults(func=_cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    quiet = args.quiet
+    set_quiet(quiet)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else (logging.WARNING if quiet else logging.INFO),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except RerankflowError as exc:
+        if args.debug:
+            raise
+        print(f"rerankflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rerankflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

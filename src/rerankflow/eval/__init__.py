@@ -1,0 +1,1 @@
+"""IR evaluation (ir-measures) and side-by-side experiments with significance tests."""

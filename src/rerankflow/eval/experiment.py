@@ -1,0 +1,183 @@
+"""Run several pipelines on the same topics and compare them side by side.
+
+One row per system: mean of each measure over the judged queries, and, against a baseline,
+paired t-test and Wilcoxon signed-rank p-values (SciPy) plus the number of queries improved
+and degraded, and the mean wall time per query (pipeline time divided by queries).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..io.files import atomic_write
+from ..io.trec import Qrels, rankings_to_run
+from ..progress import progress
+from ..stage import Transformer
+from ..types import Ranking
+from .measures import mean_scores, parse_measures, per_query
+
+
+@dataclass
+class SystemResult:
+    """Evaluation of one system."""
+
+    name: str
+    means: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    seconds: float
+    queries: int
+    rankings: list[Ranking] = field(default_factory=list, repr=False)
+    tests: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def ms_per_query(self) -> float:
+        """Mean wall time per query, in milliseconds."""
+        return 1000.0 * self.seconds / max(self.queries, 1)
+
+
+@dataclass
+class ExperimentResult:
+    """All systems' results; ``baseline`` names the reference row (or ``None``)."""
+
+    measures: list[str]
+    systems: list[SystemResult]
+    baseline: str | None
+
+    def table(self) -> str:
+        """A plain-text table for the terminal."""
+        header = ["system", *self.measures]
+        if self.baseline and self.measures:
+            m0 = self.measures[0]
+            header += [f"p(t) {m0}", f"p(W) {m0}", "+/-"]
+        header.append("ms/query")
+        rows = [header]
+        for s in self.systems:
+            row = [s.name, *(f"{s.means[m]:.4f}" for m in self.measures)]
+            if self.baseline and self.measures:
+                t = s.tests.get(self.measures[0])
+                row += ["-", "-", "-"] if t is None else [_p(t["p_ttest"]), _p(t["p_wilcoxon"]), f"{int(t['improved'])}/{int(t['degraded'])}"]
+            row.append(f"{s.ms_per_query:.1f}")
+            rows.append(row)
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        if self.baseline:
+            lines.append(f"baseline: {self.baseline}; p(t) paired t-test, p(W) Wilcoxon signed-rank, +/- queries improved/degraded")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, per-query values included."""
+        return {
+            "measures": self.measures,
+            "baseline": self.baseline,
+            "systems": [
+                {"name": s.name, "means": s.means, "tests": s.tests, "seconds": s.seconds, "queries": s.queries, "ms_per_query": s.ms_per_query, "per_query": s.per_query}
+                for s in self.systems
+            ],
+        }
+
+    def write(self, folder: str | Path) -> list[Path]:
+        """Write ``results.csv`` (one row per system), ``results.json`` and ``perquery.csv``."""
+        folder = Path(folder)
+        with atomic_write(folder / "results.json") as fh:
+            json.dump(self.to_json(), fh, indent=2)
+        with atomic_write(folder / "results.csv") as fh:
+            w = csv.writer(fh)
+            test_cols = [f"{k}:{m}" for m in self.measures for k in ("p_ttest", "p_wilcoxon", "improved", "degraded")] if self.baseline else []
+            w.writerow(["system", *self.measures, *test_cols, "ms_per_query"])
+            for s in self.systems:
+                tests = [s.tests.get(m, {}).get(k, "") for m in self.measures for k in ("p_ttest", "p_wilcoxon", "improved", "degraded")] if self.baseline else []
+                w.writerow([s.name, *(s.means[m] for m in self.measures), *tests, round(s.ms_per_query, 3)])
+        with atomic_write(folder / "perquery.csv") as fh:
+            w = csv.writer(fh)
+            w.writerow(["system", "qid", "measure", "value"])
+            for s in self.systems:
+                for m, vals in s.per_query.items():
+                    for qid, v in vals.items():
+                        w.writerow([s.name, qid, m, v])
+        return [folder / "results.json", folder / "results.csv", folder / "perquery.csv"]
+
+
+def _p(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3g}"
+
+
+def paired_tests(system: Mapping[str, float], baseline: Mapping[str, float]) -> dict[str, float]:
+    """Paired t-test and Wilcoxon p-values and improved/degraded counts over shared queries."""
+    from scipy import stats
+
+    qids = sorted(set(system) & set(baseline))
+    a = np.array([system[q] for q in qids])
+    b = np.array([baseline[q] for q in qids])
+    diff = a - b
+    if len(qids) < 2 or np.allclose(diff, 0):
+        p_t = p_w = 1.0 if len(qids) >= 2 else math.nan
+    else:
+        p_t = float(stats.ttest_rel(a, b).pvalue)
+        p_w = float(stats.wilcoxon(a, b).pvalue)
+    return {"p_ttest": p_t, "p_wilcoxon": p_w, "improved": float((diff > 0).sum()), "degraded": float((diff < 0).sum())}
+
+
+class Experiment:
+    """Evaluate ``systems`` on ``topics`` (rankings, possibly with input candidates) against ``qrels``.
+
+    With no qrels the systems are only run and timed.
+    """
+
+    def __init__(
+        self,
+        systems: Mapping[str, Transformer],
+        topics: Sequence[Ranking],
+        qrels: Qrels | None,
+        measures: Sequence[str],
+        *,
+        baseline: str | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        if not systems:
+            raise ConfigError("an experiment needs at least one system")
+        if baseline is not None and baseline not in systems:
+            raise ConfigError(f"baseline {baseline!r} is not one of the systems: {', '.join(systems)}", path=("baseline",))
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.systems = dict(systems)
+        self.topics = list(topics)
+        self.qrels = qrels or {}
+        # Without judgments the systems still run (timed, rankings kept) but nothing is scored.
+        self.measures = parse_measures(list(measures)) if self.qrels else []
+        self.measure_names = [str(m) for m in self.measures]
+        self.baseline = baseline if self.qrels else None
+        self.batch_size = batch_size
+
+    def run_system(self, name: str, system: Transformer) -> tuple[list[Ranking], float]:
+        """Run one system over all topics in batches; returns rankings and wall seconds."""
+        out: list[Ranking] = []
+        start = time.perf_counter()
+        batches = range(0, len(self.topics), self.batch_size)
+        for i in progress(batches, desc=f"{name}", total=len(batches), unit="batch"):
+            out.extend(system(self.topics[i : i + self.batch_size]))
+        return out, time.perf_counter() - start
+
+    def run(self) -> ExperimentResult:
+        """Run and evaluate every system."""
+        results = []
+        for name, system in self.systems.items():
+            rankings, seconds = self.run_system(name, system)
+            pq = per_query(self.measures, self.qrels, rankings_to_run(rankings)) if self.measures else {}
+            results.append(SystemResult(name, mean_scores(pq), pq, seconds, len(self.topics), rankings))
+        if self.baseline is not None:
+            base = next(r for r in results if r.name == self.baseline)
+            for r in results:
+                if r is not base:
+                    r.tests = {m: paired_tests(r.per_query[m], base.per_query[m]) for m in self.measure_names}
+        return ExperimentResult(self.measure_names, results, self.baseline)

@@ -1,0 +1,45 @@
+"""Shared helpers: open text files with clear errors, write atomically."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from ..errors import DataError
+
+
+def numbered_lines(path: str | Path, *, what: str) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` (1-based, newline stripped) of a UTF-8 (or .gz) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} file not found" + ("" if path.exists() else "; check the path"), file=path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    lineno = 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):  # noqa: B007
+                yield lineno, line.rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{what} file is not valid UTF-8 ({exc.reason})", file=path, line=lineno + 1) from exc
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read {what} file: {exc}", file=path) from exc
+
+
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[IO[str]]:
+    """Write a text file through a temporary file renamed into place on success only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

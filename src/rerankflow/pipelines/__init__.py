@@ -1,0 +1,1 @@
+"""Composition (fusion), YAML jobs and the job runner."""

@@ -1,0 +1,143 @@
+"""The built-in stages and their YAML configs (importing this module registers them)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ..registry import BuildContext, StageConfig, register
+from ..stage import Cutoff, Identity, Transformer
+
+
+class BM25Config(StageConfig):
+    """BM25 retrieval over the dataset's corpus (see rerankflow.retrievers.bm25)."""
+
+    k: int = Field(100, ge=1, description="candidates returned per query")
+    k1: float = Field(0.9, ge=0)
+    b: float = Field(0.4, ge=0, le=1)
+    variant: Literal["lucene", "okapi"] = "lucene"
+    epsilon: float = Field(0.25, description="okapi only: floor for negative IDF, as a fraction of the mean IDF")
+    engine: Literal["sparse", "rank_bm25"] = "sparse"
+    lowercase: bool = True
+    stopwords: Literal["english", "none"] = "english"
+    stemmer: str = Field("porter", description="PyStemmer algorithm (porter, english, ...) or none")
+    index: str | None = Field(None, description="folder to save the index to, or load it from if it exists")
+
+    @field_validator("stemmer")
+    @classmethod
+    def _known_stemmer(cls, v: str) -> str:
+        import Stemmer
+
+        valid = ["none", *Stemmer.algorithms()]
+        if v not in valid:
+            raise ValueError(f"unknown stemmer {v!r}; valid: {', '.join(valid)}")
+        return v
+
+
+@register("bm25", kind="retriever", config=BM25Config)
+def _build_bm25(cfg: BM25Config, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..retrievers.bm25 import BM25Retriever
+    from ..retrievers.tokenize import Tokenizer
+
+    tokenizer = Tokenizer(lowercase=cfg.lowercase, stopwords=cfg.stopwords, stemmer=cfg.stemmer)
+    params = {"k": cfg.k, "k1": cfg.k1, "b": cfg.b, "variant": cfg.variant, "epsilon": cfg.epsilon, "engine": cfg.engine}
+    if cfg.index is not None:
+        folder = ctx.resolve(cfg.index)
+        if (folder / "meta.json").is_file():
+            return BM25Retriever.from_index(folder, tokenizer=tokenizer, **params)
+        retriever = BM25Retriever(ctx.require_corpus("bm25"), tokenizer=tokenizer, **params)
+        retriever.save(folder)
+        return retriever
+    return BM25Retriever(ctx.require_corpus("bm25"), tokenizer=tokenizer, **params)
+
+
+class EncoderConfig(StageConfig):
+    """Shared settings of a sentence-transformers encoder."""
+
+    model: str = Field("all-minilm-l6-v2", description="packaged short name, local folder or HF id")
+    batch_size: int = Field(64, ge=1)
+    max_length: int | None = Field(None, ge=8, description="truncate inputs to this many tokens")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1, ... (default: best available)")
+
+
+def _encoder(cfg: EncoderConfig, ctx: BuildContext) -> object:
+    from ..backends.embeddings import SentenceTransformerEncoder
+
+    key = ("encoder", cfg.model, str(cfg.device), str(cfg.batch_size), str(cfg.max_length))
+    return ctx.resources.get(key, lambda: SentenceTransformerEncoder(cfg.model, device=cfg.device, batch_size=cfg.batch_size, max_length=cfg.max_length))
+
+
+class DenseConfig(EncoderConfig):
+    """Dense retrieval over the dataset's corpus (exact inner product, optional FAISS)."""
+
+    k: int = Field(100, ge=1, description="candidates returned per query")
+    faiss: bool = Field(False, description="search with a FAISS flat index (needs faiss-cpu)")
+    cache: bool = Field(True, description="cache corpus embeddings on disk")
+
+
+@register("dense", kind="retriever", config=DenseConfig)
+def _build_dense(cfg: DenseConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..retrievers.dense import DenseRetriever
+
+    return DenseRetriever(ctx.require_corpus("dense"), _encoder(cfg, ctx), k=cfg.k, use_faiss=cfg.faiss, cache=cfg.cache)  # type: ignore[arg-type]
+
+
+class BiEncoderConfig(EncoderConfig):
+    """Rerank candidates by cosine similarity of query and passage embeddings."""
+
+
+@register("biencoder", kind="reranker", config=BiEncoderConfig)
+def _build_biencoder(cfg: BiEncoderConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..rerankers.biencoder import BiEncoderReranker
+
+    return BiEncoderReranker(_encoder(cfg, ctx))  # type: ignore[arg-type]
+
+
+class CutoffConfig(StageConfig):
+    """Keep the top k candidates of each ranking."""
+
+    k: int = Field(..., ge=0)
+
+
+@register("cutoff", kind="transform", config=CutoffConfig)
+def _build_cutoff(cfg: CutoffConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    return Cutoff(cfg.k)
+
+
+class IdentityConfig(StageConfig):
+    """Pass rankings through unchanged (in fusion: the incoming candidates)."""
+
+
+@register("identity", kind="transform", config=IdentityConfig)
+def _build_identity(cfg: IdentityConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    return Identity()
+
+
+class RRFConfig(StageConfig):
+    """Reciprocal rank fusion of the sub-pipelines under 'inputs'."""
+
+    k: float = Field(60.0, ge=0)
+    weights: list[float] | None = Field(None, description="one non-negative weight per input")
+    rank_base: int = Field(1, ge=0, description="rank of the best document in the formula (1 as in the paper)")
+
+
+@register("rrf", kind="fusion", config=RRFConfig, nested="inputs")
+def _build_rrf(cfg: RRFConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from .fusion import RRFFusion
+
+    return RRFFusion(inputs, k=cfg.k, weights=cfg.weights, rank_base=cfg.rank_base)
+
+
+class ConvexConfig(StageConfig):
+    """Convex combination of per-query normalised scores of the sub-pipelines under 'inputs'."""
+
+    weights: list[float] | None = Field(None, description="one non-negative weight per input (normalised to sum 1)")
+    normalization: Literal["minmax", "zscore", "none"] = "minmax"
+
+
+@register("convex", kind="fusion", config=ConvexConfig, nested="inputs")
+def _build_convex(cfg: ConvexConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from .fusion import ConvexFusion
+
+    return ConvexFusion(inputs, weights=cfg.weights, normalization=cfg.normalization)

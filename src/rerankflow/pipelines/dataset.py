@@ -1,0 +1,93 @@
+"""Load a job's dataset: corpus, queries (with any initial candidates) and judgments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from ..errors import DataError
+from ..io.beir import read_beir
+from ..io.jsonl import read_documents, read_hits, read_queries_jsonl
+from ..io.trec import Qrels, read_qrels, read_run, read_topics
+from ..types import Candidate, Document, Query, Ranking
+from .job import DatasetSpec
+
+
+@dataclass
+class Dataset:
+    """Everything a job runs on."""
+
+    topics: list[Ranking]
+    corpus: list[Document] | None = None
+    qrels: Qrels | None = None
+
+
+def builtin_path(name: str, filename: str) -> Path:
+    """Path of a file of a dataset that ships inside the package."""
+    return Path(str(resources.files("rerankflow") / name / filename))
+
+
+def demo_dataset() -> tuple[list[Document], list[Query], Qrels]:
+    """The demo collection written for this project (corpus, queries, graded qrels)."""
+    corpus = read_documents(builtin_path("demo", "corpus.jsonl"))
+    queries = [Query(q, t) for q, t in read_topics(builtin_path("demo", "queries.tsv"))]
+    qrels = read_qrels(builtin_path("demo", "qrels.txt"))
+    return corpus, queries, qrels
+
+
+def load_dataset(spec: DatasetSpec, base_dir: Path) -> Dataset:
+    """Read the files a :class:`DatasetSpec` names (relative paths are relative to ``base_dir``)."""
+
+    def p(path: str) -> Path:
+        q = Path(path).expanduser()
+        return q if q.is_absolute() else base_dir / q
+
+    corpus: list[Document] | None = None
+    queries: list[Query] = []
+    qrels: Qrels | None = None
+    initial: dict[str, Ranking] = {}
+    if spec.builtin == "demo":
+        corpus, queries, qrels = demo_dataset()
+    elif spec.beir:
+        corpus, queries, qrels = read_beir(p(spec.beir), spec.split)
+    else:
+        if spec.corpus:
+            corpus = read_documents(p(spec.corpus))
+        if spec.topics:
+            path = p(spec.topics)
+            queries = read_queries_jsonl(path) if path.suffix == ".jsonl" else [Query(q, t) for q, t in read_topics(path)]
+        if spec.qrels:
+            qrels = read_qrels(p(spec.qrels))
+    if spec.run:
+        initial = _initial_candidates(p(spec.run), corpus, queries)
+        if not queries:
+            queries = [r.query for r in initial.values()]
+    if spec.judged_only and qrels is not None:
+        queries = [q for q in queries if q.qid in qrels]
+        if not queries:
+            raise DataError("no query has judgments in the qrels; check that topics and qrels match, or set judged_only: false")
+    if spec.limit is not None:
+        queries = queries[: spec.limit]
+    topics = [initial.get(q.qid, Ranking(q)) for q in queries]
+    return Dataset(topics, corpus, qrels)
+
+
+def _initial_candidates(path: Path, corpus: list[Document] | None, queries: list[Query]) -> dict[str, Ranking]:
+    if path.suffix == ".json":
+        rankings = read_hits(path)
+        return {r.query.qid: r for r in rankings}
+    if corpus is None:
+        raise DataError("a TREC run gives only document ids; add dataset.corpus so candidates have text (or use a hits .json)", file=path)
+    if not queries:
+        raise DataError("a TREC run has no query texts; add dataset.topics", file=path)
+    docs = {d.docid: d for d in corpus}
+    run = read_run(path)
+    out = {}
+    for q in queries:
+        scored = sorted(run.get(q.qid, {}).items(), key=lambda kv: -kv[1])
+        missing = [d for d, _ in scored if d not in docs]
+        if missing:
+            raise DataError(f"query {q.qid}: {len(missing)} run documents are not in the corpus (e.g. {missing[0]!r})", file=path)
+        out[q.qid] = Ranking(q, tuple(Candidate(docs[d], s, "input") for d, s in scored))
+    return out

@@ -1,0 +1,243 @@
+"""YAML jobs: a dataset, named pipelines of registered stages, measures and outputs.
+
+A pipeline is a list of stages; a stage is ``{name: {param: value}}`` (or just ``name``).
+Fusion stages hold sub-pipelines under ``inputs``. Everything is validated on load: unknown
+keys and bad values fail with the YAML path (``pipelines.hybrid[0].rrf.k``), the file line
+and the valid choices. ``load_job(dump_job(job)) == job`` holds for every valid job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_serializer, field_validator, model_validator
+
+from .. import registry
+from ..errors import ConfigError
+from ..eval.measures import parse_measures
+from ..registry import StageConfig
+from .yamlfile import YamlDocument
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A validated stage: registry name, its config, and sub-pipelines (fusion inputs)."""
+
+    name: str
+    config: StageConfig
+    inputs: tuple[tuple[StageSpec, ...], ...] = ()
+
+    def to_yaml(self) -> dict[str, Any]:
+        """``{name: {params..., inputs: [...]}}`` with every default written out."""
+        body = self.config.model_dump(mode="json")
+        nested = registry.get(self.name).nested
+        if nested is not None:
+            body[nested] = [[s.to_yaml() for s in p] for p in self.inputs]
+        return {self.name: body}
+
+
+Pipeline = tuple[StageSpec, ...]
+
+
+def parse_stage(raw: Any, path: Path_) -> StageSpec:
+    """Validate one stage entry found at ``path``."""
+    if isinstance(raw, str):
+        name, params = raw, {}
+    elif isinstance(raw, dict) and len(raw) == 1:
+        name, params = next(iter(raw.items()))
+        params = {} if params is None else params
+    else:
+        raise ConfigError("a stage is written as 'name' or {name: {param: value}} (exactly one key)", path=path)
+    comp = registry.get(str(name)) if isinstance(name, str) else None
+    if comp is None:
+        raise ConfigError(f"stage name must be a string, got {name!r}", path=path)
+    if not isinstance(params, dict):
+        raise ConfigError(f"parameters of {name!r} must be a mapping, got {type(params).__name__}", path=(*path, name))
+    params = dict(params)
+    inputs: tuple[Pipeline, ...] = ()
+    if comp.nested is not None:
+        raw_inputs = params.pop(comp.nested, None)
+        ipath = (*path, name, comp.nested)
+        if not isinstance(raw_inputs, list) or len(raw_inputs) < 2:
+            raise ConfigError(f"{name!r} needs '{comp.nested}': a list of at least two pipelines (each a list of stages)", path=ipath)
+        inputs = tuple(parse_pipeline(p, (*ipath, i)) for i, p in enumerate(raw_inputs))
+    try:
+        config = comp.config.model_validate(params)
+    except ValidationError as exc:
+        raise validation_to_config_error(exc, comp.config, (*path, name)) from None
+    return StageSpec(comp.name, config, inputs)
+
+
+def parse_pipeline(raw: Any, path: Path_) -> Pipeline:
+    """Validate a list of stages found at ``path``."""
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("a pipeline is a non-empty list of stages", path=path)
+    return tuple(parse_stage(s, (*path, i)) for i, s in enumerate(raw))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    """Where queries, candidates, documents and judgments come from (paths relative to the job file)."""
+
+    builtin: Literal["demo"] | None = Field(None, description="a dataset that ships with rerankflow")
+    corpus: str | None = Field(None, description="JSONL documents for retrievers")
+    topics: str | None = Field(None, description="TREC topics (qid<TAB>query) or queries.jsonl")
+    qrels: str | None = Field(None, description="TREC qrels for evaluation")
+    run: str | None = Field(None, description="initial candidates: TREC run (needs corpus) or hits JSON")
+    beir: str | None = Field(None, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    split: str = Field("test", description="BEIR qrels split")
+    judged_only: bool = Field(True, description="keep only queries that have judgments")
+    limit: int | None = Field(None, ge=1, description="use only the first N queries")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        if self.builtin and any((self.corpus, self.topics, self.qrels, self.beir)):
+            raise ValueError("builtin datasets bring their own corpus, topics and qrels; remove those keys or 'builtin'")
+        if self.beir and any((self.corpus, self.topics, self.qrels)):
+            raise ValueError("a BEIR folder brings its own corpus, queries and qrels; remove those keys or 'beir'")
+        if not (self.builtin or self.beir or self.topics or self.run):
+            raise ValueError("name the queries: set 'builtin', 'beir', 'topics' or 'run'")
+        return self
+
+
+class OutputSpec(_Strict):
+    """What the job writes."""
+
+    dir: str | None = Field(None, description="output folder (default: runs/<job name> beside the job file)")
+    run_files: bool = Field(True, description="write one TREC run file per pipeline")
+
+
+_PIPELINES_SCHEMA = WithJsonSchema({"type": "object", "description": "named pipelines; see the stage schemas"})
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class Job(_Strict):
+    """A rerankflow job (the top level of a job YAML file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field("job", description="used in output folder names and run tags")
+    dataset: DatasetSpec
+    pipelines: Annotated[dict[str, Pipeline], _PIPELINES_SCHEMA]
+    measures: list[str] = Field(default_factory=lambda: ["nDCG@10"], description="ir-measures names, e.g. nDCG@10, R(rel=2)@100")
+    baseline: str | None = Field(None, description="pipeline that significance tests compare against")
+    batch_size: int = Field(64, ge=1, description="queries per batch through each pipeline")
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("use letters, digits, '_', '-' and '.' only")
+        return v
+
+    @field_validator("pipelines", mode="before")
+    @classmethod
+    def _parse_pipelines(cls, raw: Any) -> dict[str, Pipeline]:
+        if not isinstance(raw, dict) or not raw:
+            raise ConfigError("'pipelines' maps names to lists of stages and needs at least one", path=("pipelines",))
+        out: dict[str, Pipeline] = {}
+        for name, value in raw.items():
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise ConfigError(f"pipeline name {name!r}: use letters, digits, '_', '-' and '.' only", path=("pipelines", str(name)))
+            if isinstance(value, tuple) and all(isinstance(s, StageSpec) for s in value):
+                out[name] = value
+            else:
+                out[name] = parse_pipeline(value, ("pipelines", name))
+        return out
+
+    @field_validator("measures")
+    @classmethod
+    def _measures_ok(cls, v: list[str]) -> list[str]:
+        parse_measures(v)
+        return v
+
+    @model_validator(mode="after")
+    def _baseline_known(self) -> Job:
+        if self.baseline is not None and self.baseline not in self.pipelines:
+            raise ConfigError(f"baseline {self.baseline!r} is not a pipeline; choose one of: {', '.join(self.pipelines)}", path=("baseline",))
+        return self
+
+    @field_serializer("pipelines")
+    def _dump_pipelines(self, pipelines: dict[str, Pipeline]) -> dict[str, list[dict[str, Any]]]:
+        return {name: [s.to_yaml() for s in p] for name, p in pipelines.items()}
+
+
+def validation_to_config_error(exc: ValidationError, model: type[BaseModel], prefix: Path_ = ()) -> ConfigError:
+    """Turn pydantic's first error into a :class:`ConfigError` with path and valid choices."""
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(model, loc[:-1])
+        msg = f"unknown key {loc[-1]!r}; valid keys: {', '.join(valid) if valid else '(none)'}"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] not in ("value_error", "assertion_error") and "input" in err:
+            msg += f" (got {_short(err['input'])})"
+    return ConfigError(msg, path=(*prefix, *loc))
+
+
+def _valid_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        field = current.model_fields.get(part) if isinstance(part, str) and hasattr(current, "model_fields") else None
+        ann = field.annotation if field is not None else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            current = ann
+        else:
+            return []
+    return list(current.model_fields)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_job(data: Any, *, file: str | Path | None = None, doc: YamlDocument | None = None) -> Job:
+    """Validate a job given as plain data (what ``yaml.safe_load`` returns)."""
+    try:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a job file is a YAML mapping with keys {', '.join(Job.model_fields)}; got {type(data).__name__}")
+        return Job.model_validate(data)
+    except ValidationError as exc:
+        err = validation_to_config_error(exc, Job)
+        raise (doc.locate(err) if doc else err.located(file, None)) from None
+    except ConfigError as err:
+        raise (doc.locate(err) if doc else err.located(file, None)) from None
+
+
+def load_job_text(text: str, *, file: str | Path | None = None) -> Job:
+    """Parse and validate a job from YAML text."""
+    doc = YamlDocument(text, file)
+    return parse_job(doc.data, file=file, doc=doc)
+
+
+def load_job(path: str | Path) -> Job:
+    """Parse and validate a job file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("job file not found", file=path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"job file is not valid UTF-8 ({exc.reason})", file=path) from None
+    return load_job_text(text, file=path)
+
+
+def dump_job(job: Job) -> str:
+    """YAML text of a job with every default written out (``load_job_text`` reads it back)."""
+    data = job.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

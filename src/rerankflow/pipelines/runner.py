@@ -1,0 +1,54 @@
+"""Run a job: load the dataset, build each pipeline, evaluate side by side, write outputs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..eval.experiment import Experiment, ExperimentResult
+from ..io.trec import write_run
+from ..registry import BuildContext
+from ..stage import Transformer
+from .build import build_pipeline
+from .dataset import Dataset, load_dataset
+from .job import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobResult:
+    """What a job produced: the experiment (with or without measures) and the files written."""
+
+    job: Job
+    result: ExperimentResult
+    output_dir: Path
+    files: list[Path]
+    pipelines: dict[str, Transformer]
+
+
+def build_job(job: Job, base_dir: Path) -> tuple[Dataset, dict[str, Transformer]]:
+    """Load the dataset and build every pipeline (models load later, on first use)."""
+    dataset = load_dataset(job.dataset, base_dir)
+    ctx = BuildContext(corpus=dataset.corpus, base_dir=base_dir)
+    pipelines = {name: build_pipeline(specs, ctx, ("pipelines", name)) for name, specs in job.pipelines.items()}
+    return dataset, pipelines
+
+
+def run_job(job: Job, base_dir: Path, output_dir: Path | None = None) -> JobResult:
+    """Run every pipeline of ``job`` and write runs and result tables."""
+    dataset, pipelines = build_job(job, base_dir)
+    out = output_dir or (base_dir / job.output.dir if job.output.dir else base_dir / "runs" / job.name)
+    experiment = Experiment(pipelines, dataset.topics, dataset.qrels or {}, job.measures, baseline=job.baseline, batch_size=job.batch_size)
+    result = experiment.run()
+    files: list[Path] = []
+    if job.output.run_files:
+        for s in result.systems:
+            path = out / f"{s.name}.trec"
+            write_run(s.rankings, path, tag=f"{job.name}.{s.name}")
+            files.append(path)
+    if dataset.qrels is not None:
+        files.extend(result.write(out))
+    log.info("wrote %d files to %s", len(files), out)
+    return JobResult(job, result, out, files, pipelines)

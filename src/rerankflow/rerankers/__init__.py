@@ -1,0 +1,1 @@
+"""Rerankers: stages that rescore the candidates they are given."""

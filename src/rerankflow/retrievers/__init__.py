@@ -1,0 +1,1 @@
+"""First-stage retrievers: BM25 (two engines), dense, and hybrid via fusion."""

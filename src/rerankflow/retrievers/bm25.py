@@ -1,0 +1,257 @@
+r"""BM25 retrieval with two engines behind one class.
+
+Scoring (both engines, both variants): for query tokens :math:`q_1..q_m` (repeated tokens
+count again, as in rank_bm25),
+
+.. math:: s(d) = \sum_j \mathrm{idf}(q_j)\; \frac{tf(q_j, d)\,(k_1+1)}{tf(q_j, d) + k_1 (1 - b + b\,|d|/\overline{|d|})}
+
+with :math:`|d|` the number of index terms of ``d`` after tokenisation. IDF variants, with
+:math:`N` documents and :math:`n` of them containing the term:
+
+* ``"lucene"`` (default): :math:`\ln(1 + (N - n + 0.5)/(n + 0.5))`, always positive (Lucene's
+  BM25Similarity; Lucene also drops the constant :math:`k_1+1`, which does not change ranks).
+* ``"okapi"``: rank_bm25's ``BM25Okapi``: :math:`\ln((N - n + 0.5)/(n + 0.5))`, and a
+  negative value is replaced by ``epsilon`` times the mean IDF of the vocabulary.
+
+Engines: ``"sparse"`` (default) precomputes the per-term document weights in a SciPy sparse
+matrix and scores a query by summing the rows of its terms; ``"rank_bm25"`` runs the
+reference package. Only documents containing at least one query term are returned; ties are
+broken by corpus order. Defaults ``k1=0.9, b=0.4`` are Anserini's MS MARCO settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from scipy import sparse
+
+from ..errors import ConfigError, DataError
+from ..io.jsonl import read_documents, write_documents
+from ..progress import progress
+from ..stage import Retriever
+from ..types import Candidate, Document, Query, Ranking
+from .tokenize import Tokenizer
+
+Variant = Literal["lucene", "okapi"]
+Engine = Literal["sparse", "rank_bm25"]
+INDEX_FORMAT = 1
+
+
+def idf_values(df: np.ndarray, n_docs: int, variant: Variant, epsilon: float) -> np.ndarray:
+    """IDF of each term from its document frequency (see the module docstring)."""
+    df = df.astype(np.float64)
+    if variant == "lucene":
+        return np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+    idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
+    floor = epsilon * (idf.sum() / len(idf)) if len(idf) else 0.0
+    return np.where(idf < 0, floor, idf)
+
+
+class BM25Retriever(Retriever):
+    """BM25 over an in-memory corpus; ``engine`` picks the implementation (same results)."""
+
+    def __init__(
+        self,
+        corpus: Sequence[Document],
+        *,
+        k: int = 100,
+        k1: float = 0.9,
+        b: float = 0.4,
+        variant: Variant = "lucene",
+        epsilon: float = 0.25,
+        engine: Engine = "sparse",
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        if k < 1:
+            raise ConfigError(f"bm25 k (candidates per query) must be >= 1, got {k}")
+        if k1 < 0 or not 0 <= b <= 1:
+            raise ConfigError(f"bm25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        if variant not in ("lucene", "okapi"):
+            raise ConfigError(f"bm25 variant must be 'lucene' or 'okapi', got {variant!r}")
+        if engine not in ("sparse", "rank_bm25"):
+            raise ConfigError(f"bm25 engine must be 'sparse' or 'rank_bm25', got {engine!r}")
+        self.corpus = list(corpus)
+        if not self.corpus:
+            raise DataError("the corpus is empty: BM25 needs at least one document")
+        self.k, self.k1, self.b = k, k1, b
+        self.variant: Variant = variant
+        self.epsilon = epsilon
+        self.engine: Engine = engine
+        self.tokenizer = tokenizer or Tokenizer()
+        self._tf: sparse.csr_matrix | None = None  # documents x terms, raw counts
+        self._vocab: dict[str, int] = {}
+        self._weights: sparse.csr_matrix | None = None  # terms x documents, BM25 weights
+        self._ref: Any = None
+
+    @property
+    def name(self) -> str:
+        """Provenance name."""
+        return "bm25"
+
+    def __repr__(self) -> str:
+        return f"BM25Retriever(k={self.k}, k1={self.k1}, b={self.b}, variant={self.variant!r}, engine={self.engine!r})"
+
+    # -- indexing -----------------------------------------------------------------------
+    def load(self) -> None:
+        """Build the index (if not loaded from disk) and the engine's scoring structures."""
+        if self.engine == "rank_bm25":
+            self._build_reference()
+            return
+        if self._tf is None:
+            self._build_tf()
+        self._build_weights()
+
+    def _build_tf(self) -> None:
+        vocab: dict[str, int] = {}
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[int] = []
+        for i, doc in enumerate(progress(self.corpus, desc="bm25: indexing", unit="doc")):
+            for term, count in Counter(self.tokenizer(_index_text(doc))).items():
+                rows.append(i)
+                cols.append(vocab.setdefault(term, len(vocab)))
+                vals.append(count)
+        shape = (len(self.corpus), max(len(vocab), 1))
+        self._tf = sparse.csr_matrix((np.array(vals, dtype=np.float64), (rows, cols)), shape=shape)
+        self._vocab = vocab
+
+    def _build_weights(self) -> None:
+        tf = self._tf
+        if tf is None:
+            raise DataError("BM25 index has no term matrix; build or load it first")
+        n_docs = tf.shape[0]
+        doc_len = np.asarray(tf.sum(axis=1)).ravel()
+        avgdl = doc_len.mean() if doc_len.mean() > 0 else 1.0
+        df = np.diff(tf.tocsc().indptr)
+        idf = idf_values(df, n_docs, self.variant, self.epsilon)
+        coo = tf.tocoo()
+        norm = self.k1 * (1.0 - self.b + self.b * doc_len[coo.row] / avgdl)
+        data = idf[coo.col] * coo.data * (self.k1 + 1.0) / (coo.data + norm)
+        self._weights = sparse.csr_matrix((data, (coo.col, coo.row)), shape=(tf.shape[1], n_docs))
+
+    def _build_reference(self) -> None:
+        from rank_bm25 import BM25Okapi
+
+        tokenized = self.tokenizer.many(_index_text(d) for d in progress(self.corpus, desc="bm25: indexing", unit="doc"))
+        if self.variant == "okapi":
+            self._ref = BM25Okapi(tokenized, k1=self.k1, b=self.b, epsilon=self.epsilon)
+        else:
+            self._ref = _lucene_idf_okapi(tokenized, k1=self.k1, b=self.b)
+
+    # -- search ---------------------------------------------------------------------------
+    def retrieve(self, queries: Sequence[Query]) -> list[Ranking]:
+        """Top ``k`` documents of each query."""
+        out = []
+        for q in queries:
+            if not q.text.strip():
+                raise DataError(f"query {q.qid!r} is empty; every query needs text")
+            ids, scores = self._search_one(self.tokenizer(q.text))
+            cands = tuple(Candidate(self.corpus[i], float(s), "bm25") for i, s in zip(ids, scores, strict=True))
+            out.append(Ranking(q, cands))
+        return out
+
+    def _search_one(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if self.engine == "rank_bm25":
+            return self._search_reference(tokens)
+        weights = self._weights
+        if weights is None:
+            raise DataError("BM25 index is not built; call load() first")
+        counts = Counter(t for t in tokens if t in self._vocab)
+        if not counts:
+            return np.array([], dtype=np.int64), np.array([])
+        term_ids = np.fromiter((self._vocab[t] for t in counts), dtype=np.int64)
+        rows = weights[term_ids]
+        reps = np.repeat(np.fromiter(counts.values(), dtype=np.float64), np.diff(rows.indptr))
+        scores = np.bincount(rows.indices, weights=rows.data * reps, minlength=weights.shape[1])
+        matched = np.unique(rows.indices)
+        return _top_k(matched, scores[matched], self.k)
+
+    def _search_reference(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        ref = self._ref
+        scores = ref.get_scores(tokens)
+        present = set(tokens)
+        matched = np.array([i for i, freqs in enumerate(ref.doc_freqs) if not present.isdisjoint(freqs)], dtype=np.int64)
+        if matched.size == 0:
+            return matched, np.array([])
+        return _top_k(matched, np.asarray(scores)[matched], self.k)
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write the index (documents, vocabulary, term counts, settings) to ``folder``."""
+        self.ensure_loaded()
+        if self._tf is None:
+            self._build_tf()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_documents(folder / "docs.jsonl", self.corpus)
+        terms = [""] * len(self._vocab)
+        for term, i in self._vocab.items():
+            terms[i] = term
+        (folder / "vocab.json").write_text(json.dumps(terms), encoding="utf-8")
+        sparse.save_npz(folder / "tf.npz", self._tf)
+        meta = {
+            "format": INDEX_FORMAT,
+            "tokenizer": {"lowercase": self.tokenizer.lowercase, "stopwords": self.tokenizer.stopwords, "stemmer": self.tokenizer.stemmer},
+            "documents": len(self.corpus),
+        }
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return folder
+
+    @classmethod
+    def from_index(cls, folder: str | Path, **params: Any) -> BM25Retriever:
+        """Load an index written by :meth:`save`; ``params`` set k, k1, b, variant, engine."""
+        folder = Path(folder)
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            raise DataError(f"no BM25 index here (meta.json missing); build one with BM25Retriever(...).save('{folder}')", file=folder)
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            tokenizer = Tokenizer(**meta["tokenizer"])
+            fmt = meta["format"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"corrupt index metadata ({exc}); rebuild the index", file=meta_path) from exc
+        if fmt != INDEX_FORMAT:
+            raise DataError(f"index format {fmt} is not supported (expected {INDEX_FORMAT}); rebuild the index", file=meta_path)
+        if "tokenizer" in params and params["tokenizer"] != tokenizer:
+            raise ConfigError(f"the index at {folder} was built with {tokenizer}; a different tokenizer needs a new index")
+        params.pop("tokenizer", None)
+        retriever = cls(read_documents(folder / "docs.jsonl"), tokenizer=tokenizer, **params)
+        if retriever.engine == "sparse":
+            retriever._tf = sparse.load_npz(folder / "tf.npz").tocsr()
+            terms = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+            retriever._vocab = {t: i for i, t in enumerate(terms)}
+            if retriever._tf.shape[0] != len(retriever.corpus):
+                raise DataError("index term matrix and documents disagree in size; rebuild the index", file=folder)
+        return retriever
+
+
+def _index_text(doc: Document) -> str:
+    return f"{doc.title}\n{doc.text}" if doc.title else doc.text
+
+
+def _top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` by score, ties by smaller id (corpus order); deterministic."""
+    if ids.size > k:
+        kth = np.partition(-scores, k - 1)[k - 1]
+        keep = -scores <= kth
+        ids, scores = ids[keep], scores[keep]
+    order = np.lexsort((ids, -scores))[:k]
+    return ids[order], scores[order]
+
+
+def _lucene_idf_okapi(corpus: list[list[str]], k1: float, b: float) -> Any:
+    """rank_bm25's BM25Okapi scoring loop with Lucene's IDF (the reference for ``variant="lucene"``)."""
+    from rank_bm25 import BM25Okapi
+
+    class LuceneIDFOkapi(BM25Okapi):  # type: ignore[misc]
+        def _calc_idf(self, nd: dict[str, int]) -> None:
+            for word, freq in nd.items():
+                self.idf[word] = math.log(1.0 + (self.corpus_size - freq + 0.5) / (freq + 0.5))
+
+    return LuceneIDFOkapi(corpus, k1=k1, b=b)

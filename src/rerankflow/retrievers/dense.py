@@ -1,0 +1,152 @@
+"""Dense retrieval: normalised embeddings, exact inner-product search (numpy) or FAISS."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import ConfigError, DataError, MissingDependencyError
+from ..io.files import atomic_write
+from ..paths import cache_home, corpus_fingerprint
+from ..stage import Retriever
+from ..types import Candidate, Document, Query, Ranking
+
+log = logging.getLogger(__name__)
+
+
+class TextEncoder(Protocol):
+    """What dense stages need from an encoder (see ``backends.embeddings``)."""
+
+    @property
+    def identity(self) -> str:
+        """A string that changes whenever the embeddings would."""
+        ...
+
+    def encode(self, texts: Sequence[str], *, desc: str = ...) -> np.ndarray:
+        """L2-normalised float32 embeddings, one row per text."""
+        ...
+
+
+def passage_text(doc: Document) -> str:
+    """The text a dense encoder sees for a document (title, newline, text)."""
+    return f"{doc.title}\n{doc.text}" if doc.title else doc.text
+
+
+class DenseRetriever(Retriever):
+    """Exact top-``k`` by inner product of normalised embeddings (= cosine).
+
+    Corpus embeddings are cached in ``cache_dir`` (default ``$RERANKFLOW_HOME/embeddings``)
+    under a key made of the encoder identity and the corpus fingerprint, so a second run on
+    the same corpus skips encoding. ``use_faiss`` swaps the numpy search for a FAISS
+    ``IndexFlatIP`` (same results, needs ``faiss-cpu``).
+    """
+
+    def __init__(
+        self,
+        corpus: Sequence[Document],
+        encoder: TextEncoder,
+        *,
+        k: int = 100,
+        query_batch_size: int = 256,
+        use_faiss: bool = False,
+        cache_dir: str | Path | None = None,
+        cache: bool = True,
+    ) -> None:
+        if k < 1:
+            raise ConfigError(f"dense k (candidates per query) must be >= 1, got {k}")
+        self.corpus = list(corpus)
+        if not self.corpus:
+            raise DataError("the corpus is empty: dense retrieval needs at least one document")
+        self.encoder = encoder
+        self.k = k
+        self.query_batch_size = query_batch_size
+        self.use_faiss = use_faiss
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else cache_home() / "embeddings"
+        self.cache = cache
+        self._emb: np.ndarray | None = None
+        self._faiss: Any = None
+
+    @property
+    def name(self) -> str:
+        """Provenance name."""
+        return "dense"
+
+    def __repr__(self) -> str:
+        return f"DenseRetriever({self.encoder!r}, k={self.k}{', faiss' if self.use_faiss else ''})"
+
+    def cache_path(self) -> Path:
+        """File that holds (or will hold) this corpus's embeddings."""
+        key = hashlib.sha256(f"{self.encoder.identity}\n{corpus_fingerprint(self.corpus)}".encode()).hexdigest()[:32]
+        return self.cache_dir / f"{key}.npy"
+
+    def load(self) -> None:
+        """Encode the corpus or load its cached embeddings; build the FAISS index if asked."""
+        path = self.cache_path() if self.cache else None
+        if path is not None and path.is_file():
+            emb = np.load(path, allow_pickle=False)
+            if emb.shape[0] == len(self.corpus) and emb.dtype == np.float32:
+                self._emb = emb
+                log.info("loaded %d cached embeddings from %s", len(emb), path)
+            else:
+                log.warning("ignoring cached embeddings with unexpected shape %s at %s", emb.shape, path)
+        if self._emb is None:
+            self._emb = self.encoder.encode([passage_text(d) for d in self.corpus], desc="dense: encoding corpus")
+            if path is not None:
+                _save_array(path, self._emb, {"encoder": self.encoder.identity, "documents": len(self.corpus)})
+        if self.use_faiss:
+            try:
+                import faiss
+            except ImportError as exc:
+                raise MissingDependencyError("faiss-cpu", "faiss") from exc
+            index = faiss.IndexFlatIP(self._emb.shape[1])
+            index.add(self._emb)
+            self._faiss = index
+
+    def retrieve(self, queries: Sequence[Query]) -> list[Ranking]:
+        """Top ``k`` documents of each query by cosine similarity."""
+        for q in queries:
+            if not q.text.strip():
+                raise DataError(f"query {q.qid!r} is empty; every query needs text")
+        out: list[Ranking] = []
+        k = min(self.k, len(self.corpus))
+        for start in range(0, len(queries), self.query_batch_size):
+            chunk = queries[start : start + self.query_batch_size]
+            qemb = self.encoder.encode([q.text for q in chunk], desc="dense: encoding queries")
+            ids, scores = self._search(qemb, k)
+            for q, row_ids, row_scores in zip(chunk, ids, scores, strict=True):
+                cands = tuple(Candidate(self.corpus[i], float(s), "dense") for i, s in zip(row_ids, row_scores, strict=True) if i >= 0)
+                out.append(Ranking(q, cands))
+        return out
+
+    def _search(self, qemb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._faiss is not None:
+            scores, ids = self._faiss.search(qemb, k)
+            return ids, scores
+        emb = self._emb
+        if emb is None:
+            raise DataError("dense index is not loaded; call load() first")
+        sims = qemb @ emb.T
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(sims.shape[1]), (len(sims), 1))
+        rows = np.arange(len(sims))[:, None]
+        top = sims[rows, part]
+        order = np.lexsort((part, -top), axis=1)
+        ids = part[rows, order]
+        return ids, sims[rows, ids]
+
+
+def _save_array(path: Path, arr: np.ndarray, meta: dict[str, Any]) -> None:
+    """Save atomically (temp file + rename) so a crash never leaves a half-written cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, arr, allow_pickle=False)
+    os.replace(tmp, path)
+    with atomic_write(path.with_suffix(".json")) as fh:
+        json.dump(meta, fh)

@@ -1,0 +1,201 @@
+"""The stage protocol and the composition operators.
+
+A stage maps a batch of rankings to a list of rankings of the same length and order
+(PyTerrier's transformer contract). Retrievers are stages that ignore the incoming
+candidates and produce new ones from the query. Compose with ``a >> b`` (then) and cut with
+``a % k`` (keep the top ``k``); fusion lives in :mod:`rerankflow.pipelines.fusion` and is
+reachable through ``a + b`` and ``w * a`` (convex combination).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from .errors import PipelineTypeError
+from .types import Query, Ranking
+
+if TYPE_CHECKING:
+    from .pipelines.fusion import ConvexFusion, Weighted
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """Anything that maps a batch of rankings to a same-length list of rankings, order kept."""
+
+    def __call__(self, batch: Sequence[Ranking], /) -> list[Ranking]:
+        """Transform ``batch``."""
+        ...
+
+
+class Transformer(ABC):
+    """Base class of every built-in stage: contract checks, operators and lazy loading.
+
+    Subclasses implement :meth:`transform`. Heavy objects (models, indexes) are created in
+    :meth:`load`, which runs once, on first use, never in ``__init__``.
+    """
+
+    _loaded: bool = False
+
+    @property
+    def name(self) -> str:
+        """Short name used in score provenance and reports."""
+        return type(self).__name__
+
+    def load(self) -> None:
+        """Load models or indexes; called once before the first batch. Override if needed."""
+
+    def ensure_loaded(self) -> None:
+        """Run :meth:`load` once."""
+        if not self._loaded:
+            self.load()
+            self._loaded = True
+
+    @abstractmethod
+    def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
+        """Transform a batch; same length and order as the input."""
+
+    def __call__(self, batch: Sequence[Ranking], /) -> list[Ranking]:
+        if isinstance(batch, Ranking):
+            raise PipelineTypeError(f"{self.name} takes a batch (a list) of rankings, not one Ranking; wrap it: [ranking]")
+        self.ensure_loaded()
+        out = self.transform(batch)
+        check_contract(self, batch, out)
+        return out
+
+    def search(self, queries: Sequence[Query | str]) -> list[Ranking]:
+        """Run this pipeline on queries (strings get ids ``q0``, ``q1``...)."""
+        batch = [Ranking(q if isinstance(q, Query) else Query(f"q{i}", q)) for i, q in enumerate(queries)]
+        return self(batch)
+
+    def __rshift__(self, other: Stage) -> Sequential:
+        return Sequential(self, as_transformer(other))
+
+    def __rrshift__(self, other: Stage) -> Sequential:
+        return Sequential(as_transformer(other), self)
+
+    def __mod__(self, k: int) -> Sequential:
+        return Sequential(self, Cutoff(k))
+
+    def __add__(self, other: Transformer | Weighted) -> ConvexFusion:
+        from .pipelines.fusion import Weighted, convex
+
+        left = self if isinstance(self, Weighted) else Weighted(self, 1.0)
+        return convex(left, other)
+
+    def __mul__(self, weight: float) -> Weighted:
+        from .pipelines.fusion import Weighted
+
+        return Weighted(self, float(weight))
+
+    __rmul__ = __mul__
+
+
+def check_contract(stage: object, batch: Sequence[Ranking], out: Sequence[Ranking]) -> None:
+    """Raise if ``out`` breaks the stage contract (same length, same queries, same order)."""
+    name = getattr(stage, "name", type(stage).__name__)
+    if not isinstance(out, list):
+        raise PipelineTypeError(f"stage {name} returned {type(out).__name__}; stages must return a list of rankings")
+    if len(out) != len(batch):
+        raise PipelineTypeError(f"stage {name} returned {len(out)} rankings for {len(batch)} inputs; stages keep the batch length")
+    for i, (a, b) in enumerate(zip(batch, out, strict=True)):
+        if a.query.qid != b.query.qid:
+            raise PipelineTypeError(
+                f"stage {name} changed the order of the batch at position {i} "
+                f"(query {a.query.qid!r} became {b.query.qid!r}); stages keep the batch order"
+            )
+
+
+class FunctionStage(Transformer):
+    """Adapts any callable that honours the :class:`Stage` protocol."""
+
+    def __init__(self, fn: Stage) -> None:
+        self.fn = fn
+
+    @property
+    def name(self) -> str:
+        """Name of the wrapped callable."""
+        return getattr(self.fn, "__name__", type(self.fn).__name__)
+
+    def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
+        """Call the wrapped function."""
+        return list(self.fn(batch))
+
+    def __repr__(self) -> str:
+        return f"FunctionStage({self.name})"
+
+
+def as_transformer(stage: Stage) -> Transformer:
+    """Wrap a plain callable stage so it composes; transformers are returned as they are."""
+    if isinstance(stage, Transformer):
+        return stage
+    if callable(stage):
+        return FunctionStage(stage)
+    raise PipelineTypeError(f"cannot compose {type(stage).__name__}: a stage is a callable taking a list of rankings")
+
+
+class Sequential(Transformer):
+    """``first >> second``: run ``first``, feed its output to ``second``."""
+
+    def __init__(self, first: Transformer, second: Transformer) -> None:
+        self.first = first
+        self.second = second
+
+    def load(self) -> None:
+        """Nothing to load: each part loads on its own first call."""
+
+    def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
+        """Run both parts in order."""
+        return self.second(self.first(batch))
+
+    def stages(self) -> list[Transformer]:
+        """The leaf stages, in execution order."""
+        out: list[Transformer] = []
+        for part in (self.first, self.second):
+            out.extend(part.stages() if isinstance(part, Sequential) else [part])
+        return out
+
+    def __repr__(self) -> str:
+        if isinstance(self.second, Cutoff):
+            return f"({self.first!r} % {self.second.k})"
+        return f"({self.first!r} >> {self.second!r})"
+
+
+class Cutoff(Transformer):
+    """Keep the top ``k`` candidates of every ranking (``stage % k``)."""
+
+    def __init__(self, k: int) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise PipelineTypeError(f"cutoff must be a non-negative integer, got {k!r}")
+        self.k = k
+
+    def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
+        """Truncate every ranking."""
+        return [r.top(self.k) for r in batch]
+
+    def __repr__(self) -> str:
+        return f"Cutoff({self.k})"
+
+
+class Identity(Transformer):
+    """Returns its input unchanged (useful as a fusion input: "the incoming ranking")."""
+
+    def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
+        """Return the batch as it is."""
+        return list(batch)
+
+    def __repr__(self) -> str:
+        return "Identity()"
+
+
+class Retriever(Transformer):
+    """A stage that produces candidates from the query alone (incoming candidates are dropped)."""
+
+    @abstractmethod
+    def retrieve(self, queries: Sequence[Query]) -> list[Ranking]:
+        """Rank the collection for each query; one ranking per query, same order."""
+
+    def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
+        """Retrieve for the queries of the batch."""
+        return self.retrieve([r.query for r in batch])

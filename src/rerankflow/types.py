@@ -1,0 +1,105 @@
+"""The shared vocabulary: queries, documents, scored candidates and rankings.
+
+All types are frozen. A :class:`Ranking` keeps its candidates sorted by descending score and
+the rank of a candidate is its index in that tuple, so ranks are **0-based** (``FIRST_RANK``).
+TREC run files are 1-based; the writer adds one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+FIRST_RANK = 0
+"""Rank of the best candidate of a ranking (ranks are tuple indices)."""
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A query (topic) with its identifier."""
+
+    qid: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A passage or document. Scores never live here; see :class:`Candidate`."""
+
+    docid: str
+    text: str
+    title: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=lambda: EMPTY, compare=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A document with the score the latest stage gave it.
+
+    ``history`` keeps the provenance: ``(stage_name, score)`` pairs of every earlier stage
+    that scored this candidate, oldest first (the current score is not repeated there).
+    ``rank_derived`` says the score only encodes a rank (e.g. ``1/(rank+1)`` of a listwise
+    reranker) and carries no calibrated relevance.
+    """
+
+    doc: Document
+    score: float
+    stage: str = ""
+    history: tuple[tuple[str, float], ...] = ()
+    rank_derived: bool = False
+
+    @property
+    def docid(self) -> str:
+        """Identifier of the underlying document."""
+        return self.doc.docid
+
+    def rescored(self, score: float, stage: str, *, rank_derived: bool = False) -> Candidate:
+        """Return this candidate with a new score from ``stage``, pushing the old one to history."""
+        history = self.history + ((self.stage, self.score),) if self.stage else self.history
+        return Candidate(self.doc, float(score), stage, history, rank_derived)
+
+    def scores(self) -> dict[str, float]:
+        """All scores this candidate received, by stage name (the latest included)."""
+        out = dict(self.history)
+        if self.stage:
+            out[self.stage] = self.score
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """A query with its candidates, best first. ``candidates[i]`` has rank ``i`` (0-based)."""
+
+    query: Query
+    candidates: tuple[Candidate, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    @property
+    def docids(self) -> list[str]:
+        """Document ids in rank order."""
+        return [c.doc.docid for c in self.candidates]
+
+    def top(self, k: int) -> Ranking:
+        """The first ``k`` candidates."""
+        return replace(self, candidates=self.candidates[:k])
+
+    def with_candidates(self, candidates: Iterable[Candidate]) -> Ranking:
+        """Same query, new candidates (kept in the given order)."""
+        return Ranking(self.query, tuple(candidates))
+
+
+def sort_candidates(candidates: Iterable[Candidate]) -> tuple[Candidate, ...]:
+    """Sort by descending score; ties keep their incoming order (stable sort)."""
+    return tuple(sorted(candidates, key=lambda c: -c.score))
+
+
+def rescore(ranking: Ranking, scores: Iterable[float], stage: str, *, rank_derived: bool = False) -> Ranking:
+    """Give each candidate of ``ranking`` its new score (same order as the candidates) and sort."""
+    scored = [c.rescored(s, stage, rank_derived=rank_derived) for c, s in zip(ranking.candidates, scores, strict=True)]
+    return ranking.with_candidates(sort_candidates(scored))
