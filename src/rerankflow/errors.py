@@ -51,7 +51,7 @@ class ConfigError(RerankflowError):
 class DataError(RerankflowError):
     """An input file (topics, qrels, run, corpus) is missing, empty or malformed."""
 
-    def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None):
+    def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None) -> None:
         self.file = str(file) if file is not None else None
         self.line = line
         where = ""

@@ -58,7 +58,9 @@ class BuildContext:
     def require_corpus(self, stage: str) -> Sequence[Document]:
         """The corpus, or a clear error saying the stage needs one."""
         if self.corpus is None:
-            raise ConfigError(f"stage {stage!r} retrieves from a corpus, but the dataset names none; add dataset.corpus")
+            raise ConfigError(
+                f"stage {stage!r} retrieves from a corpus, but the dataset names none; add dataset.corpus"
+            )
         return self.corpus
 
     def resolve(self, path: str) -> Path:
@@ -91,12 +93,16 @@ _REGISTRY: dict[str, Component] = {}
 _plugins_loaded = False
 
 
-def register(name: str, *, kind: Kind, config: type[StageConfig], nested: str | None = None) -> Callable[[BuildFn], BuildFn]:
+def register(
+    name: str, *, kind: Kind, config: type[StageConfig], nested: str | None = None
+) -> Callable[[BuildFn], BuildFn]:
     """Register ``build(config, ctx, inputs)`` under ``name`` (a decorator)."""
 
     def deco(build: BuildFn) -> BuildFn:
         if name in _REGISTRY:
-            raise ConfigError(f"stage name {name!r} is registered twice ({_REGISTRY[name].build.__module__} and {build.__module__})")
+            raise ConfigError(
+                f"stage name {name!r} is registered twice ({_REGISTRY[name].build.__module__} and {build.__module__})"
+            )
         _REGISTRY[name] = Component(name, kind, config, build, nested)
         return build
 

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .errors import PipelineTypeError
+from .errors import DataError, PipelineTypeError
 from .types import Query, Ranking
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class Transformer(ABC):
         """Short name used in score provenance and reports."""
         return type(self).__name__
 
-    def load(self) -> None:
+    def load(self) -> None:  # noqa: B027  (optional hook, not abstract)
         """Load models or indexes; called once before the first batch. Override if needed."""
 
     def ensure_loaded(self) -> None:
@@ -52,13 +52,26 @@ class Transformer(ABC):
             self.load()
             self._loaded = True
 
+    def children(self) -> list[Transformer]:
+        """Stages this one runs (composites override this)."""
+        return []
+
+    def warm_up(self) -> None:
+        """Load this stage and everything it contains now, instead of on the first batch."""
+        self.ensure_loaded()
+        for child in self.children():
+            child.warm_up()
+
     @abstractmethod
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Transform a batch; same length and order as the input."""
 
     def __call__(self, batch: Sequence[Ranking], /) -> list[Ranking]:
+        """Run the stage on a batch, loading it first if needed, and check the contract."""
         if isinstance(batch, Ranking):
-            raise PipelineTypeError(f"{self.name} takes a batch (a list) of rankings, not one Ranking; wrap it: [ranking]")
+            raise PipelineTypeError(
+                f"{self.name} takes a batch (a list) of rankings, not one Ranking; wrap it: [ranking]"
+            )
         self.ensure_loaded()
         out = self.transform(batch)
         check_contract(self, batch, out)
@@ -98,7 +111,9 @@ def check_contract(stage: object, batch: Sequence[Ranking], out: Sequence[Rankin
     if not isinstance(out, list):
         raise PipelineTypeError(f"stage {name} returned {type(out).__name__}; stages must return a list of rankings")
     if len(out) != len(batch):
-        raise PipelineTypeError(f"stage {name} returned {len(out)} rankings for {len(batch)} inputs; stages keep the batch length")
+        raise PipelineTypeError(
+            f"stage {name} returned {len(out)} rankings for {len(batch)} inputs; stages keep the batch length"
+        )
     for i, (a, b) in enumerate(zip(batch, out, strict=True)):
         if a.query.qid != b.query.qid:
             raise PipelineTypeError(
@@ -142,8 +157,9 @@ class Sequential(Transformer):
         self.first = first
         self.second = second
 
-    def load(self) -> None:
-        """Nothing to load: each part loads on its own first call."""
+    def children(self) -> list[Transformer]:
+        """Both parts."""
+        return [self.first, self.second]
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Run both parts in order."""
@@ -192,9 +208,20 @@ class Identity(Transformer):
 class Retriever(Transformer):
     """A stage that produces candidates from the query alone (incoming candidates are dropped)."""
 
-    @abstractmethod
     def retrieve(self, queries: Sequence[Query]) -> list[Ranking]:
-        """Rank the collection for each query; one ranking per query, same order."""
+        """Rank the collection for each query; one ranking per query, same order.
+
+        Empty query texts are errors. Loads the index on first use.
+        """
+        for q in queries:
+            if not q.text.strip():
+                raise DataError(f"query {q.qid!r} is empty; every query needs text")
+        self.ensure_loaded()
+        return self._retrieve(queries)
+
+    @abstractmethod
+    def _retrieve(self, queries: Sequence[Query]) -> list[Ranking]:
+        """Subclasses rank the collection here (queries are non-empty, the index loaded)."""
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Retrieve for the queries of the batch."""

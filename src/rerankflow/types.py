@@ -59,7 +59,7 @@ class Candidate:
 
     def rescored(self, score: float, stage: str, *, rank_derived: bool = False) -> Candidate:
         """Return this candidate with a new score from ``stage``, pushing the old one to history."""
-        history = self.history + ((self.stage, self.score),) if self.stage else self.history
+        history = (*self.history, (self.stage, self.score)) if self.stage else self.history
         return Candidate(self.doc, float(score), stage, history, rank_derived)
 
     def scores(self) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,14 +21,26 @@ class SentenceTransformerEncoder:
     """Encodes texts with a sentence-transformers model.
 
     ``model`` is a packaged short name (``all-minilm-l6-v2``), a local folder or a HF id.
-    Embeddings are L2-normalised so inner product equals cosine similarity.
+    Embeddings are L2-normalised so inner product equals cosine similarity. The last
+    ``memo_size`` distinct texts are remembered, so stages that share this encoder (a
+    reranker and a hybrid built on it, say) encode each passage once per job; 0 turns it off.
     """
 
-    def __init__(self, model: str = "all-minilm-l6-v2", *, device: str | None = None, batch_size: int = 64, max_length: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str = "all-minilm-l6-v2",
+        *,
+        device: str | None = None,
+        batch_size: int = 64,
+        max_length: int | None = None,
+        memo_size: int = 50_000,
+    ) -> None:
         self.model = model
         self.device = device
         self.batch_size = batch_size
         self.max_length = max_length
+        self.memo_size = memo_size
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._st: Any = None
 
     @property
@@ -52,6 +65,8 @@ class SentenceTransformerEncoder:
             raise BackendError(f"cannot load embedding model {self.model!r}: {exc}") from exc
         if self.max_length is not None:
             self._st.max_seq_length = self.max_length
+        # One tiny call pays torch's one-time start-up costs here rather than in the first batch.
+        self._st.encode(["warm up"], show_progress_bar=False)
         log.info("loaded encoder %s on %s", self.model, self._st.device)
 
     def encode(self, texts: Sequence[str], *, desc: str = "encoding") -> np.ndarray:
@@ -59,8 +74,23 @@ class SentenceTransformerEncoder:
         self.load()
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        fresh = self._encode(todo) if todo else np.zeros((0, self.dimension), dtype=np.float32)
+        known = dict(zip(todo, fresh, strict=True))
+        out = np.stack([known[t] if t in known else self._memo[t] for t in texts])
+        if self.memo_size > 0:
+            for t in texts:
+                self._memo[t] = known[t] if t in known else self._memo[t]
+                self._memo.move_to_end(t)
+            while len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
+        return out
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         show = not is_quiet() and len(texts) > 4 * self.batch_size
-        emb = self._st.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=show)
+        emb = self._st.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=show
+        )
         return np.asarray(emb, dtype=np.float32)
 
     @property

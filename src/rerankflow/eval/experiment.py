@@ -37,6 +37,7 @@ class SystemResult:
     seconds: float
     queries: int
     rankings: list[Ranking] = field(default_factory=list, repr=False)
+    load_seconds: float = 0.0
     tests: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
@@ -65,14 +66,27 @@ class ExperimentResult:
             row = [s.name, *(f"{s.means[m]:.4f}" for m in self.measures)]
             if self.baseline and self.measures:
                 t = s.tests.get(self.measures[0])
-                row += ["-", "-", "-"] if t is None else [_p(t["p_ttest"]), _p(t["p_wilcoxon"]), f"{int(t['improved'])}/{int(t['degraded'])}"]
+                row += (
+                    ["-", "-", "-"]
+                    if t is None
+                    else [
+                        _p(t["p_ttest"]),
+                        _p(t["p_wilcoxon"]),
+                        f"{int(t['improved'])}/{int(t['degraded'])}",
+                    ]
+                )
             row.append(f"{s.ms_per_query:.1f}")
             rows.append(row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+        lines = [
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            for r in rows
+        ]
         lines.insert(1, "-" * len(lines[0]))
         if self.baseline:
-            lines.append(f"baseline: {self.baseline}; p(t) paired t-test, p(W) Wilcoxon signed-rank, +/- queries improved/degraded")
+            lines.append(
+                f"baseline: {self.baseline}; p(t) paired t-test, p(W) Wilcoxon signed-rank, +/- queries improved/degraded"
+            )
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -81,7 +95,16 @@ class ExperimentResult:
             "measures": self.measures,
             "baseline": self.baseline,
             "systems": [
-                {"name": s.name, "means": s.means, "tests": s.tests, "seconds": s.seconds, "queries": s.queries, "ms_per_query": s.ms_per_query, "per_query": s.per_query}
+                {
+                    "name": s.name,
+                    "means": s.means,
+                    "tests": s.tests,
+                    "seconds": s.seconds,
+                    "load_seconds": s.load_seconds,
+                    "queries": s.queries,
+                    "ms_per_query": s.ms_per_query,
+                    "per_query": s.per_query,
+                }
                 for s in self.systems
             ],
         }
@@ -93,10 +116,22 @@ class ExperimentResult:
             json.dump(self.to_json(), fh, indent=2)
         with atomic_write(folder / "results.csv") as fh:
             w = csv.writer(fh)
-            test_cols = [f"{k}:{m}" for m in self.measures for k in ("p_ttest", "p_wilcoxon", "improved", "degraded")] if self.baseline else []
+            test_cols = (
+                [f"{k}:{m}" for m in self.measures for k in ("p_ttest", "p_wilcoxon", "improved", "degraded")]
+                if self.baseline
+                else []
+            )
             w.writerow(["system", *self.measures, *test_cols, "ms_per_query"])
             for s in self.systems:
-                tests = [s.tests.get(m, {}).get(k, "") for m in self.measures for k in ("p_ttest", "p_wilcoxon", "improved", "degraded")] if self.baseline else []
+                tests = (
+                    [
+                        s.tests.get(m, {}).get(k, "")
+                        for m in self.measures
+                        for k in ("p_ttest", "p_wilcoxon", "improved", "degraded")
+                    ]
+                    if self.baseline
+                    else []
+                )
                 w.writerow([s.name, *(s.means[m] for m in self.measures), *tests, round(s.ms_per_query, 3)])
         with atomic_write(folder / "perquery.csv") as fh:
             w = csv.writer(fh)
@@ -125,7 +160,12 @@ def paired_tests(system: Mapping[str, float], baseline: Mapping[str, float]) -> 
     else:
         p_t = float(stats.ttest_rel(a, b).pvalue)
         p_w = float(stats.wilcoxon(a, b).pvalue)
-    return {"p_ttest": p_t, "p_wilcoxon": p_w, "improved": float((diff > 0).sum()), "degraded": float((diff < 0).sum())}
+    return {
+        "p_ttest": p_t,
+        "p_wilcoxon": p_w,
+        "improved": float((diff > 0).sum()),
+        "degraded": float((diff < 0).sum()),
+    }
 
 
 class Experiment:
@@ -147,7 +187,10 @@ class Experiment:
         if not systems:
             raise ConfigError("an experiment needs at least one system")
         if baseline is not None and baseline not in systems:
-            raise ConfigError(f"baseline {baseline!r} is not one of the systems: {', '.join(systems)}", path=("baseline",))
+            raise ConfigError(
+                f"baseline {baseline!r} is not one of the systems: {', '.join(systems)}",
+                path=("baseline",),
+            )
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.systems = dict(systems)
@@ -160,7 +203,9 @@ class Experiment:
         self.batch_size = batch_size
 
     def run_system(self, name: str, system: Transformer) -> tuple[list[Ranking], float]:
-        """Run one system over all topics in batches; returns rankings and wall seconds."""
+        """Run one system over all topics in batches; returns rankings and wall seconds
+        (call ``system.warm_up()`` first to keep model loading and indexing out of the time).
+        """
         out: list[Ranking] = []
         start = time.perf_counter()
         batches = range(0, len(self.topics), self.batch_size)
@@ -172,9 +217,22 @@ class Experiment:
         """Run and evaluate every system."""
         results = []
         for name, system in self.systems.items():
+            t0 = time.perf_counter()
+            system.warm_up()
+            load_seconds = time.perf_counter() - t0
             rankings, seconds = self.run_system(name, system)
             pq = per_query(self.measures, self.qrels, rankings_to_run(rankings)) if self.measures else {}
-            results.append(SystemResult(name, mean_scores(pq), pq, seconds, len(self.topics), rankings))
+            results.append(
+                SystemResult(
+                    name,
+                    mean_scores(pq),
+                    pq,
+                    seconds,
+                    len(self.topics),
+                    rankings,
+                    load_seconds=load_seconds,
+                )
+            )
         if self.baseline is not None:
             base = next(r for r in results if r.name == self.baseline)
             for r in results:

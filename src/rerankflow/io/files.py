@@ -22,7 +22,7 @@ def numbered_lines(path: str | Path, *, what: str) -> Iterator[tuple[int, str]]:
     lineno = 0
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):  # noqa: B007
+            for lineno, line in enumerate(fh, start=1):
                 yield lineno, line.rstrip("\r\n")
     except UnicodeDecodeError as exc:
         raise DataError(f"{what} file is not valid UTF-8 ({exc.reason})", file=path, line=lineno + 1) from exc

@@ -35,12 +35,20 @@ def read_documents(path: str | Path) -> list[Document]:
         obj = _json_object(line, path, lineno)
         docid, text = _pick(obj, ID_KEYS), _pick(obj, TEXT_KEYS)
         if docid is None or text is None:
-            raise DataError(f"each line needs an id ({'/'.join(ID_KEYS)}) and a text ({'/'.join(TEXT_KEYS)}); found keys {sorted(obj)}", file=path, line=lineno)
+            raise DataError(
+                f"each line needs an id ({'/'.join(ID_KEYS)}) and a text ({'/'.join(TEXT_KEYS)}); found keys {sorted(obj)}",
+                file=path,
+                line=lineno,
+            )
         if not isinstance(text, str):
             raise DataError(f"text must be a string, got {type(text).__name__}", file=path, line=lineno)
         docid = str(docid)
         if docid in seen:
-            raise DataError(f"duplicate document id {docid!r} (first on line {seen[docid]})", file=path, line=lineno)
+            raise DataError(
+                f"duplicate document id {docid!r} (first on line {seen[docid]})",
+                file=path,
+                line=lineno,
+            )
         seen[docid] = lineno
         title = obj.get("title") or None
         meta = {k: v for k, v in obj.items() if k not in (*ID_KEYS, *TEXT_KEYS, "title")}
@@ -98,16 +106,23 @@ def read_hits(path: str | Path) -> list[Ranking]:
     rankings = []
     for i, item in enumerate(data):
         where = f"entry {i}"
-        if not isinstance(item, dict) or not isinstance(item.get("query"), str) or not isinstance(item.get("hits"), list):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("query"), str)
+            or not isinstance(item.get("hits"), list)
+        ):
             raise DataError(f'{where}: needs "query" (string) and "hits" (list)', file=path)
+        if not item["query"].strip():
+            raise DataError(f"{where}: the query is empty", file=path)
         hits = item["hits"]
         qid = str(hits[0].get("qid", i)) if hits and isinstance(hits[0], dict) else str(item.get("qid", i))
         cands = []
         for j, hit in enumerate(hits):
-            if not isinstance(hit, dict) or "docid" not in hit or not isinstance(hit.get("content", hit.get("text")), str):
-                raise DataError(f'{where}, hit {j}: needs "docid" and "content"', file=path)
+            text = hit.get("content", hit.get("text")) if isinstance(hit, dict) else None
+            if not isinstance(hit, dict) or "docid" not in hit or not isinstance(text, str):
+                raise DataError(f'{where}, hit {j}: needs "docid" and "content" (a string)', file=path)
             score = hit.get("score", -float(j))
-            cands.append(Candidate(Document(str(hit["docid"]), hit.get("content", hit.get("text"))), float(score), "input"))
+            cands.append(Candidate(Document(str(hit["docid"]), text), float(score), "input"))
         rankings.append(Ranking(Query(qid, item["query"]), tuple(cands)))
     return rankings
 

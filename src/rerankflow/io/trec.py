@@ -68,7 +68,11 @@ def read_qrels_tsv(path: str | Path) -> Qrels:
         if not line.strip():
             continue
         if len(parts) != 3:
-            raise DataError(f"expected 3 tab-separated columns 'query-id corpus-id score', got {len(parts)}", file=path, line=lineno)
+            raise DataError(
+                f"expected 3 tab-separated columns 'query-id corpus-id score', got {len(parts)}",
+                file=path,
+                line=lineno,
+            )
         try:
             qrels.setdefault(parts[0].strip(), {})[parts[1].strip()] = int(parts[2])
         except ValueError:
@@ -86,7 +90,11 @@ def read_run(path: str | Path) -> Run:
         if not parts:
             continue
         if len(parts) != 6:
-            raise DataError(f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}", file=path, line=lineno)
+            raise DataError(
+                f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}",
+                file=path,
+                line=lineno,
+            )
         qid, _, docid, _rank, score, _tag = parts
         try:
             value = float(score)

@@ -24,7 +24,9 @@ def build_stage(spec: StageSpec, ctx: BuildContext, path: tuple[str | int, ...] 
         raise ConfigError(str(exc), path=(*path, spec.name)) from None
 
 
-def build_pipeline(specs: Sequence[StageSpec] | Pipeline, ctx: BuildContext, path: tuple[str | int, ...] = ()) -> Transformer:
+def build_pipeline(
+    specs: Sequence[StageSpec] | Pipeline, ctx: BuildContext, path: tuple[str | int, ...] = ()
+) -> Transformer:
     """Build a list of stages into one ``a >> b >> ...`` pipeline."""
     stages = [build_stage(s, ctx, (*path, i)) for i, s in enumerate(specs)]
     pipeline = stages[0]

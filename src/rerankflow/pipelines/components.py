@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ..registry import BuildContext, StageConfig, register
+from ..retrievers.dense import TextEncoder
 from ..stage import Cutoff, Identity, Transformer
 
 
@@ -37,19 +38,34 @@ class BM25Config(StageConfig):
 
 @register("bm25", kind="retriever", config=BM25Config)
 def _build_bm25(cfg: BM25Config, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
-    from ..retrievers.bm25 import BM25Retriever
+    from ..retrievers.bm25 import BM25Index, BM25Retriever
     from ..retrievers.tokenize import Tokenizer
 
     tokenizer = Tokenizer(lowercase=cfg.lowercase, stopwords=cfg.stopwords, stemmer=cfg.stemmer)
-    params = {"k": cfg.k, "k1": cfg.k1, "b": cfg.b, "variant": cfg.variant, "epsilon": cfg.epsilon, "engine": cfg.engine}
-    if cfg.index is not None:
+
+    def make_index() -> BM25Index:
+        if cfg.index is None:
+            return BM25Index(ctx.require_corpus("bm25"), tokenizer)
         folder = ctx.resolve(cfg.index)
         if (folder / "meta.json").is_file():
-            return BM25Retriever.from_index(folder, tokenizer=tokenizer, **params)
-        retriever = BM25Retriever(ctx.require_corpus("bm25"), tokenizer=tokenizer, **params)
-        retriever.save(folder)
-        return retriever
-    return BM25Retriever(ctx.require_corpus("bm25"), tokenizer=tokenizer, **params)
+            return BM25Index.load(folder)
+        index = BM25Index(ctx.require_corpus("bm25"), tokenizer)
+        index.save(folder)
+        return index
+
+    # One index per tokenizer (and folder) is shared by every bm25 stage of the job.
+    key = ("bm25-index", repr(tokenizer), str(cfg.index))
+    index = ctx.resources.get(key, make_index)
+    return BM25Retriever(
+        index,
+        k=cfg.k,
+        k1=cfg.k1,
+        b=cfg.b,
+        variant=cfg.variant,
+        epsilon=cfg.epsilon,
+        engine=cfg.engine,
+        tokenizer=tokenizer,
+    )
 
 
 class EncoderConfig(StageConfig):
@@ -61,11 +77,16 @@ class EncoderConfig(StageConfig):
     device: str | None = Field(None, description="cpu, cuda, cuda:1, ... (default: best available)")
 
 
-def _encoder(cfg: EncoderConfig, ctx: BuildContext) -> object:
+def _encoder(cfg: EncoderConfig, ctx: BuildContext) -> TextEncoder:
     from ..backends.embeddings import SentenceTransformerEncoder
 
     key = ("encoder", cfg.model, str(cfg.device), str(cfg.batch_size), str(cfg.max_length))
-    return ctx.resources.get(key, lambda: SentenceTransformerEncoder(cfg.model, device=cfg.device, batch_size=cfg.batch_size, max_length=cfg.max_length))
+    return ctx.resources.get(
+        key,
+        lambda: SentenceTransformerEncoder(
+            cfg.model, device=cfg.device, batch_size=cfg.batch_size, max_length=cfg.max_length
+        ),
+    )
 
 
 class DenseConfig(EncoderConfig):
@@ -80,7 +101,13 @@ class DenseConfig(EncoderConfig):
 def _build_dense(cfg: DenseConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
     from ..retrievers.dense import DenseRetriever
 
-    return DenseRetriever(ctx.require_corpus("dense"), _encoder(cfg, ctx), k=cfg.k, use_faiss=cfg.faiss, cache=cfg.cache)  # type: ignore[arg-type]
+    return DenseRetriever(
+        ctx.require_corpus("dense"),
+        _encoder(cfg, ctx),
+        k=cfg.k,
+        use_faiss=cfg.faiss,
+        cache=cfg.cache,
+    )
 
 
 class BiEncoderConfig(EncoderConfig):
@@ -91,7 +118,7 @@ class BiEncoderConfig(EncoderConfig):
 def _build_biencoder(cfg: BiEncoderConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
     from ..rerankers.biencoder import BiEncoderReranker
 
-    return BiEncoderReranker(_encoder(cfg, ctx))  # type: ignore[arg-type]
+    return BiEncoderReranker(_encoder(cfg, ctx))
 
 
 class CutoffConfig(StageConfig):

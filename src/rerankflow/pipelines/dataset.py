@@ -56,17 +56,27 @@ def load_dataset(spec: DatasetSpec, base_dir: Path) -> Dataset:
             corpus = read_documents(p(spec.corpus))
         if spec.topics:
             path = p(spec.topics)
-            queries = read_queries_jsonl(path) if path.suffix == ".jsonl" else [Query(q, t) for q, t in read_topics(path)]
+            queries = (
+                read_queries_jsonl(path) if path.suffix == ".jsonl" else [Query(q, t) for q, t in read_topics(path)]
+            )
         if spec.qrels:
             qrels = read_qrels(p(spec.qrels))
     if spec.run:
         initial = _initial_candidates(p(spec.run), corpus, queries)
         if not queries:
             queries = [r.query for r in initial.values()]
+        if spec.corpus_from_run:
+            pooled: dict[str, Document] = {}
+            for r in initial.values():
+                for c in r.candidates:
+                    pooled.setdefault(c.docid, c.doc)
+            corpus = list(pooled.values())
     if spec.judged_only and qrels is not None:
         queries = [q for q in queries if q.qid in qrels]
         if not queries:
-            raise DataError("no query has judgments in the qrels; check that topics and qrels match, or set judged_only: false")
+            raise DataError(
+                "no query has judgments in the qrels; check that topics and qrels match, or set judged_only: false"
+            )
     if spec.limit is not None:
         queries = queries[: spec.limit]
     topics = [initial.get(q.qid, Ranking(q)) for q in queries]
@@ -78,7 +88,10 @@ def _initial_candidates(path: Path, corpus: list[Document] | None, queries: list
         rankings = read_hits(path)
         return {r.query.qid: r for r in rankings}
     if corpus is None:
-        raise DataError("a TREC run gives only document ids; add dataset.corpus so candidates have text (or use a hits .json)", file=path)
+        raise DataError(
+            "a TREC run gives only document ids; add dataset.corpus so candidates have text (or use a hits .json)",
+            file=path,
+        )
     if not queries:
         raise DataError("a TREC run has no query texts; add dataset.topics", file=path)
     docs = {d.docid: d for d in corpus}
@@ -88,6 +101,9 @@ def _initial_candidates(path: Path, corpus: list[Document] | None, queries: list
         scored = sorted(run.get(q.qid, {}).items(), key=lambda kv: -kv[1])
         missing = [d for d, _ in scored if d not in docs]
         if missing:
-            raise DataError(f"query {q.qid}: {len(missing)} run documents are not in the corpus (e.g. {missing[0]!r})", file=path)
+            raise DataError(
+                f"query {q.qid}: {len(missing)} run documents are not in the corpus (e.g. {missing[0]!r})",
+                file=path,
+            )
         out[q.qid] = Ranking(q, tuple(Candidate(docs[d], s, "input") for d, s in scored))
     return out

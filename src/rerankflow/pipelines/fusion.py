@@ -48,7 +48,9 @@ class _Fusion(Transformer):
         self.inputs = [as_transformer(s) for s in inputs]
         w = [1.0] * len(self.inputs) if weights is None else [float(x) for x in weights]
         if len(w) != len(self.inputs):
-            raise PipelineTypeError(f"{stage_name} has {len(self.inputs)} inputs but {len(w)} weights; give one weight per input")
+            raise PipelineTypeError(
+                f"{stage_name} has {len(self.inputs)} inputs but {len(w)} weights; give one weight per input"
+            )
         if any(x < 0 for x in w) or sum(w) <= 0:
             raise PipelineTypeError(f"{stage_name} weights must be non-negative and not all zero, got {w}")
         self.weights = w
@@ -58,6 +60,10 @@ class _Fusion(Transformer):
     def name(self) -> str:
         """Provenance name of the fused score."""
         return self.stage_name
+
+    def children(self) -> list[Transformer]:
+        """The fused inputs."""
+        return list(self.inputs)
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Run each input on the batch and fuse per query."""
@@ -92,7 +98,14 @@ class RRFFusion(_Fusion):
     ``k`` defaults to 60 and ``w_i`` to 1. A document absent from input ``i`` adds nothing.
     """
 
-    def __init__(self, inputs: Sequence[Transformer], *, k: float = 60.0, weights: Sequence[float] | None = None, rank_base: int = 1) -> None:
+    def __init__(
+        self,
+        inputs: Sequence[Transformer],
+        *,
+        k: float = 60.0,
+        weights: Sequence[float] | None = None,
+        rank_base: int = 1,
+    ) -> None:
         super().__init__(inputs, weights, "rrf")
         if k < 0:
             raise PipelineTypeError(f"rrf k must be >= 0, got {k}")
@@ -124,7 +137,13 @@ class ConvexFusion(_Fusion):
     input gets that input's lowest normalised score for the query (0 under min-max).
     """
 
-    def __init__(self, inputs: Sequence[Transformer], *, weights: Sequence[float] | None = None, normalization: Normalization = "minmax") -> None:
+    def __init__(
+        self,
+        inputs: Sequence[Transformer],
+        *,
+        weights: Sequence[float] | None = None,
+        normalization: Normalization = "minmax",
+    ) -> None:
         super().__init__(inputs, weights, "convex")
         if normalization not in ("minmax", "zscore", "none"):
             raise PipelineTypeError(f"normalization must be minmax, zscore or none, got {normalization!r}")
@@ -163,6 +182,11 @@ def normalize(scores: np.ndarray, method: Normalization) -> np.ndarray:
     return np.zeros_like(scores) if std == 0 else (scores - scores.mean()) / std
 
 
-def rrf(*inputs: Transformer, k: float = 60.0, weights: Sequence[float] | None = None, rank_base: int = 1) -> RRFFusion:
+def rrf(
+    *inputs: Transformer,
+    k: float = 60.0,
+    weights: Sequence[float] | None = None,
+    rank_base: int = 1,
+) -> RRFFusion:
     """Reciprocal rank fusion of ``inputs`` (see :class:`RRFFusion`)."""
     return RRFFusion(inputs, k=k, weights=weights, rank_base=rank_base)

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from .. import registry
 from ..errors import ConfigError
@@ -49,24 +58,33 @@ Pipeline = tuple[StageSpec, ...]
 def parse_stage(raw: Any, path: Path_) -> StageSpec:
     """Validate one stage entry found at ``path``."""
     if isinstance(raw, str):
-        name, params = raw, {}
+        name, params = raw, dict[str, Any]()
     elif isinstance(raw, dict) and len(raw) == 1:
         name, params = next(iter(raw.items()))
         params = {} if params is None else params
     else:
         raise ConfigError("a stage is written as 'name' or {name: {param: value}} (exactly one key)", path=path)
-    comp = registry.get(str(name)) if isinstance(name, str) else None
-    if comp is None:
+    if not isinstance(name, str):
         raise ConfigError(f"stage name must be a string, got {name!r}", path=path)
+    try:
+        comp = registry.get(name)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path=path) from None
     if not isinstance(params, dict):
-        raise ConfigError(f"parameters of {name!r} must be a mapping, got {type(params).__name__}", path=(*path, name))
+        raise ConfigError(
+            f"parameters of {name!r} must be a mapping, got {type(params).__name__}",
+            path=(*path, name),
+        )
     params = dict(params)
     inputs: tuple[Pipeline, ...] = ()
     if comp.nested is not None:
         raw_inputs = params.pop(comp.nested, None)
         ipath = (*path, name, comp.nested)
         if not isinstance(raw_inputs, list) or len(raw_inputs) < 2:
-            raise ConfigError(f"{name!r} needs '{comp.nested}': a list of at least two pipelines (each a list of stages)", path=ipath)
+            raise ConfigError(
+                f"{name!r} needs '{comp.nested}': a list of at least two pipelines (each a list of stages)",
+                path=ipath,
+            )
         inputs = tuple(parse_pipeline(p, (*ipath, i)) for i, p in enumerate(raw_inputs))
     try:
         config = comp.config.model_validate(params)
@@ -96,15 +114,22 @@ class DatasetSpec(_Strict):
     run: str | None = Field(None, description="initial candidates: TREC run (needs corpus) or hits JSON")
     beir: str | None = Field(None, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     split: str = Field("test", description="BEIR qrels split")
+    corpus_from_run: bool = Field(
+        False, description="use the passages of the run's hit lists as the corpus (a pooled corpus)"
+    )
     judged_only: bool = Field(True, description="keep only queries that have judgments")
     limit: int | None = Field(None, ge=1, description="use only the first N queries")
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
         if self.builtin and any((self.corpus, self.topics, self.qrels, self.beir)):
-            raise ValueError("builtin datasets bring their own corpus, topics and qrels; remove those keys or 'builtin'")
+            raise ValueError(
+                "builtin datasets bring their own corpus, topics and qrels; remove those keys or 'builtin'"
+            )
         if self.beir and any((self.corpus, self.topics, self.qrels)):
             raise ValueError("a BEIR folder brings its own corpus, queries and qrels; remove those keys or 'beir'")
+        if self.corpus_from_run and (not self.run or not self.run.endswith(".json") or self.corpus):
+            raise ValueError("corpus_from_run needs 'run' to be a hits .json file (with passage text) and no 'corpus'")
         if not (self.builtin or self.beir or self.topics or self.run):
             raise ValueError("name the queries: set 'builtin', 'beir', 'topics' or 'run'")
         return self
@@ -129,10 +154,13 @@ class Job(_Strict):
     name: str = Field("job", description="used in output folder names and run tags")
     dataset: DatasetSpec
     pipelines: Annotated[dict[str, Pipeline], _PIPELINES_SCHEMA]
-    measures: list[str] = Field(default_factory=lambda: ["nDCG@10"], description="ir-measures names, e.g. nDCG@10, R(rel=2)@100")
+    measures: list[str] = Field(
+        default_factory=lambda: ["nDCG@10"],
+        description="ir-measures names, e.g. nDCG@10, R(rel=2)@100",
+    )
     baseline: str | None = Field(None, description="pipeline that significance tests compare against")
     batch_size: int = Field(64, ge=1, description="queries per batch through each pipeline")
-    output: OutputSpec = Field(default_factory=OutputSpec)
+    output: OutputSpec = Field(default_factory=lambda: OutputSpec())
 
     @field_validator("name")
     @classmethod
@@ -145,11 +173,17 @@ class Job(_Strict):
     @classmethod
     def _parse_pipelines(cls, raw: Any) -> dict[str, Pipeline]:
         if not isinstance(raw, dict) or not raw:
-            raise ConfigError("'pipelines' maps names to lists of stages and needs at least one", path=("pipelines",))
+            raise ConfigError(
+                "'pipelines' maps names to lists of stages and needs at least one",
+                path=("pipelines",),
+            )
         out: dict[str, Pipeline] = {}
         for name, value in raw.items():
             if not isinstance(name, str) or not _NAME.match(name):
-                raise ConfigError(f"pipeline name {name!r}: use letters, digits, '_', '-' and '.' only", path=("pipelines", str(name)))
+                raise ConfigError(
+                    f"pipeline name {name!r}: use letters, digits, '_', '-' and '.' only",
+                    path=("pipelines", str(name)),
+                )
             if isinstance(value, tuple) and all(isinstance(s, StageSpec) for s in value):
                 out[name] = value
             else:
@@ -165,7 +199,10 @@ class Job(_Strict):
     @model_validator(mode="after")
     def _baseline_known(self) -> Job:
         if self.baseline is not None and self.baseline not in self.pipelines:
-            raise ConfigError(f"baseline {self.baseline!r} is not a pipeline; choose one of: {', '.join(self.pipelines)}", path=("baseline",))
+            raise ConfigError(
+                f"baseline {self.baseline!r} is not a pipeline; choose one of: {', '.join(self.pipelines)}",
+                path=("baseline",),
+            )
         return self
 
     @field_serializer("pipelines")
@@ -210,7 +247,9 @@ def parse_job(data: Any, *, file: str | Path | None = None, doc: YamlDocument | 
     """Validate a job given as plain data (what ``yaml.safe_load`` returns)."""
     try:
         if not isinstance(data, dict):
-            raise ConfigError(f"a job file is a YAML mapping with keys {', '.join(Job.model_fields)}; got {type(data).__name__}")
+            raise ConfigError(
+                f"a job file is a YAML mapping with keys {', '.join(Job.model_fields)}; got {type(data).__name__}"
+            )
         return Job.model_validate(data)
     except ValidationError as exc:
         err = validation_to_config_error(exc, Job)

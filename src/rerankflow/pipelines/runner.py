@@ -40,7 +40,14 @@ def run_job(job: Job, base_dir: Path, output_dir: Path | None = None) -> JobResu
     """Run every pipeline of ``job`` and write runs and result tables."""
     dataset, pipelines = build_job(job, base_dir)
     out = output_dir or (base_dir / job.output.dir if job.output.dir else base_dir / "runs" / job.name)
-    experiment = Experiment(pipelines, dataset.topics, dataset.qrels or {}, job.measures, baseline=job.baseline, batch_size=job.batch_size)
+    experiment = Experiment(
+        pipelines,
+        dataset.topics,
+        dataset.qrels or {},
+        job.measures,
+        baseline=job.baseline,
+        batch_size=job.batch_size,
+    )
     result = experiment.run()
     files: list[Path] = []
     if job.output.run_files:

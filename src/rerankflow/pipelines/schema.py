@@ -21,7 +21,14 @@ def stage_schema() -> dict[str, Any]:
             }
             params.setdefault("required", []).append(comp.nested)
         params.pop("$defs", None)
-        options.append({"type": "object", "properties": {comp.name: params}, "required": [comp.name], "additionalProperties": False})
+        options.append(
+            {
+                "type": "object",
+                "properties": {comp.name: params},
+                "required": [comp.name],
+                "additionalProperties": False,
+            }
+        )
         if comp.nested is None:
             options.append({"const": comp.name})
     return {"oneOf": options}

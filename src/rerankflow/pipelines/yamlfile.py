@@ -23,6 +23,9 @@ class YamlDocument:
             mark = getattr(exc, "problem_mark", None)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             line = mark.line + 1 if mark is not None else None
+            context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+            if context and context_mark is not None and context_mark.line + 1 != line:
+                problem += f" ({context} started on line {context_mark.line + 1})"
             raise ConfigError(f"invalid YAML: {problem}", file=self.file, line=line) from None
         if self.root is not None:
             _check_duplicate_keys(self.root, (), self.file)
@@ -60,7 +63,12 @@ def _check_duplicate_keys(node: yaml.Node, path: tuple[str | int, ...], file: st
         for key, value in node.value:
             k = str(key.value)
             if k in seen:
-                raise ConfigError(f"key {k!r} appears twice (first on line {seen[k]}); remove one", path=path, file=file, line=key.start_mark.line + 1)
+                raise ConfigError(
+                    f"key {k!r} appears twice (first on line {seen[k]}); remove one",
+                    path=path,
+                    file=file,
+                    line=key.start_mark.line + 1,
+                )
             seen[k] = key.start_mark.line + 1
             _check_duplicate_keys(value, (*path, k), file)
     elif isinstance(node, yaml.SequenceNode):

@@ -53,12 +53,105 @@ def idf_values(df: np.ndarray, n_docs: int, variant: Variant, epsilon: float) ->
     return np.where(idf < 0, floor, idf)
 
 
+class BM25Index:
+    """Tokenised corpus as a documents x terms count matrix; shared by retrievers whose
+    scoring settings differ (k1, b, variant), saved to and loaded from a folder.
+    """
+
+    def __init__(self, corpus: Sequence[Document], tokenizer: Tokenizer | None = None) -> None:
+        self.corpus = list(corpus)
+        if not self.corpus:
+            raise DataError("the corpus is empty: BM25 needs at least one document")
+        self.tokenizer = tokenizer or Tokenizer()
+        self.tf: sparse.csr_matrix | None = None
+        self.vocab: dict[str, int] = {}
+
+    def build(self) -> BM25Index:
+        """Tokenise every document and fill the count matrix (once)."""
+        if self.tf is not None:
+            return self
+        vocab: dict[str, int] = {}
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[int] = []
+        for i, doc in enumerate(progress(self.corpus, desc="bm25: indexing", unit="doc")):
+            for term, count in Counter(self.tokenizer(_index_text(doc))).items():
+                rows.append(i)
+                cols.append(vocab.setdefault(term, len(vocab)))
+                vals.append(count)
+        shape = (len(self.corpus), max(len(vocab), 1))
+        self.tf = sparse.csr_matrix((np.array(vals, dtype=np.float64), (rows, cols)), shape=shape)
+        self.vocab = vocab
+        return self
+
+    def tokenized_corpus(self) -> list[list[str]]:
+        """Every document's tokens (what the rank_bm25 reference engine consumes)."""
+        return self.tokenizer.many(_index_text(d) for d in progress(self.corpus, desc="bm25: tokenising", unit="doc"))
+
+    def save(self, folder: str | Path) -> Path:
+        """Write documents, vocabulary, counts and tokenizer settings to ``folder``."""
+        self.build()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_documents(folder / "docs.jsonl", self.corpus)
+        terms = [""] * len(self.vocab)
+        for term, i in self.vocab.items():
+            terms[i] = term
+        (folder / "vocab.json").write_text(json.dumps(terms), encoding="utf-8")
+        sparse.save_npz(folder / "tf.npz", self.tf)
+        tok = {
+            "lowercase": self.tokenizer.lowercase,
+            "stopwords": self.tokenizer.stopwords,
+            "stemmer": self.tokenizer.stemmer,
+        }
+        meta = {"format": INDEX_FORMAT, "tokenizer": tok, "documents": len(self.corpus)}
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> BM25Index:
+        """Read an index written by :meth:`save` (no pickle: JSON, JSONL and ``.npz``)."""
+        folder = Path(folder)
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            raise DataError(
+                f"no BM25 index here (meta.json missing); build one with BM25Index(corpus).save('{folder}')",
+                file=folder,
+            )
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            tokenizer = Tokenizer(**meta["tokenizer"])
+            fmt = meta["format"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"corrupt index metadata ({exc}); rebuild the index", file=meta_path) from exc
+        if fmt != INDEX_FORMAT:
+            raise DataError(
+                f"index format {fmt} is not supported (expected {INDEX_FORMAT}); rebuild the index",
+                file=meta_path,
+            )
+        index = cls(read_documents(folder / "docs.jsonl"), tokenizer)
+        try:
+            index.tf = sparse.load_npz(folder / "tf.npz").tocsr()
+            terms = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"corrupt index files ({exc}); rebuild the index", file=folder) from exc
+        index.vocab = {t: i for i, t in enumerate(terms)}
+        if index.tf.shape[0] != len(index.corpus) or index.tf.shape[1] < len(index.vocab):
+            raise DataError(
+                "index term matrix, vocabulary and documents disagree in size; rebuild the index",
+                file=folder,
+            )
+        return index
+
+
 class BM25Retriever(Retriever):
-    """BM25 over an in-memory corpus; ``engine`` picks the implementation (same results)."""
+    """BM25 over a :class:`BM25Index` (or a corpus, indexed on first use); ``engine`` picks
+    the implementation, which gives the same results.
+    """
 
     def __init__(
         self,
-        corpus: Sequence[Document],
+        corpus: Sequence[Document] | BM25Index,
         *,
         k: int = 100,
         k1: float = 0.9,
@@ -76,18 +169,35 @@ class BM25Retriever(Retriever):
             raise ConfigError(f"bm25 variant must be 'lucene' or 'okapi', got {variant!r}")
         if engine not in ("sparse", "rank_bm25"):
             raise ConfigError(f"bm25 engine must be 'sparse' or 'rank_bm25', got {engine!r}")
-        self.corpus = list(corpus)
-        if not self.corpus:
-            raise DataError("the corpus is empty: BM25 needs at least one document")
+        if isinstance(corpus, BM25Index):
+            if tokenizer is not None and tokenizer != corpus.tokenizer:
+                raise ConfigError(
+                    f"the index was built with {corpus.tokenizer}; a different tokenizer needs a new index"
+                )
+            self.index = corpus
+        else:
+            self.index = BM25Index(corpus, tokenizer)
         self.k, self.k1, self.b = k, k1, b
         self.variant: Variant = variant
         self.epsilon = epsilon
         self.engine: Engine = engine
-        self.tokenizer = tokenizer or Tokenizer()
-        self._tf: sparse.csr_matrix | None = None  # documents x terms, raw counts
-        self._vocab: dict[str, int] = {}
         self._weights: sparse.csr_matrix | None = None  # terms x documents, BM25 weights
         self._ref: Any = None
+
+    @classmethod
+    def from_index(cls, folder: str | Path, **params: Any) -> BM25Retriever:
+        """Load a saved :class:`BM25Index`; ``params`` set k, k1, b, variant, engine."""
+        return cls(BM25Index.load(folder), **params)
+
+    @property
+    def corpus(self) -> list[Document]:
+        """The indexed documents."""
+        return self.index.corpus
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The index's tokenizer (queries are tokenised the same way)."""
+        return self.index.tokenizer
 
     @property
     def name(self) -> str:
@@ -97,34 +207,21 @@ class BM25Retriever(Retriever):
     def __repr__(self) -> str:
         return f"BM25Retriever(k={self.k}, k1={self.k1}, b={self.b}, variant={self.variant!r}, engine={self.engine!r})"
 
-    # -- indexing -----------------------------------------------------------------------
     def load(self) -> None:
-        """Build the index (if not loaded from disk) and the engine's scoring structures."""
+        """Build the engine's scoring structures (indexing the corpus if needed)."""
         if self.engine == "rank_bm25":
             self._build_reference()
-            return
-        if self._tf is None:
-            self._build_tf()
-        self._build_weights()
+        else:
+            self._build_weights()
 
-    def _build_tf(self) -> None:
-        vocab: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        vals: list[int] = []
-        for i, doc in enumerate(progress(self.corpus, desc="bm25: indexing", unit="doc")):
-            for term, count in Counter(self.tokenizer(_index_text(doc))).items():
-                rows.append(i)
-                cols.append(vocab.setdefault(term, len(vocab)))
-                vals.append(count)
-        shape = (len(self.corpus), max(len(vocab), 1))
-        self._tf = sparse.csr_matrix((np.array(vals, dtype=np.float64), (rows, cols)), shape=shape)
-        self._vocab = vocab
+    def save(self, folder: str | Path) -> Path:
+        """Save the underlying index (see :meth:`BM25Index.save`)."""
+        return self.index.save(folder)
 
     def _build_weights(self) -> None:
-        tf = self._tf
+        tf = self.index.build().tf
         if tf is None:
-            raise DataError("BM25 index has no term matrix; build or load it first")
+            raise DataError("BM25 index has no term matrix")
         n_docs = tf.shape[0]
         doc_len = np.asarray(tf.sum(axis=1)).ravel()
         avgdl = doc_len.mean() if doc_len.mean() > 0 else 1.0
@@ -138,19 +235,16 @@ class BM25Retriever(Retriever):
     def _build_reference(self) -> None:
         from rank_bm25 import BM25Okapi
 
-        tokenized = self.tokenizer.many(_index_text(d) for d in progress(self.corpus, desc="bm25: indexing", unit="doc"))
+        tokenized = self.index.tokenized_corpus()
         if self.variant == "okapi":
             self._ref = BM25Okapi(tokenized, k1=self.k1, b=self.b, epsilon=self.epsilon)
         else:
             self._ref = _lucene_idf_okapi(tokenized, k1=self.k1, b=self.b)
 
-    # -- search ---------------------------------------------------------------------------
-    def retrieve(self, queries: Sequence[Query]) -> list[Ranking]:
+    def _retrieve(self, queries: Sequence[Query]) -> list[Ranking]:
         """Top ``k`` documents of each query."""
         out = []
         for q in queries:
-            if not q.text.strip():
-                raise DataError(f"query {q.qid!r} is empty; every query needs text")
             ids, scores = self._search_one(self.tokenizer(q.text))
             cands = tuple(Candidate(self.corpus[i], float(s), "bm25") for i, s in zip(ids, scores, strict=True))
             out.append(Ranking(q, cands))
@@ -161,11 +255,12 @@ class BM25Retriever(Retriever):
             return self._search_reference(tokens)
         weights = self._weights
         if weights is None:
-            raise DataError("BM25 index is not built; call load() first")
-        counts = Counter(t for t in tokens if t in self._vocab)
+            raise DataError("BM25 weights are not built; call load() first")
+        vocab = self.index.vocab
+        counts = Counter(t for t in tokens if t in vocab)
         if not counts:
             return np.array([], dtype=np.int64), np.array([])
-        term_ids = np.fromiter((self._vocab[t] for t in counts), dtype=np.int64)
+        term_ids = np.fromiter((vocab[t] for t in counts), dtype=np.int64)
         rows = weights[term_ids]
         reps = np.repeat(np.fromiter(counts.values(), dtype=np.float64), np.diff(rows.indptr))
         scores = np.bincount(rows.indices, weights=rows.data * reps, minlength=weights.shape[1])
@@ -176,59 +271,13 @@ class BM25Retriever(Retriever):
         ref = self._ref
         scores = ref.get_scores(tokens)
         present = set(tokens)
-        matched = np.array([i for i, freqs in enumerate(ref.doc_freqs) if not present.isdisjoint(freqs)], dtype=np.int64)
+        matched = np.array(
+            [i for i, freqs in enumerate(ref.doc_freqs) if not present.isdisjoint(freqs)],
+            dtype=np.int64,
+        )
         if matched.size == 0:
             return matched, np.array([])
         return _top_k(matched, np.asarray(scores)[matched], self.k)
-
-    # -- persistence ----------------------------------------------------------------------
-    def save(self, folder: str | Path) -> Path:
-        """Write the index (documents, vocabulary, term counts, settings) to ``folder``."""
-        self.ensure_loaded()
-        if self._tf is None:
-            self._build_tf()
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_documents(folder / "docs.jsonl", self.corpus)
-        terms = [""] * len(self._vocab)
-        for term, i in self._vocab.items():
-            terms[i] = term
-        (folder / "vocab.json").write_text(json.dumps(terms), encoding="utf-8")
-        sparse.save_npz(folder / "tf.npz", self._tf)
-        meta = {
-            "format": INDEX_FORMAT,
-            "tokenizer": {"lowercase": self.tokenizer.lowercase, "stopwords": self.tokenizer.stopwords, "stemmer": self.tokenizer.stemmer},
-            "documents": len(self.corpus),
-        }
-        (folder / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        return folder
-
-    @classmethod
-    def from_index(cls, folder: str | Path, **params: Any) -> BM25Retriever:
-        """Load an index written by :meth:`save`; ``params`` set k, k1, b, variant, engine."""
-        folder = Path(folder)
-        meta_path = folder / "meta.json"
-        if not meta_path.is_file():
-            raise DataError(f"no BM25 index here (meta.json missing); build one with BM25Retriever(...).save('{folder}')", file=folder)
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            tokenizer = Tokenizer(**meta["tokenizer"])
-            fmt = meta["format"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"corrupt index metadata ({exc}); rebuild the index", file=meta_path) from exc
-        if fmt != INDEX_FORMAT:
-            raise DataError(f"index format {fmt} is not supported (expected {INDEX_FORMAT}); rebuild the index", file=meta_path)
-        if "tokenizer" in params and params["tokenizer"] != tokenizer:
-            raise ConfigError(f"the index at {folder} was built with {tokenizer}; a different tokenizer needs a new index")
-        params.pop("tokenizer", None)
-        retriever = cls(read_documents(folder / "docs.jsonl"), tokenizer=tokenizer, **params)
-        if retriever.engine == "sparse":
-            retriever._tf = sparse.load_npz(folder / "tf.npz").tocsr()
-            terms = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-            retriever._vocab = {t: i for i, t in enumerate(terms)}
-            if retriever._tf.shape[0] != len(retriever.corpus):
-                raise DataError("index term matrix and documents disagree in size; rebuild the index", file=folder)
-        return retriever
 
 
 def _index_text(doc: Document) -> str:
@@ -249,7 +298,7 @@ def _lucene_idf_okapi(corpus: list[list[str]], k1: float, b: float) -> Any:
     """rank_bm25's BM25Okapi scoring loop with Lucene's IDF (the reference for ``variant="lucene"``)."""
     from rank_bm25 import BM25Okapi
 
-    class LuceneIDFOkapi(BM25Okapi):  # type: ignore[misc]
+    class LuceneIDFOkapi(BM25Okapi):
         def _calc_idf(self, nd: dict[str, int]) -> None:
             for word, freq in nd.items():
                 self.idf[word] = math.log(1.0 + (self.corpus_size - freq + 0.5) / (freq + 0.5))

@@ -99,7 +99,11 @@ class DenseRetriever(Retriever):
         if self._emb is None:
             self._emb = self.encoder.encode([passage_text(d) for d in self.corpus], desc="dense: encoding corpus")
             if path is not None:
-                _save_array(path, self._emb, {"encoder": self.encoder.identity, "documents": len(self.corpus)})
+                _save_array(
+                    path,
+                    self._emb,
+                    {"encoder": self.encoder.identity, "documents": len(self.corpus)},
+                )
         if self.use_faiss:
             try:
                 import faiss
@@ -109,11 +113,8 @@ class DenseRetriever(Retriever):
             index.add(self._emb)
             self._faiss = index
 
-    def retrieve(self, queries: Sequence[Query]) -> list[Ranking]:
+    def _retrieve(self, queries: Sequence[Query]) -> list[Ranking]:
         """Top ``k`` documents of each query by cosine similarity."""
-        for q in queries:
-            if not q.text.strip():
-                raise DataError(f"query {q.qid!r} is empty; every query needs text")
         out: list[Ranking] = []
         k = min(self.k, len(self.corpus))
         for start in range(0, len(queries), self.query_batch_size):
@@ -121,7 +122,11 @@ class DenseRetriever(Retriever):
             qemb = self.encoder.encode([q.text for q in chunk], desc="dense: encoding queries")
             ids, scores = self._search(qemb, k)
             for q, row_ids, row_scores in zip(chunk, ids, scores, strict=True):
-                cands = tuple(Candidate(self.corpus[i], float(s), "dense") for i, s in zip(row_ids, row_scores, strict=True) if i >= 0)
+                cands = tuple(
+                    Candidate(self.corpus[i], float(s), "dense")
+                    for i, s in zip(row_ids, row_scores, strict=True)
+                    if i >= 0
+                )
                 out.append(Ranking(q, cands))
         return out
 
@@ -133,7 +138,11 @@ class DenseRetriever(Retriever):
         if emb is None:
             raise DataError("dense index is not loaded; call load() first")
         sims = qemb @ emb.T
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(sims.shape[1]), (len(sims), 1))
+        part = (
+            np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            if k < sims.shape[1]
+            else np.tile(np.arange(sims.shape[1]), (len(sims), 1))
+        )
         rows = np.arange(len(sims))[:, None]
         top = sims[rows, part]
         order = np.lexsort((part, -top), axis=1)

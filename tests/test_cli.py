@@ -1,0 +1,112 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rerankflow.cli.main import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def job(tmp_path, dataset="builtin: demo", stage="bm25: {k: 10}"):
+    return write(tmp_path, "job.yaml", f"name: t\ndataset:\n  {dataset}\npipelines:\n  p:\n    - {stage}\n")
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("rerankflow: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda t: write(t, "job.yaml", "name: t\ndataset: {builtin: demo\n"), "job.yaml:3: invalid YAML"),
+        (lambda t: job(t, stage="rerank9000: {}"), "job.yaml:6: pipelines.p[0]: unknown stage 'rerank9000'"),
+        (lambda t: t / "missing.yaml", "missing.yaml: job file not found"),
+        (lambda t: job(t, dataset="topics: missing.tsv"), "missing.tsv: topics file not found"),
+        (
+            lambda t: (
+                write(t, "empty.jsonl", "\n"),
+                write(t, "q.tsv", "1\tx\n"),
+                job(t, dataset="{corpus: empty.jsonl, topics: q.tsv}"),
+            )[-1],
+            "empty.jsonl: the corpus is empty",
+        ),
+        (
+            lambda t: (
+                write(t, "c.jsonl", '{"docid": "a", "text": "x"}\n'),
+                write(t, "q.tsv", "1\tx\n2\t \n"),
+                job(t, dataset="{corpus: c.jsonl, topics: q.tsv}"),
+            )[-1],
+            "q.tsv:2: query '2' is empty",
+        ),
+    ],
+    ids=["malformed-yaml", "unknown-stage", "missing-job", "missing-data", "empty-corpus", "empty-query"],
+)
+def test_user_errors_are_one_line_exit_2(tmp_path, capsys, make, needle):
+    path = make(tmp_path)
+    code, _, err = run_cli(["-q", "run", str(path)], capsys)
+    assert code == 2
+    assert needle in one_line_error(err)
+
+
+def test_debug_shows_traceback(tmp_path):
+    path = job(tmp_path, stage="nope")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rerankflow.cli.main", "--debug", "validate", str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "unknown stage 'nope'" in proc.stderr
+
+
+def test_console_script_exit_code(tmp_path):
+    exe = Path(sys.executable).parent / "rerankflow"
+    proc = subprocess.run([str(exe), "validate", str(job(tmp_path, stage="nope"))], capture_output=True, text=True)
+    assert proc.returncode == 2
+    one_line_error(proc.stderr)
+
+
+def test_validate_schema_stages(tmp_path, capsys):
+    code, out, _ = run_cli(["validate", str(job(tmp_path))], capsys)
+    assert code == 0 and "ok: job 't' with 1 pipelines: p" in out
+    code, out, _ = run_cli(["schema"], capsys)
+    assert code == 0 and json.loads(out)["title"] == "Job"
+    code, out, _ = run_cli(["stages"], capsys)
+    assert code == 0 and "bm25" in out and "rrf" in out
+
+
+def test_run_writes_runs_and_results_consistent_with_eval(tmp_path, capsys):
+    path = write(
+        tmp_path,
+        "job.yaml",
+        "name: t\ndataset: {builtin: demo}\npipelines:\n  a: [bm25]\n  b: [bm25: {k1: 1.2, b: 0.75}]\nmeasures: [nDCG@10, R@10]\nbaseline: a\n",
+    )
+    code, out, _ = run_cli(["-q", "run", str(path), "-o", str(tmp_path / "out")], capsys)
+    assert code == 0
+    assert "p(t) nDCG@10" in out and "BM25Retriever" in out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    by = {s["name"]: s for s in results["systems"]}
+    qrels = str(ROOT / "src" / "rerankflow" / "demo" / "qrels.txt")
+    code, out, _ = run_cli(
+        ["eval", str(tmp_path / "out" / "a.trec"), "--qrels", qrels, "-m", "nDCG@10", "R@10"], capsys
+    )
+    assert code == 0
+    values = [float(x) for x in out.splitlines()[1].split()[1:]]
+    assert values == pytest.approx([by["a"]["means"]["nDCG@10"], by["a"]["means"]["R@10"]], abs=1e-4)
+    assert 0 < values[0] <= 1
