@@ -263,8 +263,11 @@ class BM25Retriever(Retriever):
         term_ids = np.fromiter((vocab[t] for t in counts), dtype=np.int64)
         rows = weights[term_ids]
         reps = np.repeat(np.fromiter(counts.values(), dtype=np.float64), np.diff(rows.indptr))
-        scores = np.bincount(rows.indices, weights=rows.data * reps, minlength=weights.shape[1])
-        matched = np.unique(rows.indices)
+        n_docs = weights.shape[1]
+        scores = np.bincount(rows.indices, weights=rows.data * reps, minlength=n_docs)
+        hit = np.zeros(n_docs, dtype=bool)
+        hit[rows.indices] = True  # documents containing a query term (a mask: no sort needed)
+        matched = np.flatnonzero(hit)
         return _top_k(matched, scores[matched], self.k)
 
     def _search_reference(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
