@@ -17,13 +17,13 @@ import random
 import time
 from collections import Counter
 
-from common import SHARED_DATA, table, write_result
-
 from rerankflow.io.jsonl import read_hits
 from rerankflow.pipelines.dataset import demo_dataset
 from rerankflow.retrievers.bm25 import BM25Index, BM25Retriever
 from rerankflow.retrievers.tokenize import Tokenizer
 from rerankflow.types import Document, Query
+
+from common import SHARED_DATA, table, write_result
 
 
 def source_texts() -> tuple[list[str], list[str], str]:
@@ -79,7 +79,7 @@ def main() -> None:
     _, ref_index_s = timed(ref.ensure_loaded)
 
     fast.retrieve(queries[:5])  # warm caches once
-    fast_all, fast_s = timed(lambda: fast.retrieve(queries))
+    _, fast_s = timed(lambda: fast.retrieve(queries))
     fast_ref_set, fast_ref_s = timed(lambda: fast.retrieve(ref_queries))
     ref_out, ref_s = timed(lambda: ref.retrieve(ref_queries))
 
