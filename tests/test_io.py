@@ -94,3 +94,16 @@ def test_hits_json(tmp_path):
     broken = write(tmp_path, "broken.json", '[\n{"query": }\n]')
     with pytest.raises(DataError, match="broken.json:2"):
         read_hits(broken)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_run([], tmp_path / "r.trec")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.trec").stat().st_mode) == 0o644
+    assert not list(tmp_path.glob(".*.tmp"))

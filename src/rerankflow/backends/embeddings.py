@@ -56,6 +56,8 @@ class SentenceTransformerEncoder:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise MissingDependencyError("sentence-transformers", "hf") from exc
+        if is_quiet():
+            _silence_hf_progress()
         path = resolve_embedder(self.model)
         if os.path.isdir(path):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -102,3 +104,14 @@ class SentenceTransformerEncoder:
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEncoder({self.model!r})"
+
+
+def _silence_hf_progress() -> None:
+    """Turn off transformers' and huggingface_hub's own progress bars (``--quiet``)."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    disable_progress_bars()
+    hf_logging.disable_progress_bar()

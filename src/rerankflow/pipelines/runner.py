@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..eval.experiment import Experiment, ExperimentResult
+from ..io.files import atomic_write
 from ..io.trec import write_run
 from ..registry import BuildContext
 from ..stage import Transformer
 from .build import build_pipeline
 from .dataset import Dataset, load_dataset
-from .job import Job
+from .job import Job, dump_job
 
 log = logging.getLogger(__name__)
 
@@ -57,5 +58,8 @@ def run_job(job: Job, base_dir: Path, output_dir: Path | None = None) -> JobResu
             files.append(path)
     if dataset.qrels is not None:
         files.extend(result.write(out))
+    with atomic_write(out / "job.yaml") as fh:
+        fh.write(dump_job(job))  # the job as run, every default written out
+    files.append(out / "job.yaml")
     log.info("wrote %d files to %s", len(files), out)
     return JobResult(job, result, out, files, pipelines)

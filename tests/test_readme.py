@@ -1,0 +1,18 @@
+"""The README's Python example runs as written (examples drift otherwise)."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_python_blocks_run(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block.replace('result.write("runs/mine")', "pass"), "README.md", "exec"), namespace)
+    assert len(namespace["rankings"]) == 1 and len(namespace["rankings"][0]) == 10
+    assert repr(namespace["pipeline"]).startswith("((BM25Retriever(")
+    out = capsys.readouterr().out
+    assert "hybrid" in out and "nDCG@10" in out
