@@ -1,0 +1,277 @@
+"""The LLM backend protocol: batched generation and the two scoring primitives rerankers use.
+
+* ``generate``: text completions (+ optional top-k logprobs of generated tokens);
+* ``label_logprobs``: log-probabilities of given single-token labels ("yes"/"no", "A".."T")
+  as the next token after the prompt;
+* ``continuation_logprobs``: per-token log-probabilities of a continuation given the prompt
+  (query likelihood, surprisal).
+
+Every method is async; the sync names wrap the async ones (written once, in this class).
+Results come back in input order, each with the :class:`CallStats` of the call it came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from ..errors import BackendError
+
+T = TypeVar("T")
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat turn."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """Chat messages (the backend applies the model's chat template) or raw text (sent as is)."""
+
+    messages: tuple[Message, ...] = ()
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (not self.messages):
+            raise BackendError("a Prompt has either messages or text, not both and not neither")
+
+    @classmethod
+    def chat(cls, user: str, system: str | None = None) -> Prompt:
+        """A prompt of an optional system message and one user message."""
+        msgs = ((Message("system", system),) if system else ()) + (Message("user", user),)
+        return cls(messages=msgs)
+
+    @classmethod
+    def raw(cls, text: str) -> Prompt:
+        """A prompt used verbatim (no chat template)."""
+        return cls(text=text)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """Sampling settings; the defaults are greedy and deterministic."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None
+    seed: int | None = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallStats:
+    """Provenance of one backend call (one prompt)."""
+
+    backend: str
+    model: str
+    prompt_tokens: int
+    output_tokens: int
+    latency_s: float
+    revision: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A generated text."""
+
+    text: str
+    stats: CallStats
+    finish_reason: str | None = None
+    top_logprobs: tuple[dict[str, float], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LabelScores:
+    """Next-token log-probabilities of each label (full-vocabulary normalisation).
+
+    ``missing`` names labels the backend could not score exactly (an HTTP server that only
+    returns its top-k); they hold the smallest returned log-probability, an upper bound.
+    """
+
+    logprobs: dict[str, float]
+    stats: CallStats
+    missing: frozenset[str] = frozenset()
+
+    def normalized(self) -> dict[str, float]:
+        """Log-probabilities renormalised over the labels only (a log-softmax)."""
+        top = max(self.logprobs.values())
+        z = top + math.log(sum(math.exp(v - top) for v in self.logprobs.values()))
+        return {k: v - z for k, v in self.logprobs.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuationScores:
+    """Log-probability of each continuation token given the prompt and earlier tokens."""
+
+    token_logprobs: tuple[float, ...]
+    stats: CallStats
+
+    @property
+    def total(self) -> float:
+        """Sum of token log-probabilities."""
+        return float(sum(self.token_logprobs))
+
+    @property
+    def mean(self) -> float:
+        """Mean token log-probability (0 tokens: 0.0)."""
+        return self.total / len(self.token_logprobs) if self.token_logprobs else 0.0
+
+
+@dataclass
+class Ledger:
+    """Running totals of a backend's calls (what ``rerankflow run`` reports)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, stats: Sequence[CallStats]) -> None:
+        """Count finished calls."""
+        with self._lock:
+            self.calls += len(stats)
+            self.prompt_tokens += sum(s.prompt_tokens for s in stats)
+            self.output_tokens += sum(s.output_tokens for s in stats)
+            self.latency_s += sum(s.latency_s for s in stats)
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, also when a loop is already running
+    in this thread (notebooks): then it runs on a fresh loop in a helper thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread below)
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="rerankflow-run-sync")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class LLMBackend(ABC):
+    """Base class of the backends. Subclasses implement the three ``_a*`` methods and
+    ``load``; callers use ``generate`` / ``agenerate`` and friends.
+    """
+
+    kind: str = "backend"
+
+    def __init__(self, model: str, *, revision: str | None = None) -> None:
+        self.model = model
+        self.revision = revision
+        self.ledger = Ledger()
+        self._loaded = False
+        self._load_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights / open connections (called once, lazily)."""
+
+    def ensure_loaded(self) -> None:
+        """Run :meth:`load` once, thread-safely."""
+        with self._load_lock:
+            if not self._loaded:
+                self.load()
+                self._loaded = True
+
+    def close(self) -> None:  # noqa: B027  (optional hook)
+        """Release resources (engines, connections)."""
+
+    # -- tokens --------------------------------------------------------------------------
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of ``text`` (no special tokens)."""
+
+    @abstractmethod
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The longest prefix of ``text`` that has at most ``max_tokens`` tokens."""
+
+    # -- the three primitives (async) ----------------------------------------------------
+    async def agenerate(self, prompts: Sequence[Prompt], params: GenerationParams | None = None) -> list[Completion]:
+        """Generate one completion per prompt, in input order."""
+        self.ensure_loaded()
+        out = await self._agenerate(list(prompts), params or GenerationParams())
+        self.ledger.add([c.stats for c in out])
+        return out
+
+    async def alabel_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[LabelScores]:
+        """Next-token log-probabilities of ``labels`` after each prompt, in input order."""
+        if len(set(labels)) != len(labels) or not labels:
+            raise BackendError(f"labels must be distinct and non-empty, got {list(labels)}")
+        self.ensure_loaded()
+        out = await self._alabel_logprobs(list(prompts), list(labels))
+        self.ledger.add([s.stats for s in out])
+        return out
+
+    async def acontinuation_logprobs(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[ContinuationScores]:
+        """Per-token log-probabilities of each continuation after its prompt, in input order."""
+        if len(prompts) != len(continuations):
+            raise BackendError(f"{len(prompts)} prompts but {len(continuations)} continuations; give one each")
+        self.ensure_loaded()
+        out = await self._acontinuation_logprobs(list(prompts), list(continuations))
+        self.ledger.add([s.stats for s in out])
+        return out
+
+    @abstractmethod
+    async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]: ...
+
+    @abstractmethod
+    async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]: ...
+
+    @abstractmethod
+    async def _acontinuation_logprobs(
+        self, prompts: list[Prompt], continuations: list[str]
+    ) -> list[ContinuationScores]: ...
+
+    # -- sync wrappers -----------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams | None = None) -> list[Completion]:
+        """Sync :meth:`agenerate`."""
+        return run_sync(self.agenerate(prompts, params))
+
+    def label_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[LabelScores]:
+        """Sync :meth:`alabel_logprobs`."""
+        return run_sync(self.alabel_logprobs(prompts, labels))
+
+    def continuation_logprobs(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[ContinuationScores]:
+        """Sync :meth:`acontinuation_logprobs`."""
+        return run_sync(self.acontinuation_logprobs(prompts, continuations))
+
+    def stats(self, prompt_tokens: int, output_tokens: int, latency_s: float) -> CallStats:
+        """A :class:`CallStats` naming this backend and model."""
+        return CallStats(self.kind, self.model, prompt_tokens, output_tokens, latency_s, self.revision)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model!r})"
+
+
+def elapsed(start: float) -> float:
+    """Seconds since ``start`` (a ``time.perf_counter()`` value)."""
+    return time.perf_counter() - start

@@ -1,0 +1,82 @@
+"""Merge requests that arrive concurrently into one engine call (continuous-ish batching).
+
+A scheduler submits many small requests (one window, one pair) at once; running each as its
+own engine call would serialise them. :class:`Coalescer` queues requests per event loop and,
+while one batch runs in a worker thread, collects the next, so the engine always receives
+everything that is waiting. Engine calls are serialised by a thread lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class Coalescer(Generic[In, Out]):
+    """Runs ``run_batch(items) -> results`` (same length, same order) over merged submissions."""
+
+    def __init__(self, run_batch: Callable[[list[In]], list[Out]], lock: threading.Lock | None = None) -> None:
+        self._run_batch = run_batch
+        self._engine_lock = lock or threading.Lock()
+        self._pending: dict[asyncio.AbstractEventLoop, list[tuple[list[In], asyncio.Future[list[Out]]]]] = {}
+        self._loop_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, items: list[In]) -> list[Out]:
+        """Queue ``items``; returns their results once the batch that holds them has run."""
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Out]] = loop.create_future()
+        queue = self._pending.setdefault(loop, [])
+        queue.append((items, fut))
+        if len(queue) == 1:
+            task = loop.create_task(self._drain(loop))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await fut
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        lock = self._loop_locks.setdefault(loop, asyncio.Lock())
+        async with lock:  # one batch in flight per loop; later arrivals wait and merge
+            batch = self._pending.pop(loop, [])
+            if not batch:
+                return
+            flat = [x for items, _ in batch for x in items]
+            try:
+                results = await asyncio.to_thread(self._locked, flat)
+                if len(results) != len(flat):
+                    raise RuntimeError(f"batch function returned {len(results)} results for {len(flat)} inputs")
+            except BaseException as exc:  # every waiter gets the failure, then it propagates
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise  # cancellation and exits propagate after the waiters are told
+                return
+            start = 0
+            for items, fut in batch:
+                if not fut.done():
+                    fut.set_result(results[start : start + len(items)])
+                start += len(items)
+
+    def _locked(self, items: list[In]) -> list[Out]:
+        with self._engine_lock:
+            return self._run_batch(items)
+
+    def run(self, items: list[In]) -> list[Out]:
+        """Run a batch directly (sync callers), serialised with the async path."""
+        return self._locked(items)
+
+
+def batches_of(n: int, size: int) -> list[range]:
+    """Index ranges ``[0, size), [size, 2*size), ...`` covering ``n`` items."""
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+__all__ = ["Coalescer", "batches_of"]

@@ -1,0 +1,227 @@
+"""HF transformers backend (CPU or GPU): batched, length-sorted, left-padded forward passes.
+
+Label scoring computes logits for the last position only (``logits_to_keep=1``), never the
+full vocabulary for every position; continuation scoring keeps only the continuation's
+positions. bf16 and SDPA attention on GPU, float32 on CPU unless ``dtype`` says otherwise.
+``model`` may be a packaged name, a HF id, a folder, or a ``.gguf`` file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendError, MissingDependencyError
+from . import tokens
+from .base import Completion, ContinuationScores, GenerationParams, LabelScores, LLMBackend, Prompt
+from .batching import Coalescer
+from .models import resolve_llm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    ids: list[int]
+    keep: int  # how many final positions need logits
+    targets: tuple[int, ...]  # label ids or continuation ids
+    labels: bool  # True: all targets scored at the next position; False: a continuation
+
+
+def plan_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+    """Group indices into batches, longest first, so padded size (rows x longest) stays
+    within ``max_batch_tokens``; similar lengths share a batch, which keeps padding small.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and ((len(current) + 1) * longest > max_batch_tokens or len(current) >= max_batch_size):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class HFBackend(LLMBackend):
+    """transformers ``AutoModelForCausalLM`` behind the backend protocol."""
+
+    kind = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str = "auto",
+        attn_implementation: str = "sdpa",
+        max_batch_tokens: int = 16384,
+        max_batch_size: int = 64,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__(model, revision=revision)
+        self.device = device
+        self.dtype = dtype
+        self.attn_implementation = attn_implementation
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.trust_remote_code = trust_remote_code
+        self.hf_model: Any = None
+        self.tokenizer: Any = None
+        lock = threading.Lock()
+        self._score = Coalescer(self._score_batch, lock)
+
+    def load(self) -> None:
+        """Load tokenizer and weights."""
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise MissingDependencyError("transformers and torch", "hf") from exc
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.dtype == "auto":
+            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        else:
+            dtype = getattr(torch, self.dtype)
+        path = resolve_llm(self.model)
+        kwargs: dict[str, Any] = {"revision": self.revision, "trust_remote_code": self.trust_remote_code}
+        if path.endswith(".gguf"):
+            folder, kwargs["gguf_file"] = str(Path(path).parent), Path(path).name
+        else:
+            folder = path
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+            self.hf_model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=dtype, attn_implementation=self.attn_implementation, **kwargs
+            )
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"transformers could not load {self.model!r}: {exc}") from exc
+        self.hf_model.to(device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = device
+        log.info("loaded %s on %s (%s)", self.model, device, dtype)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text``."""
+        self.ensure_loaded()
+        return tokens.count(self.tokenizer, text)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """Prefix of ``text`` within ``max_tokens`` tokens."""
+        self.ensure_loaded()
+        return tokens.truncate(self.tokenizer, text, max_tokens)
+
+    # -- forward passes -------------------------------------------------------------------
+    def _padded(self, seqs: list[list[int]]) -> tuple[Any, Any, Any]:
+        """Left-padded ids, attention mask and position ids (positions count real tokens)."""
+        import torch
+
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, width - len(s) :] = torch.tensor(s)
+            mask[row, width - len(s) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return ids.to(self.device), mask.to(self.device), positions.to(self.device)
+
+    def _score_batch(self, items: list[_Scoring]) -> list[list[float]]:
+        """Log-probabilities of each item's targets (labels at the next position, or the
+        continuation tokens at their positions), computed batch by batch."""
+        import torch
+
+        out: list[list[float]] = [[] for _ in items]
+        for batch in plan_batches([len(x.ids) for x in items], self.max_batch_tokens, self.max_batch_size):
+            rows = [items[i] for i in batch]
+            keep = max(r.keep for r in rows)
+            ids, mask, pos = self._padded([r.ids for r in rows])
+            with torch.inference_mode():
+                logits = self.hf_model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for j, (i, r) in enumerate(zip(batch, rows, strict=True)):
+                if r.labels:  # every label scored as the token after the prompt
+                    out[i] = logp[j, -1, list(r.targets)].tolist()
+                else:  # continuation: position keep-1-n .. keep-2 predict its n tokens
+                    n = len(r.targets)
+                    steps = logp[j, keep - 1 - n : keep - 1]
+                    out[i] = (
+                        steps.gather(-1, torch.tensor(r.targets, device=steps.device)[:, None]).squeeze(-1).tolist()
+                    )
+        return out
+
+    async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
+        ids = tokens.label_ids(self.tokenizer, labels)
+        items = [_Scoring(tokens.prompt_ids(self.tokenizer, p), 1, tuple(ids), True) for p in prompts]
+        start = time.perf_counter()
+        values = await self._score.submit(items)
+        latency = (time.perf_counter() - start) / max(len(items), 1)
+        return [
+            LabelScores(dict(zip(labels, v, strict=True)), self.stats(len(it.ids), 1, latency))
+            for it, v in zip(items, values, strict=True)
+        ]
+
+    async def _acontinuation_logprobs(
+        self, prompts: list[Prompt], continuations: list[str]
+    ) -> list[ContinuationScores]:
+        items = []
+        for p, c in zip(prompts, continuations, strict=True):
+            cont = tokens.continuation_ids(self.tokenizer, c)
+            items.append(_Scoring(tokens.prompt_ids(self.tokenizer, p) + cont, len(cont) + 1, tuple(cont), False))
+        start = time.perf_counter()
+        values = await self._score.submit(items)
+        latency = (time.perf_counter() - start) / max(len(items), 1)
+        return [
+            ContinuationScores(tuple(v) if it.targets else (), self.stats(len(it.ids), 0, latency))
+            for it, v in zip(items, values, strict=True)
+        ]
+
+    async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
+        import asyncio
+
+        return await asyncio.to_thread(self._generate_sync, prompts, params)
+
+    def _generate_sync(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
+        import torch
+
+        seqs = [tokens.prompt_ids(self.tokenizer, p) for p in prompts]
+        out: list[Completion | None] = [None] * len(seqs)
+        with self._score._engine_lock:
+            for batch in plan_batches([len(s) for s in seqs], self.max_batch_tokens, self.max_batch_size):
+                start = time.perf_counter()
+                ids, mask, _ = self._padded([seqs[i] for i in batch])
+                sample = params.temperature > 0
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                with torch.inference_mode():
+                    gen = self.hf_model.generate(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        max_new_tokens=params.max_tokens,
+                        do_sample=sample,
+                        temperature=params.temperature if sample else None,
+                        top_p=params.top_p if sample else None,
+                        pad_token_id=self.tokenizer.pad_token_id,
+                    )
+                latency = (time.perf_counter() - start) / len(batch)
+                for j, i in enumerate(batch):
+                    new = gen[j, ids.shape[1] :].tolist()
+                    eos = self.tokenizer.eos_token_id
+                    finish = "length"
+                    if eos in new:
+                        new, finish = new[: new.index(eos)], "stop"
+                    text = self.tokenizer.decode(new, skip_special_tokens=True)
+                    for s in params.stop:
+                        if s in text:
+                            text, finish = text[: text.index(s)], "stop"
+                    out[i] = Completion(text, self.stats(len(seqs[i]), len(new), latency), finish)
+        return [c for c in out if c is not None]

