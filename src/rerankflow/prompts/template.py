@@ -1,0 +1,145 @@
+"""Prompt templates: YAML files with declared placeholders, chat roles, labels and an output regex.
+
+A template is validated when loaded: every ``{placeholder}`` used must be declared and every
+declared one used; only plain ``{name}`` fields are allowed (no positional fields, format
+specs or conversions, so passage text can never be interpreted as a template); the output
+regex must compile; labels must be distinct. The query must come before the passages, so
+that prompts for the same query share a prefix (prefix caching).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..backends.base import Message, Prompt
+from ..errors import ConfigError
+from ..yamlio import YamlDocument, validation_to_config_error
+
+PASSAGE_FIELDS = ("passage", "passages", "passage_a", "passage_b")
+
+
+def fields_of(text: str, where: str) -> list[str]:
+    """Placeholder names used in ``text``, in order; rejects anything but ``{name}``."""
+    names = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc} (write literal braces as '{{{{' and '}}}}')") from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise ValueError(f"{where}: placeholder {{{name}}} must be a plain name like {{query}}")
+        if spec or conversion:
+            raise ValueError(f"{where}: placeholder {{{name}}} may not have a format spec or conversion")
+        names.append(name)
+    return names
+
+
+class PromptTemplate(BaseModel):
+    """One prompt template (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    placeholders: list[str] = Field(..., min_length=1)
+    system: str | None = None
+    user: str
+    labels: list[str] | None = Field(None, description="single-token answers scored by label logprobs")
+    output_regex: str | None = Field(None, description="what a well-formed generated answer matches")
+
+    @field_validator("output_regex")
+    @classmethod
+    def _regex_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"output_regex does not compile: {exc}") from None
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_distinct(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (len(set(v)) != len(v) or not v or any(not x for x in v)):
+            raise ValueError(f"labels must be distinct non-empty strings, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _placeholders_match(self) -> PromptTemplate:
+        used = fields_of(self.system or "", "system") + fields_of(self.user, "user")
+        declared = set(self.placeholders)
+        undeclared = sorted(set(used) - declared)
+        unused = sorted(declared - set(used))
+        if undeclared:
+            raise ValueError(f"placeholders {undeclared} are used but not declared; add them to 'placeholders'")
+        if unused:
+            raise ValueError(f"placeholders {unused} are declared but never used")
+        order = fields_of(self.user, "user")
+        if "query" in order and any(p in order for p in PASSAGE_FIELDS):
+            first_passage = min(order.index(p) for p in PASSAGE_FIELDS if p in order)
+            if order.index("query") > first_passage:
+                raise ValueError(
+                    "put {query} before the passages: prompts of one query then share a prefix (prefix caching)"
+                )
+        return self
+
+    def render(self, **values: str) -> Prompt:
+        """Fill the placeholders; missing or unknown names are errors. Values are inserted
+        verbatim: braces or template syntax inside them are never interpreted.
+        """
+        missing = sorted(set(self.placeholders) - set(values))
+        extra = sorted(set(values) - set(self.placeholders))
+        if missing or extra:
+            raise ConfigError(
+                f"template {self.name!r}: missing values {missing}, unknown values {extra}; expected {self.placeholders}"
+            )
+        msgs = []
+        if self.system:
+            msgs.append(Message("system", self.system.format(**values)))
+        msgs.append(Message("user", self.user.format(**values)))
+        return Prompt(messages=tuple(msgs))
+
+    def parse(self, text: str) -> re.Match[str] | None:
+        """Match the output regex against a generated answer (``None`` if no regex or no match)."""
+        return re.search(self.output_regex, text) if self.output_regex else None
+
+
+def builtin_names() -> list[str]:
+    """Names of the templates that ship with rerankflow."""
+    folder = resources.files("rerankflow.prompts") / "templates"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_template(name_or_path: str | Path, base_dir: Path | None = None) -> PromptTemplate:
+    """A built-in template by name, or a user's YAML file (relative to ``base_dir``)."""
+    name = str(name_or_path)
+    if name in builtin_names():
+        path = Path(str(resources.files("rerankflow.prompts") / "templates" / f"{name}.yaml"))
+    else:
+        path = Path(name).expanduser()
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        if not path.is_file():
+            raise ConfigError(
+                f"prompt template {name!r} is neither a built-in ({', '.join(builtin_names())}) nor a file"
+            )
+    doc = YamlDocument(path.read_text(encoding="utf-8"), path)
+    if not isinstance(doc.data, dict):
+        raise ConfigError("a prompt template is a YAML mapping", file=path)
+    try:
+        return PromptTemplate.model_validate(doc.data)
+    except ValidationError as exc:
+        raise doc.locate(validation_to_config_error(exc, PromptTemplate)) from None
+
+
+def template_dict(t: PromptTemplate) -> dict[str, Any]:
+    """The template as plain data (for dumps and docs)."""
+    return t.model_dump(exclude_none=True)

@@ -1,0 +1,140 @@
+"""Backend plumbing: batching, sync wrappers, validation, factory (real tokenizer where tokens matter)."""
+
+import asyncio
+import math
+
+import pytest
+
+from rerankflow.backends.base import CallStats, LabelScores, Prompt, run_sync
+from rerankflow.backends.batching import Coalescer
+from rerankflow.backends.factory import BackendConfig, create_backend, shared_backend
+from rerankflow.backends.fake import FakeBackend
+from rerankflow.backends.hf import plan_batches
+from rerankflow.errors import BackendError, ConfigError
+from rerankflow.registry import ResourcePool
+
+
+def test_coalescer_merges_concurrent_submissions_and_keeps_order():
+    calls = []
+
+    def run(items):
+        calls.append(list(items))
+        return [x * 10 for x in items]
+
+    co = Coalescer(run)
+
+    async def main():
+        return await asyncio.gather(co.submit([1, 2]), co.submit([3]), co.submit([4, 5, 6]))
+
+    assert asyncio.run(main()) == [[10, 20], [30], [40, 50, 60]]
+    assert calls == [[1, 2, 3, 4, 5, 6]]  # one engine call for all three requests
+
+
+def test_coalescer_forms_the_next_batch_while_one_runs():
+    import threading
+    import time
+
+    calls = []
+    started = threading.Event()
+
+    def run(items):
+        calls.append(list(items))
+        started.set()
+        time.sleep(0.1)
+        return items
+
+    co = Coalescer(run)
+
+    async def main():
+        first = asyncio.create_task(co.submit(["a"]))
+        await asyncio.to_thread(started.wait)
+        later = [asyncio.create_task(co.submit([x])) for x in "bcd"]
+        return await first, await asyncio.gather(*later)
+
+    assert asyncio.run(main()) == (["a"], [["b"], ["c"], ["d"]])
+    assert calls == [["a"], ["b", "c", "d"]]
+
+
+def test_coalescer_failure_reaches_every_waiter():
+    def run(items):
+        raise ValueError("engine down")
+
+    co = Coalescer(run)
+
+    async def main():
+        return await asyncio.gather(co.submit([1]), co.submit([2]), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, ValueError) for r in results)
+
+
+def test_run_sync_works_inside_a_running_loop():
+    async def inner():
+        return run_sync(asyncio.sleep(0, result=42))
+
+    assert asyncio.run(inner()) == 42
+    with pytest.raises(ZeroDivisionError):
+        run_sync(_raise())
+
+
+async def _raise():
+    return 1 / 0
+
+
+def test_label_scores_normalized_is_a_log_softmax():
+    s = LabelScores({"yes": math.log(0.2), "no": math.log(0.05)}, CallStats("x", "m", 1, 1, 0.0))
+    n = s.normalized()
+    assert math.exp(n["yes"]) == pytest.approx(0.8) and math.exp(n["no"]) == pytest.approx(0.2)
+
+
+def test_fake_backend_scripts_and_ledger():
+    fake = FakeBackend(["a", "b"], labels=lambda p, labels: {lab: -i for i, lab in enumerate(labels)})
+    out = fake.generate([Prompt.raw("one two"), Prompt.raw("x"), Prompt.raw("y")])
+    assert [c.text for c in out] == ["a", "b", "a"]
+    assert fake.label_logprobs([Prompt.raw("q")], ["A", "B"])[0].logprobs == {"A": 0, "B": -1}
+    assert fake.ledger.calls == 4 and fake.ledger.prompt_tokens == 2 + 1 + 1 + 1
+    with pytest.raises(BackendError, match="distinct"):
+        fake.label_logprobs([Prompt.raw("q")], ["A", "A"])
+    with pytest.raises(BackendError, match="one each"):
+        fake.continuation_logprobs([Prompt.raw("q")], [])
+
+
+def test_prompt_needs_exactly_one_form():
+    with pytest.raises(BackendError):
+        Prompt()
+    assert Prompt.chat("hi", system="sys").messages[0].role == "system"
+
+
+def test_plan_batches_sorts_by_length_and_respects_budget():
+    lengths = [5, 100, 7, 90, 6, 95]
+    batches = plan_batches(lengths, max_batch_tokens=200, max_batch_size=8)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    for b in batches:
+        assert len(b) * max(lengths[i] for i in b) <= 200 or len(b) == 1
+    assert batches[0] == [1, 5]  # the longest first, grouped with similar lengths
+
+
+def test_factory_validates_options_and_shares_engines():
+    with pytest.raises(ConfigError, match="unknown hf backend options \\['bogus'\\]; valid options: device"):
+        create_backend(BackendConfig(kind="hf", model="x", options={"bogus": 1}))
+    pool = ResourcePool()
+    a = shared_backend(BackendConfig(kind="hf", model="x", options={"device": "cpu"}), pool)
+    b = shared_backend(BackendConfig(kind="hf", model="x", options={"device": "cpu"}), pool)
+    c = shared_backend(BackendConfig(kind="hf", model="y"), pool)
+    assert a is b and a is not c
+
+
+@pytest.mark.slow
+def test_real_tokenizer_labels_and_truncation(hf_backend):
+    tok = hf_backend.tokenizer
+    from rerankflow.backends import tokens
+
+    assert len(tokens.label_ids(tok, ["yes", "no", "A", "B"])) == 4
+    with pytest.raises(BackendError, match="single tokens"):
+        tokens.label_ids(tok, ["definitely-not-one-token"])
+    text = "Reciprocal rank fusion adds one over k plus the rank of each document."
+    cut = hf_backend.truncate(text, 5)
+    assert text.startswith(cut) and hf_backend.count_tokens(cut) <= 5 < hf_backend.count_tokens(text)
+    assert hf_backend.truncate(text, 1000) == text and hf_backend.truncate(text, 0) == ""
+    rendered = tokens.render(tok, Prompt.chat("hello"))
+    assert "hello" in rendered and rendered != "hello"  # the model's chat template was applied

@@ -1,0 +1,173 @@
+"""The HTTP backend against a small misbehaving loopback server (real sockets, real HTTP)."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from rerankflow.backends.base import Prompt
+from rerankflow.backends.http import OpenAIHTTPBackend
+from rerankflow.errors import BackendError
+
+from .conftest import free_port
+
+OK = {"choices": [{"text": "fine", "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+
+
+class Script:
+    """What the server answers, request by request; records what it received."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.requests = []
+        self.lock = threading.Lock()
+
+    def next(self, body, headers):
+        with self.lock:
+            self.requests.append((body, headers))
+            return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+@pytest.fixture
+def server():
+    holder = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            kind, payload = holder["script"].next(body, dict(self.headers))
+            if kind == "drop":
+                self.connection.close()  # connection dropped mid-request
+                return
+            if kind == "sleep":
+                time.sleep(payload)
+                kind, payload = 200, OK
+            if kind == "echo":  # answer with the prompt, after a delay that reverses arrival order
+                time.sleep(0.05 * (12 - int(body["prompt"][1:])) / 12)
+                kind, payload = 200, {"choices": [{"text": body["prompt"]}]}
+            raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(kind)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+
+    def use(*answers, **options):
+        holder["script"] = Script(*answers)
+        opts = {
+            "max_retries": 3,
+            "backoff_initial_s": 0.01,
+            "backoff_max_s": 0.05,
+            "timeout_s": 2.0,
+            "api_key_env": None,
+            **options,
+        }
+        backend = OpenAIHTTPBackend("m", base_url=f"http://127.0.0.1:{httpd.server_port}/v1", **opts)
+        return backend, holder["script"]
+
+    yield use
+    httpd.shutdown()
+
+
+PROMPT = [Prompt.raw("hello")]
+
+
+def test_500s_then_success_is_retried(server):
+    backend, script = server((500, {"error": {"message": "boom"}}), (503, b"busy"), (200, OK))
+    (out,) = backend.generate(PROMPT)
+    assert out.text == "fine" and out.stats.prompt_tokens == 3
+    assert len(script.requests) == 3
+
+
+def test_429_is_retried(server):
+    backend, script = server((429, {"error": {"message": "slow down"}}), (200, OK))
+    assert backend.generate(PROMPT)[0].text == "fine"
+    assert len(script.requests) == 2
+
+
+def test_400_is_not_retried(server):
+    backend, script = server((400, {"error": {"message": "bad max_tokens"}}))
+    with pytest.raises(BackendError, match="HTTP 400: bad max_tokens .*not retried"):
+        backend.generate(PROMPT)
+    assert len(script.requests) == 1
+
+
+def test_retries_are_bounded(server):
+    backend, script = server((500, {"error": {"message": "always"}}), max_retries=2)
+    start = time.perf_counter()
+    with pytest.raises(BackendError, match="failed after 3 attempts: RetryableHTTPError: HTTP 500: always"):
+        backend.generate(PROMPT)
+    assert len(script.requests) == 3
+    assert time.perf_counter() - start < 2.0
+
+
+def test_garbage_json_is_a_clear_error(server):
+    backend, script = server((200, b"<html>not json</html>"))
+    with pytest.raises(BackendError, match="not JSON: '<html>not json</html>'"):
+        backend.generate(PROMPT)
+    assert len(script.requests) == 1
+    backend, _ = server((200, {"id": "x"}))
+    with pytest.raises(BackendError, match="without 'choices'"):
+        backend.generate(PROMPT)
+
+
+def test_dropped_connection_then_success(server):
+    backend, script = server(("drop", None), (200, OK))
+    assert backend.generate(PROMPT)[0].text == "fine"
+    assert len(script.requests) == 2
+
+
+def test_slow_response_past_timeout(server):
+    backend, _ = server(("sleep", 1.0), timeout_s=0.2, max_retries=1)
+    start = time.perf_counter()
+    with pytest.raises(BackendError, match="failed after 2 attempts: ReadTimeout"):
+        backend.generate(PROMPT)
+    assert time.perf_counter() - start < 1.5
+
+
+def test_server_down_at_start():
+    backend = OpenAIHTTPBackend(
+        "m",
+        base_url=f"http://127.0.0.1:{free_port()}/v1",
+        max_retries=2,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.02,
+        api_key_env=None,
+    )
+    with pytest.raises(BackendError, match="failed after 3 attempts: ConnectError"):
+        backend.generate(PROMPT)
+
+
+def test_api_key_from_environment_is_sent_not_logged(server, monkeypatch, caplog):
+    monkeypatch.setenv("RF_TEST_KEY", "sk-secret-123")
+    backend, script = server((400, {"error": {"message": "nope"}}), api_key_env="RF_TEST_KEY")
+    with pytest.raises(BackendError) as info:
+        backend.generate(PROMPT)
+    assert script.requests[0][1]["Authorization"] == "Bearer sk-secret-123"
+    assert "sk-secret" not in str(info.value) and "sk-secret" not in caplog.text
+
+
+def test_concurrency_is_bounded(server):
+    backend, script = server(("sleep", 0.2), max_concurrency=2)
+    start = time.perf_counter()
+    out = backend.generate([Prompt.raw(str(i)) for i in range(6)])
+    elapsed = time.perf_counter() - start
+    assert [c.text for c in out] == ["fine"] * 6
+    assert elapsed >= 0.55  # 6 requests, 2 at a time, 0.2 s each: at least 3 rounds
+    assert len(script.requests) == 6
+
+
+def test_results_come_back_in_input_order(server):
+    backend, _ = server(("echo", None), max_concurrency=8)
+    prompts = [Prompt.raw(f"p{i}") for i in range(12)]
+    out = backend.generate(prompts)
+    assert [c.text for c in out] == [f"p{i}" for i in range(12)]
