@@ -110,3 +110,17 @@ def test_run_writes_runs_and_results_consistent_with_eval(tmp_path, capsys):
     values = [float(x) for x in out.splitlines()[1].split()[1:]]
     assert values == pytest.approx([by["a"]["means"]["nDCG@10"], by["a"]["means"]["R@10"]], abs=1e-4)
     assert 0 < values[0] <= 1
+
+
+def test_models_and_prompts_commands(capsys, tmp_path):
+    code, out, _ = run_cli(["models", "list"], capsys)
+    assert code == 0 and "smollm2-135m-instruct" in out and "all-minilm-l6-v2" in out
+    code, _, err = run_cli(["models", "prepare", "no-such-model"], capsys)
+    assert code == 2 and "unknown packaged model 'no-such-model'" in one_line_error(err)
+    code, out, _ = run_cli(["prompts", "list"], capsys)
+    assert code == 0 and "pointwise-yes-no" in out
+    code, out, _ = run_cli(["prompts", "show", "listwise"], capsys)
+    assert code == 0 and "placeholders:" in out and "{passages}" in out
+    bad = write(tmp_path, "t.yaml", "name: t\nplaceholders: [query]\nuser: '{passage}'\n")
+    code, _, err = run_cli(["prompts", "show", str(bad)], capsys)
+    assert code == 2 and "t.yaml: placeholders ['passage'] are used but not declared" in one_line_error(err)

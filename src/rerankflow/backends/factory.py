@@ -62,8 +62,12 @@ def create_backend(cfg: BackendConfig) -> LLMBackend:
     return cls(cfg.model, **kwargs)
 
 
+def backend_key(cfg: BackendConfig) -> tuple[str, ...]:
+    """The resource-pool key under which a configuration's backend is shared."""
+    return ("llm", cfg.kind, cfg.model, str(cfg.revision), json.dumps(cfg.options, sort_keys=True, default=str))
+
+
 def shared_backend(cfg: BackendConfig, resources: ResourcePool) -> LLMBackend:
     """One backend (one engine) per identical configuration within a job."""
-    key = ("llm", cfg.kind, cfg.model, str(cfg.revision), json.dumps(cfg.options, sort_keys=True, default=str))
-    backend: LLMBackend = resources.get(key, lambda: create_backend(cfg))
+    backend: LLMBackend = resources.get(backend_key(cfg), lambda: create_backend(cfg))
     return backend

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..accounting import ReportsUsage
 from ..errors import ConfigError
 from ..io.files import atomic_write
 from ..io.trec import Qrels, rankings_to_run
@@ -38,6 +39,22 @@ class SystemResult:
     queries: int
     rankings: list[Ranking] = field(default_factory=list, repr=False)
     load_seconds: float = 0.0
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per LLM stage: ``{"total": {...}, "per_query": {qid: {...}}}`` (calls, tokens, latency)."""
+
+    def calls_per_query(self) -> float | None:
+        """LLM calls per query over all stages (``None`` without LLM stages)."""
+        if not self.usage:
+            return None
+        return sum(u["total"]["calls"] for u in self.usage.values()) / max(self.queries, 1)
+
+    def tokens_per_query(self) -> float | None:
+        """Prompt + output tokens per query over all stages (``None`` without LLM stages)."""
+        if not self.usage:
+            return None
+        total = sum(u["total"]["prompt_tokens"] + u["total"]["output_tokens"] for u in self.usage.values())
+        return total / max(self.queries, 1)
+
     tests: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
@@ -61,6 +78,9 @@ class ExperimentResult:
             m0 = self.measures[0]
             header += [f"p(t) {m0}", f"p(W) {m0}", "+/-"]
         header.append("ms/query")
+        llm = any(s.usage for s in self.systems)
+        if llm:
+            header += ["LLM calls/q", "tokens/q"]
         rows = [header]
         for s in self.systems:
             row = [s.name, *(f"{s.means[m]:.4f}" for m in self.measures)]
@@ -76,6 +96,9 @@ class ExperimentResult:
                     ]
                 )
             row.append(f"{s.ms_per_query:.1f}")
+            if llm:
+                calls, toks = s.calls_per_query(), s.tokens_per_query()
+                row += ["-", "-"] if calls is None or toks is None else [f"{calls:.1f}", f"{toks:.0f}"]
             rows.append(row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = [
@@ -103,6 +126,7 @@ class ExperimentResult:
                     "load_seconds": s.load_seconds,
                     "queries": s.queries,
                     "ms_per_query": s.ms_per_query,
+                    "usage": s.usage,
                     "per_query": s.per_query,
                 }
                 for s in self.systems
@@ -221,6 +245,7 @@ class Experiment:
             system.warm_up()
             load_seconds = time.perf_counter() - t0
             rankings, seconds = self.run_system(name, system)
+            usage = stage_usage(system)
             pq = per_query(self.measures, self.qrels, rankings_to_run(rankings)) if self.measures else {}
             results.append(
                 SystemResult(
@@ -231,6 +256,7 @@ class Experiment:
                     len(self.topics),
                     rankings,
                     load_seconds=load_seconds,
+                    usage=usage,
                 )
             )
         if self.baseline is not None:
@@ -239,3 +265,21 @@ class Experiment:
                 if r is not base:
                     r.tests = {m: paired_tests(r.per_query[m], base.per_query[m]) for m in self.measure_names}
         return ExperimentResult(self.measure_names, results, self.baseline)
+
+
+def stage_usage(system: Transformer) -> dict[str, dict[str, Any]]:
+    """Usage of every LLM stage inside ``system`` (names made unique with ``#2``, ``#3``...)."""
+    out: dict[str, dict[str, Any]] = {}
+    stack = [system]
+    while stack:
+        stage = stack.pop(0)
+        stack[:0] = stage.children()
+        if isinstance(stage, ReportsUsage):
+            name, n = stage.name, 2
+            while name in out:
+                name, n = f"{stage.name}#{n}", n + 1
+            out[name] = {
+                "total": stage.usage.total().as_dict(),
+                "per_query": {q: u.as_dict() for q, u in stage.usage.by_query.items()},
+            }
+    return out

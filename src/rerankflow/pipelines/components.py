@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from ..backends.factory import BackendConfig
 from ..registry import BuildContext, StageConfig, register
 from ..retrievers.dense import TextEncoder
 from ..stage import Cutoff, Identity, Transformer
@@ -168,3 +169,23 @@ def _build_convex(cfg: ConvexConfig, ctx: BuildContext, inputs: list[Transformer
     from .fusion import ConvexFusion
 
     return ConvexFusion(inputs, weights=cfg.weights, normalization=cfg.normalization)
+
+
+class PointwiseConfig(StageConfig):
+    """Pointwise LLM reranking: log P(yes) - log P(no) from next-token label logprobs."""
+
+    backend: BackendConfig
+    template: str = Field("pointwise-yes-no", description="built-in template name or a YAML file (relative to the job)")
+    score: Literal["margin", "p_yes"] = "margin"
+    max_passage_tokens: int | None = Field(256, ge=1, description="cut passages to this many tokens")
+
+
+@register("pointwise", kind="reranker", config=PointwiseConfig)
+def _build_pointwise(cfg: PointwiseConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..backends.factory import shared_backend
+    from ..rerankers.pointwise import PointwiseYesNoReranker
+
+    backend = shared_backend(cfg.backend, ctx.resources)
+    return PointwiseYesNoReranker(
+        backend, cfg.template, score=cfg.score, max_passage_tokens=cfg.max_passage_tokens, template_dir=ctx.base_dir
+    )

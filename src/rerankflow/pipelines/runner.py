@@ -9,7 +9,7 @@ from pathlib import Path
 from ..eval.experiment import Experiment, ExperimentResult
 from ..io.files import atomic_write
 from ..io.trec import write_run
-from ..registry import BuildContext
+from ..registry import BuildContext, ResourcePool
 from ..stage import Transformer
 from .build import build_pipeline
 from .dataset import Dataset, load_dataset
@@ -29,17 +29,23 @@ class JobResult:
     pipelines: dict[str, Transformer]
 
 
-def build_job(job: Job, base_dir: Path) -> tuple[Dataset, dict[str, Transformer]]:
-    """Load the dataset and build every pipeline (models load later, on first use)."""
+def build_job(
+    job: Job, base_dir: Path, resources: ResourcePool | None = None
+) -> tuple[Dataset, dict[str, Transformer]]:
+    """Load the dataset and build every pipeline (models load later, on first use).
+    ``resources`` lets callers share engines across jobs (by default each job has its own).
+    """
     dataset = load_dataset(job.dataset, base_dir)
-    ctx = BuildContext(corpus=dataset.corpus, base_dir=base_dir)
+    ctx = BuildContext(corpus=dataset.corpus, base_dir=base_dir, resources=resources or ResourcePool())
     pipelines = {name: build_pipeline(specs, ctx, ("pipelines", name)) for name, specs in job.pipelines.items()}
     return dataset, pipelines
 
 
-def run_job(job: Job, base_dir: Path, output_dir: Path | None = None) -> JobResult:
+def run_job(
+    job: Job, base_dir: Path, output_dir: Path | None = None, resources: ResourcePool | None = None
+) -> JobResult:
     """Run every pipeline of ``job`` and write runs and result tables."""
-    dataset, pipelines = build_job(job, base_dir)
+    dataset, pipelines = build_job(job, base_dir, resources)
     out = output_dir or (base_dir / job.output.dir if job.output.dir else base_dir / "runs" / job.name)
     experiment = Experiment(
         pipelines,
