@@ -4,32 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from .backends.base import CallStats
-
-
-@dataclass
-class Usage:
-    """Totals of some backend calls."""
-
-    calls: int = 0
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    latency_s: float = 0.0
-
-    def add(self, stats: Iterable[CallStats]) -> None:
-        """Count finished calls."""
-        for s in stats:
-            self.calls += 1
-            self.prompt_tokens += s.prompt_tokens
-            self.output_tokens += s.output_tokens
-            self.latency_s += s.latency_s
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data."""
-        return asdict(self)
+from .backends.base import CallStats, Usage
 
 
 class UsageByQuery:
@@ -48,10 +25,7 @@ class UsageByQuery:
         """Sum over queries."""
         out = Usage()
         for u in self.by_query.values():
-            out.calls += u.calls
-            out.prompt_tokens += u.prompt_tokens
-            out.output_tokens += u.output_tokens
-            out.latency_s += u.latency_s
+            out.merge(u)
         return out
 
 

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -130,22 +130,49 @@ class ContinuationScores:
 
 
 @dataclass
-class Ledger:
-    """Running totals of a backend's calls (what ``rerankflow run`` reports)."""
+class Usage:
+    """Totals of some backend calls: count, tokens, latency."""
 
     calls: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
     latency_s: float = 0.0
+
+    def add(self, stats: Iterable[CallStats]) -> None:
+        """Count finished calls."""
+        for s in stats:
+            self.calls += 1
+            self.prompt_tokens += s.prompt_tokens
+            self.output_tokens += s.output_tokens
+            self.latency_s += s.latency_s
+
+    def merge(self, other: Usage) -> None:
+        """Add another total to this one."""
+        self.calls += other.calls
+        self.prompt_tokens += other.prompt_tokens
+        self.output_tokens += other.output_tokens
+        self.latency_s += other.latency_s
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return {
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_s": self.latency_s,
+        }
+
+
+@dataclass
+class Ledger(Usage):
+    """A backend's running totals, safe to update from several threads."""
+
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, stats: Sequence[CallStats]) -> None:
+    def add(self, stats: Iterable[CallStats]) -> None:
         """Count finished calls."""
         with self._lock:
-            self.calls += len(stats)
-            self.prompt_tokens += sum(s.prompt_tokens for s in stats)
-            self.output_tokens += sum(s.output_tokens for s in stats)
-            self.latency_s += sum(s.latency_s for s in stats)
+            super().add(stats)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -201,14 +228,22 @@ class LLMBackend(ABC):
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release resources (engines, connections)."""
 
-    # -- tokens --------------------------------------------------------------------------
-    @abstractmethod
+    # -- tokens (backends that hold a HF tokenizer in ``self.tokenizer``; others override) ----
+    tokenizer: Any = None
+
     def count_tokens(self, text: str) -> int:
         """Number of tokens of ``text`` (no special tokens)."""
+        from . import tokens
 
-    @abstractmethod
+        self.ensure_loaded()
+        return tokens.count(self.tokenizer, text)
+
     def truncate(self, text: str, max_tokens: int) -> str:
         """The longest prefix of ``text`` that has at most ``max_tokens`` tokens."""
+        from . import tokens
+
+        self.ensure_loaded()
+        return tokens.truncate(self.tokenizer, text, max_tokens)
 
     # -- the three primitives (async) ----------------------------------------------------
     async def agenerate(self, prompts: Sequence[Prompt], params: GenerationParams | None = None) -> list[Completion]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -68,6 +69,12 @@ class Coalescer(Generic[In, Out]):
     def _locked(self, items: list[In]) -> list[Out]:
         with self._engine_lock:
             return self._run_batch(items)
+
+    async def submit_timed(self, items: list[In]) -> tuple[list[Out], float]:
+        """:meth:`submit`, plus the wall time of the wait divided over the items (per-call latency)."""
+        start = time.perf_counter()
+        out = await self.submit(items)
+        return out, (time.perf_counter() - start) / max(len(items), 1)
 
     def run(self, items: list[In]) -> list[Out]:
         """Run a batch directly (sync callers), serialised with the async path."""

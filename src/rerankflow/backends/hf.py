@@ -110,16 +110,6 @@ class HFBackend(LLMBackend):
         self.device = device
         log.info("loaded %s on %s (%s)", self.model, device, dtype)
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens of ``text``."""
-        self.ensure_loaded()
-        return tokens.count(self.tokenizer, text)
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        """Prefix of ``text`` within ``max_tokens`` tokens."""
-        self.ensure_loaded()
-        return tokens.truncate(self.tokenizer, text, max_tokens)
-
     # -- forward passes -------------------------------------------------------------------
     def _padded(self, seqs: list[list[int]]) -> tuple[Any, Any, Any]:
         """Left-padded ids, attention mask and position ids (positions count real tokens)."""
@@ -162,9 +152,7 @@ class HFBackend(LLMBackend):
     async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
         ids = tokens.label_ids(self.tokenizer, labels)
         items = [_Scoring(tokens.prompt_ids(self.tokenizer, p), 1, tuple(ids), True) for p in prompts]
-        start = time.perf_counter()
-        values = await self._score.submit(items)
-        latency = (time.perf_counter() - start) / max(len(items), 1)
+        values, latency = await self._score.submit_timed(items)
         return [
             LabelScores(dict(zip(labels, v, strict=True)), self.stats(len(it.ids), 1, latency))
             for it, v in zip(items, values, strict=True)
@@ -177,9 +165,7 @@ class HFBackend(LLMBackend):
         for p, c in zip(prompts, continuations, strict=True):
             cont = tokens.continuation_ids(self.tokenizer, c)
             items.append(_Scoring(tokens.prompt_ids(self.tokenizer, p) + cont, len(cont) + 1, tuple(cont), False))
-        start = time.perf_counter()
-        values = await self._score.submit(items)
-        latency = (time.perf_counter() - start) / max(len(items), 1)
+        values, latency = await self._score.submit_timed(items)
         return [
             ContinuationScores(tuple(v) if it.targets else (), self.stats(len(it.ids), 0, latency))
             for it, v in zip(items, values, strict=True)

@@ -105,16 +105,6 @@ class VLLMOfflineBackend(LLMBackend):
         prompts = [TokensPrompt(prompt_token_ids=r.ids) for r in requests]
         return list(self.llm.generate(prompts, [r.params for r in requests], use_tqdm=False))
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens of ``text``."""
-        self.ensure_loaded()
-        return tokens.count(self.tokenizer, text)
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        """Prefix of ``text`` within ``max_tokens`` tokens."""
-        self.ensure_loaded()
-        return tokens.truncate(self.tokenizer, text, max_tokens)
-
     async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
         from vllm import SamplingParams
 
@@ -127,9 +117,7 @@ class VLLMOfflineBackend(LLMBackend):
             seed=params.seed,
         )
         reqs = [_Request(tokens.prompt_ids(self.tokenizer, p), sp) for p in prompts]
-        start = time.perf_counter()
-        outs = await self._coalescer.submit(reqs)
-        latency = (time.perf_counter() - start) / max(len(reqs), 1)
+        outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
         for req, out in zip(reqs, outs, strict=True):
             o = out.outputs[0]
@@ -147,9 +135,7 @@ class VLLMOfflineBackend(LLMBackend):
         ids = tokens.label_ids(self.tokenizer, labels)
         sp = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
         reqs = [_Request(tokens.prompt_ids(self.tokenizer, p), sp) for p in prompts]
-        start = time.perf_counter()
-        outs = await self._coalescer.submit(reqs)
-        latency = (time.perf_counter() - start) / max(len(reqs), 1)
+        outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
         for req, out in zip(reqs, outs, strict=True):
             step = out.outputs[0].logprobs[0]
@@ -165,9 +151,7 @@ class VLLMOfflineBackend(LLMBackend):
         sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         conts = [tokens.continuation_ids(self.tokenizer, c) for c in continuations]
         reqs = [_Request(tokens.prompt_ids(self.tokenizer, p) + c, sp) for p, c in zip(prompts, conts, strict=True)]
-        start = time.perf_counter()
-        outs = await self._coalescer.submit(reqs)
-        latency = (time.perf_counter() - start) / max(len(reqs), 1)
+        outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
         for req, cont, out in zip(reqs, conts, outs, strict=True):
             rows = out.prompt_logprobs[len(req.ids) - len(cont) :] if cont else []
