@@ -10,7 +10,7 @@ from rerankflow.backends.fake import FakeBackend, prompt_text
 from rerankflow.errors import ConfigError
 from rerankflow.pipelines.job import load_job_text
 from rerankflow.pipelines.runner import run_job
-from rerankflow.rerankers.pointwise import PointwiseYesNoReranker
+from rerankflow.rerankers.pointwise import PointwiseReranker, PointwiseYesNoReranker
 from rerankflow.retrievers.bm25 import BM25Retriever
 
 
@@ -45,8 +45,39 @@ def test_p_yes_and_truncation_and_errors():
     assert out.candidates[0].score == pytest.approx(0.75)
     assert prompt_text(fake.seen[0]).count("one two three") == 1 and "four" not in prompt_text(fake.seen[0])
     assert rr([Ranking(Query("e", "x"))])[0].candidates == ()
-    with pytest.raises(ConfigError, match="two labels"):
+    with pytest.raises(ConfigError, match="placeholders query and passage"):
         PointwiseYesNoReranker(fake, "listwise")
+    with pytest.raises(ConfigError, match="numeric grade labels"):
+        PointwiseReranker(fake, "pointwise-yes-no", mode="grade")
+    with pytest.raises(ConfigError, match="mode must be"):
+        PointwiseReranker(fake, mode="listwise")  # type: ignore[arg-type]
+
+
+def test_grade_mode_is_the_expected_grade():
+    grades = {"0": 0.1, "1": 0.1, "2": 0.2, "3": 0.2, "4": 0.4}
+    fake = FakeBackend(labels=lambda p, labels: {g: math.log(grades[g]) - 2.0 for g in labels})
+    from rerankflow import Candidate, Document, Query
+
+    r = Ranking(Query("q", "x"), (Candidate(Document("d", "text"), 0.0),))
+    (out,) = PointwiseReranker(fake, mode="grade")([r])
+    assert out.candidates[0].score == pytest.approx(0.1 + 0.4 + 0.6 + 1.6)
+
+
+def test_query_likelihood_mode_uses_the_mean_query_logprob():
+    def cont(prompt, continuation):
+        return (
+            [-0.5] * len(continuation.split())
+            if "fusion" in prompt_text(prompt)
+            else [-2.0] * len(continuation.split())
+        )
+
+    fake = FakeBackend(continuation=cont)
+    from rerankflow import Candidate, Document, Query
+
+    docs = (Candidate(Document("a", "about tokenizers"), 0.0), Candidate(Document("b", "about rank fusion"), 0.0))
+    (out,) = PointwiseReranker(fake, mode="query_likelihood")([Ranking(Query("q", "what is rrf"), docs)])
+    assert out.docids == ["b", "a"] and out.candidates[0].score == pytest.approx(-0.5)
+    assert "what is rrf" not in prompt_text(fake.seen[0])  # the query is scored, never shown
 
 
 @pytest.mark.slow
@@ -55,14 +86,26 @@ def test_pointwise_job_end_to_end_on_vllm(vllm_backend, smollm2, tmp_path):
     job = load_job_text(
         f"""
 name: pw
-dataset: {{builtin: demo, limit: 3}}
+dataset: {{builtin: demo, limit: 2}}
 pipelines:
-  bm25: [bm25: {{k: 5}}]
+  bm25: [bm25: {{k: 4}}]
   pointwise:
-    - bm25: {{k: 5}}
+    - bm25: {{k: 4}}
     - pointwise:
         backend: {{kind: vllm, model: "{smollm2}", options: {{enforce_eager: true, gpu_memory_utilization: 0.3, max_model_len: 2048}}}}
-        max_passage_tokens: 64
+        max_passage_tokens: 48
+  grade:
+    - bm25: {{k: 4}}
+    - pointwise:
+        backend: {{kind: vllm, model: "{smollm2}", options: {{enforce_eager: true, gpu_memory_utilization: 0.3, max_model_len: 2048}}}}
+        mode: grade
+        max_passage_tokens: 48
+  ql:
+    - bm25: {{k: 4}}
+    - pointwise:
+        backend: {{kind: vllm, model: "{smollm2}", options: {{enforce_eager: true, gpu_memory_utilization: 0.3, max_model_len: 2048}}}}
+        mode: query_likelihood
+        max_passage_tokens: 48
 measures: [nDCG@10]
 baseline: bm25
 """
@@ -75,8 +118,8 @@ baseline: bm25
     first = run_job(job, tmp_path, tmp_path / "a", resources=pool).result
     second = run_job(job, tmp_path, tmp_path / "b", resources=pool).result
     pw = next(s for s in first.systems if s.name == "pointwise")
-    assert all(len(r) == 5 and len(set(r.docids)) == 5 for r in pw.rankings)
-    assert pw.usage["pointwise"]["total"]["calls"] == 15
+    assert all(len(r) == 4 and len(set(r.docids)) == 4 for r in pw.rankings)
+    assert pw.usage["pointwise"]["total"]["calls"] == 8
     assert set(pw.usage["pointwise"]["per_query"]) == {r.query.qid for r in pw.rankings}
     assert "LLM calls/q" in first.table()
     stored = json.loads((tmp_path / "a" / "results.json").read_text())
@@ -84,5 +127,13 @@ baseline: bm25
         next(s for s in stored["systems"] if s["name"] == "pointwise")["usage"]["pointwise"]["total"]["prompt_tokens"]
         > 0
     )
-    again = next(s for s in second.systems if s.name == "pointwise")
-    assert [r.docids for r in again.rankings] == [r.docids for r in pw.rankings]
+    for name in ("pointwise", "grade", "ql"):
+        sys_a = next(s for s in first.systems if s.name == name)
+        sys_b = next(s for s in second.systems if s.name == name)
+        assert all(sorted(r.docids) == sorted(b.docids) for r, b in zip(sys_a.rankings, sys_b.rankings))
+        assert [r.docids for r in sys_a.rankings] == [r.docids for r in sys_b.rankings]  # deterministic
+        assert sys_a.usage["pointwise"]["total"]["calls"] == 8
+    grade = next(s for s in first.systems if s.name == "grade")
+    assert all(0.0 <= c.score <= 4.0 for r in grade.rankings for c in r.candidates)
+    ql = next(s for s in first.systems if s.name == "ql")
+    assert all(c.score < 0 for r in ql.rankings for c in r.candidates)

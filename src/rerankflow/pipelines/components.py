@@ -172,20 +172,26 @@ def _build_convex(cfg: ConvexConfig, ctx: BuildContext, inputs: list[Transformer
 
 
 class PointwiseConfig(StageConfig):
-    """Pointwise LLM reranking: log P(yes) - log P(no) from next-token label logprobs."""
+    """Pointwise LLM reranking: yes/no label logprobs, expected grade, or query likelihood."""
 
     backend: BackendConfig
-    template: str = Field("pointwise-yes-no", description="built-in template name or a YAML file (relative to the job)")
-    score: Literal["margin", "p_yes"] = "margin"
+    mode: Literal["yes_no", "grade", "query_likelihood"] = "yes_no"
+    template: str | None = Field(None, description="built-in template name or a YAML file (default: the mode's own)")
+    score: Literal["margin", "p_yes"] = Field("margin", description="yes_no only: log-odds margin or P(yes)")
     max_passage_tokens: int | None = Field(256, ge=1, description="cut passages to this many tokens")
 
 
 @register("pointwise", kind="reranker", config=PointwiseConfig)
 def _build_pointwise(cfg: PointwiseConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
     from ..backends.factory import shared_backend
-    from ..rerankers.pointwise import PointwiseYesNoReranker
+    from ..rerankers.pointwise import PointwiseReranker
 
     backend = shared_backend(cfg.backend, ctx.resources)
-    return PointwiseYesNoReranker(
-        backend, cfg.template, score=cfg.score, max_passage_tokens=cfg.max_passage_tokens, template_dir=ctx.base_dir
+    return PointwiseReranker(
+        backend,
+        cfg.template,
+        mode=cfg.mode,
+        score=cfg.score,
+        max_passage_tokens=cfg.max_passage_tokens,
+        template_dir=ctx.base_dir,
     )

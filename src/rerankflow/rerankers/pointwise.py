@@ -1,4 +1,14 @@
-"""Pointwise LLM reranking: yes/no relevance from next-token label log-probabilities."""
+"""Pointwise LLM reranking: each candidate is scored on its own.
+
+Modes (``mode``), each with its default template:
+
+* ``yes_no`` (``pointwise-yes-no``): ``score="margin"`` gives log P(yes) − log P(no);
+  ``score="p_yes"`` gives P(yes) / (P(yes) + P(no)). The template's labels are (yes, no).
+* ``grade`` (``pointwise-grade``): the expected grade under the softmax over the grade labels
+  (InstUPR, Huang & Chen 2024); labels are the grades in increasing order ("0".."4").
+* ``query_likelihood`` (``query-likelihood``): the mean log-probability of the query's tokens
+  after a prompt holding the passage (Sachan et al. 2022, UPR).
+"""
 
 from __future__ import annotations
 
@@ -8,44 +18,62 @@ from pathlib import Path
 from typing import Literal
 
 from ..accounting import UsageByQuery
-from ..backends.base import LLMBackend
+from ..backends.base import CallStats, LLMBackend
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, load_template
 from ..stage import Transformer
 from ..types import Ranking, rescore
 
+Mode = Literal["yes_no", "grade", "query_likelihood"]
 ScoreMode = Literal["margin", "p_yes"]
+DEFAULT_TEMPLATES: dict[str, str] = {
+    "yes_no": "pointwise-yes-no",
+    "grade": "pointwise-grade",
+    "query_likelihood": "query-likelihood",
+}
 
 
-class PointwiseYesNoReranker(Transformer):
-    """Score each candidate alone: ``margin`` = log P(yes) − log P(no) (default) or
-    ``p_yes`` = P(yes) / (P(yes) + P(no)). The template's two labels are (yes, no) in that
-    order. Passages are cut to ``max_passage_tokens`` tokens (``None``: no cut). All
-    candidates of a batch go to the backend in one call, which batches them.
+class PointwiseReranker(Transformer):
+    """One backend call per candidate (all candidates of a batch go to the backend at once).
+
+    Passages are cut to ``max_passage_tokens`` tokens (``None``: no cut).
     """
 
     def __init__(
         self,
         backend: LLMBackend,
-        template: PromptTemplate | str = "pointwise-yes-no",
+        template: PromptTemplate | str | None = None,
         *,
+        mode: Mode = "yes_no",
         score: ScoreMode = "margin",
         max_passage_tokens: int | None = 256,
         template_dir: Path | None = None,
     ) -> None:
-        self.backend = backend
-        self.template = template if isinstance(template, PromptTemplate) else load_template(template, template_dir)
-        labels = self.template.labels
-        if not labels or len(labels) != 2 or set(self.template.placeholders) != {"query", "passage"}:
-            raise ConfigError(
-                f"template {self.template.name!r} must have placeholders query, passage and two labels (yes, no)"
-            )
+        if mode not in DEFAULT_TEMPLATES:
+            raise ConfigError(f"mode must be one of {', '.join(DEFAULT_TEMPLATES)}, got {mode!r}")
         if score not in ("margin", "p_yes"):
             raise ConfigError(f"score must be 'margin' or 'p_yes', got {score!r}")
-        self.labels = labels
+        template = template or DEFAULT_TEMPLATES[mode]
+        self.template = template if isinstance(template, PromptTemplate) else load_template(template, template_dir)
+        self.backend = backend
+        self.mode: Mode = mode
         self.score_mode: ScoreMode = score
         self.max_passage_tokens = max_passage_tokens
         self.usage = UsageByQuery()
+        self._check_template()
+
+    def _check_template(self) -> None:
+        t, labels = self.template, self.template.labels or []
+        if self.mode == "query_likelihood":
+            if set(t.placeholders) != {"passage"}:
+                raise ConfigError(f"template {t.name!r}: query likelihood needs exactly the placeholder passage")
+            return
+        if set(t.placeholders) != {"query", "passage"}:
+            raise ConfigError(f"template {t.name!r} must have the placeholders query and passage")
+        if self.mode == "yes_no" and len(labels) != 2:
+            raise ConfigError(f"template {t.name!r} must have two labels (yes, no) for mode yes_no")
+        if self.mode == "grade" and (len(labels) < 2 or not all(x.strip().isdigit() for x in labels)):
+            raise ConfigError(f"template {t.name!r} must have numeric grade labels for mode grade, got {labels}")
 
     @property
     def name(self) -> str:
@@ -53,34 +81,48 @@ class PointwiseYesNoReranker(Transformer):
         return "pointwise"
 
     def __repr__(self) -> str:
-        return f"PointwiseYesNoReranker({self.backend!r}, {self.template.name!r}, score={self.score_mode!r})"
+        return f"PointwiseReranker({self.backend!r}, mode={self.mode!r}, template={self.template.name!r})"
 
     def load(self) -> None:
         """Start the backend (shared engines start once)."""
         self.backend.ensure_loaded()
 
     def _passage(self, text: str) -> str:
-        if self.max_passage_tokens is None:
-            return text
-        return self.backend.truncate(text, self.max_passage_tokens)
+        return text if self.max_passage_tokens is None else self.backend.truncate(text, self.max_passage_tokens)
+
+    def _scores(self, batch: Sequence[Ranking]) -> tuple[list[float], list[CallStats]]:
+        pairs = [(r.query.text, self._passage(c.doc.text)) for r in batch for c in r.candidates]
+        if not pairs:
+            return [], []
+        if self.mode == "query_likelihood":
+            ql_prompts = [self.template.render(passage=p) for _, p in pairs]
+            conts = self.backend.continuation_logprobs(ql_prompts, [q for q, _ in pairs])
+            return [c.mean for c in conts], [c.stats for c in conts]
+        prompts = [self.template.render(query=q, passage=p) for q, p in pairs]
+        labels = self.template.labels or []
+        results = self.backend.label_logprobs(prompts, labels)
+        if self.mode == "grade":
+            grades = [float(x) for x in labels]
+            scores = [
+                sum(g * math.exp(lp) for g, lp in zip(grades, (r.normalized()[x] for x in labels), strict=True))
+                for r in results
+            ]
+        elif self.score_mode == "margin":
+            scores = [r.logprobs[labels[0]] - r.logprobs[labels[1]] for r in results]
+        else:
+            scores = [math.exp(r.normalized()[labels[0]]) for r in results]
+        return scores, [r.stats for r in results]
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Score every candidate of every ranking and re-sort."""
-        prompts = [
-            self.template.render(query=r.query.text, passage=self._passage(c.doc.text))
-            for r in batch
-            for c in r.candidates
-        ]
-        results = self.backend.label_logprobs(prompts, self.labels) if prompts else []
+        scores, stats = self._scores(batch)
         out, start = [], 0
-        yes, no = self.labels
         for r in batch:
-            chunk = results[start : start + len(r.candidates)]
-            start += len(r.candidates)
-            self.usage.add(r.query.qid, [s.stats for s in chunk])
-            if self.score_mode == "margin":
-                scores = [s.logprobs[yes] - s.logprobs[no] for s in chunk]
-            else:
-                scores = [math.exp(s.normalized()[yes]) for s in chunk]
-            out.append(rescore(r, scores, self.name))
+            n = len(r.candidates)
+            self.usage.add(r.query.qid, stats[start : start + n])
+            out.append(rescore(r, scores[start : start + n], self.name))
+            start += n
         return out
+
+
+PointwiseYesNoReranker = PointwiseReranker  # the yes/no mode is the default
