@@ -10,7 +10,7 @@ from rerankflow.backends.fake import FakeBackend, prompt_text
 from rerankflow.errors import ConfigError
 from rerankflow.pipelines.job import load_job_text
 from rerankflow.pipelines.runner import run_job
-from rerankflow.rerankers.pointwise import PointwiseReranker, PointwiseYesNoReranker
+from rerankflow.rerankers.pointwise import PointwiseReranker
 from rerankflow.retrievers.bm25 import BM25Retriever
 
 
@@ -23,7 +23,7 @@ def judge(prompt, labels):
 def test_scores_sort_and_account_per_query(demo):
     corpus, queries, _ = demo
     fake = FakeBackend(labels=judge)
-    rr = PointwiseYesNoReranker(fake, max_passage_tokens=None)
+    rr = PointwiseReranker(fake, max_passage_tokens=None)
     out = (BM25Retriever(corpus, k=8) >> rr)([Ranking(q) for q in queries[:3]])
     for r in out:
         assert len(r) == 8 and [c.score for c in r.candidates] == sorted((c.score for c in r.candidates), reverse=True)
@@ -37,7 +37,7 @@ def test_scores_sort_and_account_per_query(demo):
 
 def test_p_yes_and_truncation_and_errors():
     fake = FakeBackend(labels=lambda p, labels: {"yes": math.log(0.3), "no": math.log(0.1)})
-    rr = PointwiseYesNoReranker(fake, score="p_yes", max_passage_tokens=3)
+    rr = PointwiseReranker(fake, score="p_yes", max_passage_tokens=3)
     from rerankflow import Candidate, Document, Query
 
     r = Ranking(Query("q", "x"), (Candidate(Document("d", "one two three four five"), 0.0),))
@@ -46,7 +46,7 @@ def test_p_yes_and_truncation_and_errors():
     assert prompt_text(fake.seen[0]).count("one two three") == 1 and "four" not in prompt_text(fake.seen[0])
     assert rr([Ranking(Query("e", "x"))])[0].candidates == ()
     with pytest.raises(ConfigError, match="placeholders query and passage"):
-        PointwiseYesNoReranker(fake, "listwise")
+        PointwiseReranker(fake, "listwise")
     with pytest.raises(ConfigError, match="numeric grade labels"):
         PointwiseReranker(fake, "pointwise-yes-no", mode="grade")
     with pytest.raises(ConfigError, match="mode must be"):

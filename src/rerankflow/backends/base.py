@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -305,8 +304,3 @@ class LLMBackend(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r})"
-
-
-def elapsed(start: float) -> float:
-    """Seconds since ``start`` (a ``time.perf_counter()`` value)."""
-    return time.perf_counter() - start

@@ -23,7 +23,8 @@ class Coalescer(Generic[In, Out]):
 
     def __init__(self, run_batch: Callable[[list[In]], list[Out]], lock: threading.Lock | None = None) -> None:
         self._run_batch = run_batch
-        self._engine_lock = lock or threading.Lock()
+        self.lock = lock or threading.Lock()
+        """Serialises engine calls (shared with other users of the same engine)."""
         self._pending: dict[asyncio.AbstractEventLoop, list[tuple[list[In], asyncio.Future[list[Out]]]]] = {}
         self._loop_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -67,7 +68,7 @@ class Coalescer(Generic[In, Out]):
                 start += len(items)
 
     def _locked(self, items: list[In]) -> list[Out]:
-        with self._engine_lock:
+        with self.lock:
             return self._run_batch(items)
 
     async def submit_timed(self, items: list[In]) -> tuple[list[Out], float]:
@@ -75,15 +76,3 @@ class Coalescer(Generic[In, Out]):
         start = time.perf_counter()
         out = await self.submit(items)
         return out, (time.perf_counter() - start) / max(len(items), 1)
-
-    def run(self, items: list[In]) -> list[Out]:
-        """Run a batch directly (sync callers), serialised with the async path."""
-        return self._locked(items)
-
-
-def batches_of(n: int, size: int) -> list[range]:
-    """Index ranges ``[0, size), [size, 2*size), ...`` covering ``n`` items."""
-    return [range(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-__all__ = ["Coalescer", "batches_of"]

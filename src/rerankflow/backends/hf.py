@@ -181,7 +181,7 @@ class HFBackend(LLMBackend):
 
         seqs = [tokens.prompt_ids(self.tokenizer, p) for p in prompts]
         out: list[Completion | None] = [None] * len(seqs)
-        with self._score._engine_lock:
+        with self._score.lock:
             for batch in plan_batches([len(s) for s in seqs], self.max_batch_tokens, self.max_batch_size):
                 start = time.perf_counter()
                 ids, mask, _ = self._padded([seqs[i] for i in batch])

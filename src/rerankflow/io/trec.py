@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import DataError
@@ -122,9 +122,3 @@ def write_run(rankings: Iterable[Ranking], path: str | Path, *, tag: str = "rera
         for r in rankings:
             for rank, c in enumerate(r.candidates, start=1):
                 fh.write(f"{r.query.qid} Q0 {c.docid} {rank} {c.score:.6f} {tag}\n")
-
-
-def qrels_subset(qrels: Mapping[str, Mapping[str, int]], qids: Iterable[str]) -> Qrels:
-    """The judgments of the given queries only."""
-    keep = set(qids)
-    return {q: dict(j) for q, j in qrels.items() if q in keep}

@@ -123,6 +123,3 @@ class PointwiseReranker(Transformer):
             out.append(rescore(r, scores[start : start + n], self.name))
             start += n
         return out
-
-
-PointwiseYesNoReranker = PointwiseReranker  # the yes/no mode is the default
