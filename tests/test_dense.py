@@ -6,7 +6,8 @@ import pytest
 from rerankflow import Query, Ranking
 from rerankflow.rerankers.biencoder import BiEncoderReranker
 from rerankflow.retrievers.bm25 import BM25Retriever
-from rerankflow.retrievers.dense import DenseRetriever, passage_text
+from rerankflow.retrievers.dense import DenseRetriever
+from rerankflow.types import document_text
 
 
 class Counting:
@@ -33,7 +34,7 @@ def test_dense_scores_are_cosines_and_sorted(demo, minilm, tmp_path):
     scores = [c.score for c in out.candidates]
     assert scores == sorted(scores, reverse=True)
     q = minilm.encode([queries[4].text])[0]
-    d = minilm.encode([passage_text(out.candidates[0].doc)])[0]
+    d = minilm.encode([document_text(out.candidates[0].doc)])[0]
     assert float(q @ d) == pytest.approx(scores[0], abs=1e-5)
     assert np.linalg.norm(d) == pytest.approx(1.0, abs=1e-5)
 

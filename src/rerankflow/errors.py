@@ -41,11 +41,8 @@ class ConfigError(RerankflowError):
         return ConfigError(self.message, path=self.path, file=file, line=line)
 
     def _render(self) -> str:
-        where = ""
-        if self.file is not None:
-            where = self.file + (f":{self.line}" if self.line is not None else "") + ": "
         key = f"{format_path(self.path)}: " if self.path else ""
-        return f"{where}{key}{self.message}"
+        return f"{_where(self.file, self.line)}{key}{self.message}"
 
 
 class DataError(RerankflowError):
@@ -54,10 +51,7 @@ class DataError(RerankflowError):
     def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None) -> None:
         self.file = str(file) if file is not None else None
         self.line = line
-        where = ""
-        if self.file is not None:
-            where = self.file + (f":{line}" if line is not None else "") + ": "
-        super().__init__(where + message)
+        super().__init__(_where(self.file, line) + message)
 
 
 class PipelineTypeError(RerankflowError):
@@ -77,6 +71,13 @@ class MissingDependencyError(RerankflowError, ImportError):
 
     def __init__(self, package: str, extra: str) -> None:
         super().__init__(f"{package} is not installed; install it with: pip install 'rerankflow[{extra}]'")
+
+
+def _where(file: str | None, line: int | None) -> str:
+    """``file:line: `` (or ``file: ``, or nothing) in front of a message."""
+    if file is None:
+        return ""
+    return file + (f":{line}" if line is not None else "") + ": "
 
 
 def format_path(path: Sequence[str | int]) -> str:

@@ -16,6 +16,12 @@ def cache_home() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "rerankflow"
 
 
+def resolve_path(path: str | Path, base_dir: Path | None) -> Path:
+    """``path`` with ``~`` expanded, relative to ``base_dir`` (a job's folder) unless absolute."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or base_dir is None else base_dir / p
+
+
 def corpus_fingerprint(docs: Iterable[Document]) -> str:
     """SHA-256 over every document's id, title and text, in order."""
     h = hashlib.sha256()

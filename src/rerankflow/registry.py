@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from .errors import ConfigError
+from .paths import resolve_path
 from .types import Document
 
 if TYPE_CHECKING:
@@ -65,8 +66,7 @@ class BuildContext:
 
     def resolve(self, path: str) -> Path:
         """A path from the job, relative to the job file's folder unless absolute."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else self.base_dir / p
+        return resolve_path(path, self.base_dir)
 
 
 BuildFn = Callable[..., "Transformer"]

@@ -94,6 +94,11 @@ class Ranking:
         return Ranking(self.query, tuple(candidates))
 
 
+def document_text(doc: Document) -> str:
+    """The text models and indexes see for a document: title, newline, text (or just text)."""
+    return f"{doc.title}\n{doc.text}" if doc.title else doc.text
+
+
 def sort_candidates(candidates: Iterable[Candidate]) -> tuple[Candidate, ...]:
     """Sort by descending score; ties keep their incoming order (stable sort)."""
     return tuple(sorted(candidates, key=lambda c: -c.score))

@@ -196,22 +196,16 @@ class OpenAIHTTPBackend(LLMBackend):
             common["stop"] = list(params.stop)
         if params.seed is not None:
             common["seed"] = params.seed
-        chat = [p for p in prompts if p.text is None]
-        raw = [p for p in prompts if p.text is not None]
-        chat_bodies = [
-            {**common, "messages": [{"role": m.role, "content": m.content} for m in p.messages]} for p in chat
-        ]
-        if params.logprobs:
-            for b in chat_bodies:
-                b.update(logprobs=True, top_logprobs=params.logprobs)
-        raw_bodies = [
-            {**common, "prompt": p.text, **({"logprobs": params.logprobs} if params.logprobs else {})} for p in raw
-        ]
-        chat_out = iter(await self._post_all("/chat/completions", chat_bodies))
-        raw_out = iter(await self._post_all("/completions", raw_bodies))
-        result = []
+        bodies: list[tuple[str, dict[str, Any]]] = []
         for p in prompts:
-            data, latency = next(raw_out) if p.text is not None else next(chat_out)
+            if p.text is not None:
+                lp = {"logprobs": params.logprobs} if params.logprobs else {}
+                bodies.append(("/completions", {**common, "prompt": p.text, **lp}))
+            else:
+                lp = {"logprobs": True, "top_logprobs": params.logprobs} if params.logprobs else {}
+                bodies.append(("/chat/completions", {**common, "messages": _messages(p), **lp}))
+        result = []
+        for p, (data, latency) in zip(prompts, await self._post_mixed(bodies), strict=True):
             choice = data["choices"][0]
             text = choice.get("text") if p.text is not None else (choice.get("message") or {}).get("content")
             if not isinstance(text, str):
@@ -233,7 +227,7 @@ class OpenAIHTTPBackend(LLMBackend):
                 body = {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0, "logprobs": k, **extra}
                 bodies.append(("/completions", body))
             else:
-                msgs = [{"role": m.role, "content": m.content} for m in p.messages]
+                msgs = _messages(p)
                 bodies.append(
                     (
                         "/chat/completions",
@@ -294,6 +288,11 @@ class OpenAIHTTPBackend(LLMBackend):
             usage = data.get("usage") or {}
             result.append(ContinuationScores(picked, self.stats(int(usage.get("prompt_tokens", 0)), 1, latency)))
         return result
+
+
+def _messages(prompt: Prompt) -> list[dict[str, str]]:
+    """Chat messages in the OpenAI request shape."""
+    return [{"role": m.role, "content": m.content} for m in prompt.messages]
 
 
 def _generated_top_logprobs(choice: dict[str, Any]) -> tuple[dict[str, float], ...] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -32,13 +33,20 @@ def numbered_lines(path: str | Path, *, what: str) -> Iterator[tuple[int, str]]:
 
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[IO[str]]:
-    """Write a text file through a temporary file renamed into place on success only."""
+    """Write a UTF-8 text file through a temporary file renamed into place on success only."""
+    with atomic_write_binary(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as fh:
+        yield fh
+
+
+@contextmanager
+def atomic_write_binary(path: str | Path) -> Iterator[IO[bytes]]:
+    """Write a file through a temporary file renamed into place on success only."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs follow the umask
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        with os.fdopen(fd, "wb") as fh:
             yield fh
         os.replace(tmp, path)
     except BaseException:

@@ -10,6 +10,7 @@ from ..errors import DataError
 from ..io.beir import read_beir
 from ..io.jsonl import read_documents, read_hits, read_queries_jsonl
 from ..io.trec import Qrels, read_qrels, read_run, read_topics
+from ..paths import resolve_path
 from ..types import Candidate, Document, Query, Ranking
 from .job import DatasetSpec
 
@@ -40,8 +41,7 @@ def load_dataset(spec: DatasetSpec, base_dir: Path) -> Dataset:
     """Read the files a :class:`DatasetSpec` names (relative paths are relative to ``base_dir``)."""
 
     def p(path: str) -> Path:
-        q = Path(path).expanduser()
-        return q if q.is_absolute() else base_dir / q
+        return resolve_path(path, base_dir)
 
     corpus: list[Document] | None = None
     queries: list[Query] = []

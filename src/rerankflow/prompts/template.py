@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..backends.base import Message, Prompt
 from ..errors import ConfigError
+from ..paths import resolve_path
 from ..yamlio import YamlDocument, validation_to_config_error
 
 PASSAGE_FIELDS = ("passage", "passages", "passage_a", "passage_b")
@@ -124,9 +125,7 @@ def load_template(name_or_path: str | Path, base_dir: Path | None = None) -> Pro
     if name in builtin_names():
         path = Path(str(resources.files("rerankflow.prompts") / "templates" / f"{name}.yaml"))
     else:
-        path = Path(name).expanduser()
-        if base_dir is not None and not path.is_absolute():
-            path = base_dir / path
+        path = resolve_path(name, base_dir)
         if not path.is_file():
             raise ConfigError(
                 f"prompt template {name!r} is neither a built-in ({', '.join(builtin_names())}) nor a file"

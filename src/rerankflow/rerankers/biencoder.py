@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..retrievers.dense import TextEncoder, passage_text
+from ..retrievers.dense import TextEncoder
 from ..stage import Transformer
-from ..types import Ranking, rescore
+from ..types import Ranking, document_text, rescore
 
 
 class BiEncoderReranker(Transformer):
@@ -30,7 +30,7 @@ class BiEncoderReranker(Transformer):
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Rescore and re-sort every ranking."""
-        texts = [passage_text(c.doc) for r in batch for c in r.candidates]
+        texts = [document_text(c.doc) for r in batch for c in r.candidates]
         pemb = self.encoder.encode(texts, desc="biencoder: encoding passages")
         qemb = self.encoder.encode([r.query.text for r in batch], desc="biencoder: encoding queries")
         out, start = [], 0

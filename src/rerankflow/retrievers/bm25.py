@@ -35,7 +35,7 @@ from ..errors import ConfigError, DataError
 from ..io.jsonl import read_documents, write_documents
 from ..progress import progress
 from ..stage import Retriever
-from ..types import Candidate, Document, Query, Ranking
+from ..types import Candidate, Document, Query, Ranking, document_text
 from .tokenize import Tokenizer
 
 Variant = Literal["lucene", "okapi"]
@@ -75,7 +75,7 @@ class BM25Index:
         cols: list[int] = []
         vals: list[int] = []
         for i, doc in enumerate(progress(self.corpus, desc="bm25: indexing", unit="doc")):
-            for term, count in Counter(self.tokenizer(_index_text(doc))).items():
+            for term, count in Counter(self.tokenizer(document_text(doc))).items():
                 rows.append(i)
                 cols.append(vocab.setdefault(term, len(vocab)))
                 vals.append(count)
@@ -86,7 +86,7 @@ class BM25Index:
 
     def tokenized_corpus(self) -> list[list[str]]:
         """Every document's tokens (what the rank_bm25 reference engine consumes)."""
-        return self.tokenizer.many(_index_text(d) for d in progress(self.corpus, desc="bm25: tokenising", unit="doc"))
+        return self.tokenizer.many(document_text(d) for d in progress(self.corpus, desc="bm25: tokenising", unit="doc"))
 
     def save(self, folder: str | Path) -> Path:
         """Write documents, vocabulary, counts and tokenizer settings to ``folder``."""
@@ -281,10 +281,6 @@ class BM25Retriever(Retriever):
         if matched.size == 0:
             return matched, np.array([])
         return _top_k(matched, np.asarray(scores)[matched], self.k)
-
-
-def _index_text(doc: Document) -> str:
-    return f"{doc.title}\n{doc.text}" if doc.title else doc.text
 
 
 def _top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -13,10 +12,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import ConfigError, DataError, MissingDependencyError
-from ..io.files import atomic_write
+from ..io.files import atomic_write, atomic_write_binary
 from ..paths import cache_home, corpus_fingerprint
 from ..stage import Retriever
-from ..types import Candidate, Document, Query, Ranking
+from ..types import Candidate, Document, Query, Ranking, document_text
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +31,6 @@ class TextEncoder(Protocol):
     def encode(self, texts: Sequence[str], *, desc: str = ...) -> np.ndarray:
         """L2-normalised float32 embeddings, one row per text."""
         ...
-
-
-def passage_text(doc: Document) -> str:
-    """The text a dense encoder sees for a document (title, newline, text)."""
-    return f"{doc.title}\n{doc.text}" if doc.title else doc.text
 
 
 class DenseRetriever(Retriever):
@@ -97,7 +91,7 @@ class DenseRetriever(Retriever):
             else:
                 log.warning("ignoring cached embeddings with unexpected shape %s at %s", emb.shape, path)
         if self._emb is None:
-            self._emb = self.encoder.encode([passage_text(d) for d in self.corpus], desc="dense: encoding corpus")
+            self._emb = self.encoder.encode([document_text(d) for d in self.corpus], desc="dense: encoding corpus")
             if path is not None:
                 _save_array(
                     path,
@@ -152,10 +146,7 @@ class DenseRetriever(Retriever):
 
 def _save_array(path: Path, arr: np.ndarray, meta: dict[str, Any]) -> None:
     """Save atomically (temp file + rename) so a crash never leaves a half-written cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_write_binary(path) as fh:
         np.save(fh, arr, allow_pickle=False)
-    os.replace(tmp, path)
     with atomic_write(path.with_suffix(".json")) as fh:
         json.dump(meta, fh)
