@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -194,4 +194,112 @@ def _build_pointwise(cfg: PointwiseConfig, ctx: BuildContext, inputs: list[Trans
         score=cfg.score,
         max_passage_tokens=cfg.max_passage_tokens,
         template_dir=ctx.base_dir,
+    )
+
+
+class PlannedConfig(StageConfig):
+    """Settings shared by the listwise, pairwise and setwise LLM rerankers."""
+
+    backend: BackendConfig
+    template: str | None = Field(None, description="built-in template name or a YAML file (default: the method's own)")
+    depth: int | None = Field(None, ge=1, description="rerank only the top depth candidates (the rest follow in order)")
+    max_passage_tokens: int | None = Field(256, ge=1, description="cut passages to this many tokens")
+    scheduler: Literal["concurrent", "sequential"] = Field(
+        "concurrent", description="concurrent: all queries' calls interleave; sequential: one call at a time"
+    )
+    max_concurrency: int = Field(64, ge=1, description="calls in flight at once")
+
+    def common(self, ctx: BuildContext) -> dict[str, Any]:
+        """Keyword arguments every planned reranker takes."""
+        return {
+            "depth": self.depth,
+            "max_passage_tokens": self.max_passage_tokens,
+            "scheduler": self.scheduler,
+            "max_concurrency": self.max_concurrency,
+            "template_dir": ctx.base_dir,
+        }
+
+
+class ListwiseConfig(PlannedConfig):
+    """Listwise LLM reranking: sliding window, single pass or JointRank; permutation or FIRST scoring."""
+
+    method: Literal["sliding", "single_pass", "jointrank"] = "sliding"
+    scorer: Literal["generate", "first_token"] = Field(
+        "generate", description="generate a permutation, or order by first-token label logprobs (FIRST)"
+    )
+    window: int = Field(20, ge=2)
+    stride: int = Field(10, ge=1)
+    design: Literal["covering", "replicated"] = Field("covering", description="jointrank only: block design")
+    replicas: int = Field(2, ge=1, description="jointrank replicated design: partitions ranked")
+    aggregate: Literal["winrate", "pagerank"] = Field("winrate", description="jointrank only")
+    seed: int = Field(0, description="jointrank replicated design: shuffle seed")
+    max_prompt_tokens: int = Field(4096, ge=16, description="single_pass only: longest prompt allowed")
+    max_output_tokens: int | None = Field(None, ge=1, description="generate only (default: 5 per passage + 8)")
+
+
+@register("listwise", kind="reranker", config=ListwiseConfig)
+def _build_listwise(cfg: ListwiseConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..backends.factory import shared_backend
+    from ..rerankers.listwise import ListwiseReranker
+
+    return ListwiseReranker(
+        shared_backend(cfg.backend, ctx.resources),
+        cfg.template,
+        method=cfg.method,
+        scorer=cfg.scorer,
+        window=cfg.window,
+        stride=cfg.stride,
+        design=cfg.design,
+        replicas=cfg.replicas,
+        aggregate=cfg.aggregate,
+        seed=cfg.seed,
+        max_prompt_tokens=cfg.max_prompt_tokens,
+        max_output_tokens=cfg.max_output_tokens,
+        **cfg.common(ctx),
+    )
+
+
+class PairwiseConfig(PlannedConfig):
+    """Pairwise ranking prompting (PRP): all pairs (needs depth), heapsort or bubble passes."""
+
+    method: Literal["allpairs", "heapsort", "bubble"] = "heapsort"
+    top_k: int = Field(10, ge=1, description="heapsort/bubble: how many top candidates to find")
+    both_orders: bool = Field(True, description="ask each comparison in both passage orders and average")
+
+
+@register("pairwise", kind="reranker", config=PairwiseConfig)
+def _build_pairwise(cfg: PairwiseConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..backends.factory import shared_backend
+    from ..rerankers.pairwise import PairwiseReranker
+
+    return PairwiseReranker(
+        shared_backend(cfg.backend, ctx.resources),
+        cfg.template,
+        method=cfg.method,
+        top_k=cfg.top_k,
+        both_orders=cfg.both_orders,
+        **cfg.common(ctx),
+    )
+
+
+class SetwiseConfig(PlannedConfig):
+    """Setwise heapsort: each prompt shows a node and num_child children and asks for the best."""
+
+    num_child: int = Field(3, ge=1)
+    top_k: int = Field(10, ge=1)
+    scorer: Literal["labels", "generate"] = "labels"
+
+
+@register("setwise", kind="reranker", config=SetwiseConfig)
+def _build_setwise(cfg: SetwiseConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..backends.factory import shared_backend
+    from ..rerankers.setwise import SetwiseReranker
+
+    return SetwiseReranker(
+        shared_backend(cfg.backend, ctx.resources),
+        cfg.template,
+        num_child=cfg.num_child,
+        top_k=cfg.top_k,
+        scorer=cfg.scorer,
+        **cfg.common(ctx),
     )

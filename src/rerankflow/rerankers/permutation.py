@@ -28,6 +28,10 @@ class ParsedPermutation:
         """True when the model's answer needed no repair."""
         return not (self.duplicates or self.out_of_range or self.missing)
 
+    def problems(self) -> dict[str, int]:
+        """Repair counts by kind (zero counts included)."""
+        return {"duplicates": self.duplicates, "out_of_range": self.out_of_range, "missing": self.missing}
+
 
 def parse_permutation(text: str, n: int, *, first_label: int = 1, bracketed_only: bool = True) -> ParsedPermutation:
     """Read a ranking like ``[3] > [1] > [2]`` of ``n`` passages labelled from ``first_label``.

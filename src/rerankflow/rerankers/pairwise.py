@@ -1,0 +1,149 @@
+"""Pairwise ranking prompting (PRP, Qin et al. 2024): the model compares two passages.
+
+A comparison reads the next-token log-probabilities of the template's two labels (A: the
+first passage is better, B: the second). With ``both_orders`` (default) it asks twice, with
+the passages swapped, and averages, which cancels the model's position bias:
+``P(a > b) = (P(A | a, b) + P(B | b, a)) / 2``. Comparisons of the same pair within a query
+are made once (memoised).
+
+Methods (``method``):
+
+* ``allpairs``: every pair of the top ``depth`` candidates, all at once; the score of a
+  candidate is its summed win probability (soft aggregation, not rank-derived). It makes
+  ``depth * (depth - 1)`` calls (both orders), so ``depth`` is required.
+* ``heapsort``: a binary max-heap finds the top ``top_k`` (Floyd's bottom-up sift: about one
+  comparison per level, see :mod:`~rerankflow.rerankers.sorting`).
+* ``bubble``: up to ``top_k`` bubble passes from the bottom of the list to the top (PRP
+  sliding-k); a pass without a swap ends the sort early.
+
+Heapsort and bubble scores are rank-derived (``1 / (rank + 1)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from ..backends.base import LabelScores, LLMBackend
+from ..errors import ConfigError
+from ..prompts.template import PromptTemplate
+from .base import PlannedReranker, SchedulerMode
+from .scheduler import Call, LabelCall, Outcome, Plan, rank_scores
+from .sorting import heap_top_k
+
+Method = Literal["allpairs", "heapsort", "bubble"]
+
+
+class PairwiseReranker(PlannedReranker):
+    """PRP reranking (see the module docstring)."""
+
+    stage_name = "pairwise"
+    required_placeholders = frozenset({"query", "passage_a", "passage_b"})
+
+    def __init__(
+        self,
+        backend: LLMBackend,
+        template: PromptTemplate | str | None = None,
+        *,
+        method: Method = "heapsort",
+        top_k: int = 10,
+        both_orders: bool = True,
+        depth: int | None = None,
+        max_passage_tokens: int | None = 256,
+        scheduler: SchedulerMode = "concurrent",
+        max_concurrency: int = 64,
+        template_dir: Path | None = None,
+    ) -> None:
+        if method not in ("allpairs", "heapsort", "bubble"):
+            raise ConfigError(f"method must be allpairs, heapsort or bubble, got {method!r}")
+        if method == "allpairs" and depth is None:
+            raise ConfigError(
+                "pairwise method 'allpairs' compares every pair: n * (n - 1) LLM calls for n candidates "
+                "(9,900 for 100). Set depth (e.g. depth: 20) to say how many top candidates to compare"
+            )
+        if top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {top_k}")
+        super().__init__(
+            backend,
+            template or "pairwise",
+            depth=depth,
+            max_passage_tokens=max_passage_tokens,
+            scheduler=scheduler,
+            max_concurrency=max_concurrency,
+            template_dir=template_dir,
+        )
+        if len(self.template.labels or []) != 2:
+            raise ConfigError(f"template {self.template.name!r} needs exactly two labels (first passage, second)")
+        self.method: Method = method
+        self.top_k = top_k
+        self.both_orders = both_orders
+
+    def __repr__(self) -> str:
+        return f"PairwiseReranker({self.backend!r}, method={self.method!r}, top_k={self.top_k})"
+
+    def _calls(self, query: str, texts: Sequence[str], a: int, b: int) -> list[Call]:
+        labels = tuple(self.template.labels or ())
+        calls: list[Call] = [
+            LabelCall(self.template.render(query=query, passage_a=texts[a], passage_b=texts[b]), labels)
+        ]
+        if self.both_orders:
+            calls.append(LabelCall(self.template.render(query=query, passage_a=texts[b], passage_b=texts[a]), labels))
+        return calls
+
+    def _preference(self, replies: Sequence[object]) -> float:
+        """P(first passage of the first call wins), averaged over the orders asked."""
+        first, second = self.template.labels or ["A", "B"]
+        probs = []
+        for i, reply in enumerate(replies):
+            if not isinstance(reply, LabelScores):
+                raise TypeError("a label call must return LabelScores")
+            norm = reply.normalized()
+            probs.append(math.exp(norm[first] if i == 0 else norm[second]))
+        return sum(probs) / len(probs)
+
+    def plan(self, query: str, texts: list[str]) -> Plan[Outcome]:
+        """The comparisons for one query, by method."""
+        n = len(texts)
+        if self.method == "allpairs":
+            pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
+            per_pair = 2 if self.both_orders else 1
+            replies = (yield [c for a, b in pairs for c in self._calls(query, texts, a, b)]) if pairs else []
+            scores = [0.0] * n
+            for j, (a, b) in enumerate(pairs):
+                p = self._preference(replies[j * per_pair : (j + 1) * per_pair])
+                scores[a] += p
+                scores[b] += 1.0 - p
+            return Outcome(scores, rank_derived=False)
+
+        memo: dict[tuple[int, int], float] = {}
+
+        def beats(a: int, b: int) -> Plan[bool]:
+            """Whether ``a`` wins against ``b`` (P > 0.5; a tie keeps ``b``)."""
+            key = (min(a, b), max(a, b))
+            if key not in memo:
+                memo[key] = self._preference((yield self._calls(query, texts, key[0], key[1])))
+            p = memo[key] if a == key[0] else 1.0 - memo[key]
+            return p > 0.5
+
+        def best_of(group: Sequence[int]) -> Plan[int]:
+            best = group[0]
+            for challenger in group[1:]:
+                if (yield from beats(challenger, best)):
+                    best = challenger
+            return best
+
+        if self.method == "heapsort":
+            order = yield from heap_top_k(n, self.top_k, 2, best_of, beats)
+        else:
+            order = list(range(n))
+            for done in range(min(self.top_k, n - 1)):
+                swapped = False
+                for i in range(n - 2, done - 1, -1):
+                    if (yield from beats(order[i + 1], order[i])):
+                        order[i], order[i + 1] = order[i + 1], order[i]
+                        swapped = True
+                if not swapped:  # a pass without swaps: the rest is already in order
+                    break
+        return Outcome(rank_scores(order), rank_derived=True)

@@ -1,0 +1,173 @@
+"""Strategies as plans of LLM calls, and the scheduler that runs them.
+
+A ranking strategy never calls the backend itself. For one query it is a *plan*: a generator
+that yields a *step* (a list of independent calls), receives the replies in the same order,
+and finally returns an :class:`Outcome`. That makes every strategy's call graph explicit and
+lets one scheduler decide how calls run:
+
+* ``sequential``: one query after another, one call at a time (the reference loop of most
+  reranking libraries, and the baseline of ``bench/schedule.py``);
+* ``concurrent`` (default): the plans of all queries advance independently. The calls of a
+  step are submitted together, and a query's next step is submitted as soon as its previous
+  replies are back (window level, not lockstep across queries). At most ``max_concurrency``
+  calls are in flight; backends merge concurrent calls into engine batches.
+
+Plans compose with ``yield from`` (a sliding window is a loop over window rankings) and
+:func:`gather` runs sub-plans side by side inside one plan (JointRank blocks, both orders
+of a pairwise comparison).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from ..backends.base import CallStats, Completion, GenerationParams, LabelScores, LLMBackend, Prompt, run_sync
+from ..errors import ConfigError, RerankflowError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class GenerateCall:
+    """Generate text after ``prompt``."""
+
+    prompt: Prompt
+    params: GenerationParams
+
+
+@dataclass(frozen=True)
+class LabelCall:
+    """Next-token log-probabilities of single-token ``labels`` after ``prompt``."""
+
+    prompt: Prompt
+    labels: tuple[str, ...]
+
+
+Call = GenerateCall | LabelCall
+Reply = Completion | LabelScores
+Plan = Generator[list[Call], list[Reply], T]
+
+
+@dataclass
+class Outcome:
+    """What a plan returns for one query: one score per input candidate (input order).
+
+    ``rank_derived`` marks scores that only encode the final rank; ``problems`` counts
+    repaired model outputs by kind (duplicates, missing ids, unparseable answers...).
+    """
+
+    scores: list[float]
+    rank_derived: bool
+    problems: Counter[str] = field(default_factory=Counter)
+
+
+def rank_scores(order: Sequence[int]) -> list[float]:
+    """Scores for a ranking given as input indices, best first: ``1 / (rank + 1)``."""
+    scores = [0.0] * len(order)
+    for rank, index in enumerate(order):
+        scores[index] = 1.0 / (rank + 1)
+    return scores
+
+
+def gather(plans: Sequence[Plan[T]]) -> Plan[list[T]]:
+    """Run sub-plans side by side: each round merges their pending steps into one step."""
+    results: list[Any] = [None] * len(plans)
+    pending: dict[int, list[Call]] = {}
+    for i, plan in enumerate(plans):
+        try:
+            pending[i] = next(plan)
+        except StopIteration as stop:
+            results[i] = stop.value
+    while pending:
+        replies = yield [call for step in pending.values() for call in step]
+        advanced: dict[int, list[Call]] = {}
+        start = 0
+        for i, step in pending.items():
+            part = replies[start : start + len(step)]
+            start += len(step)
+            try:
+                advanced[i] = plans[i].send(part)
+            except StopIteration as stop:
+                results[i] = stop.value
+        pending = advanced
+    return results
+
+
+def ask_labels(prompt: Prompt, labels: Sequence[str]) -> Plan[LabelScores]:
+    """A plan of one label call that returns its scores."""
+    (reply,) = yield [LabelCall(prompt, tuple(labels))]
+    if not isinstance(reply, LabelScores):
+        raise RerankflowError(f"a label call got {type(reply).__name__} back (a bug in the scheduler)")
+    return reply
+
+
+def ask_generate(prompt: Prompt, params: GenerationParams) -> Plan[Completion]:
+    """A plan of one generation call that returns its completion."""
+    (reply,) = yield [GenerateCall(prompt, params)]
+    if not isinstance(reply, Completion):
+        raise RerankflowError(f"a generate call got {type(reply).__name__} back (a bug in the scheduler)")
+    return reply
+
+
+@dataclass
+class PlanResult:
+    """A finished plan: its outcome and the stats of every call it made."""
+
+    outcome: Outcome
+    stats: list[CallStats]
+
+
+class Scheduler:
+    """Runs plans against one backend (see the module docstring for the two modes)."""
+
+    def __init__(
+        self,
+        backend: LLMBackend,
+        *,
+        mode: Literal["concurrent", "sequential"] = "concurrent",
+        max_concurrency: int = 64,
+    ) -> None:
+        if mode not in ("concurrent", "sequential"):
+            raise ConfigError(f"scheduler mode must be 'concurrent' or 'sequential', got {mode!r}")
+        if max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        self.backend = backend
+        self.mode = mode
+        self.max_concurrency = max_concurrency
+
+    def run(self, plans: Sequence[Plan[Outcome]]) -> list[PlanResult]:
+        """Run every plan to completion; results in input order."""
+        return run_sync(self.arun(plans))
+
+    async def arun(self, plans: Sequence[Plan[Outcome]]) -> list[PlanResult]:
+        """Async :meth:`run`."""
+        limit = asyncio.Semaphore(1 if self.mode == "sequential" else self.max_concurrency)
+        if self.mode == "sequential":
+            return [await self._drive(plan, limit) for plan in plans]
+        return list(await asyncio.gather(*(self._drive(plan, limit) for plan in plans)))
+
+    async def _drive(self, plan: Plan[Outcome], limit: asyncio.Semaphore) -> PlanResult:
+        stats: list[CallStats] = []
+        try:
+            step = next(plan)
+            while True:
+                if not step:
+                    raise RerankflowError("a ranking plan yielded an empty step (a bug in the strategy)")
+                if self.mode == "sequential":
+                    replies = [await self._call(call, limit) for call in step]
+                else:
+                    replies = list(await asyncio.gather(*(self._call(call, limit) for call in step)))
+                stats.extend(r.stats for r in replies)
+                step = plan.send(replies)
+        except StopIteration as stop:
+            return PlanResult(stop.value, stats)
+
+    async def _call(self, call: Call, limit: asyncio.Semaphore) -> Reply:
+        async with limit:
+            if isinstance(call, GenerateCall):
+                return (await self.backend.agenerate([call.prompt], call.params))[0]
+            return (await self.backend.alabel_logprobs([call.prompt], call.labels))[0]

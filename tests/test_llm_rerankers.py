@@ -1,0 +1,368 @@
+"""Listwise, pairwise and setwise rerankers and the scheduler: control flow on scripted backends,
+quality against the relevance-judgment oracle on the project's own demo collection."""
+
+import asyncio
+import itertools
+import math
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rerankflow import Candidate, Document, Query, Ranking
+from rerankflow.backends.fake import FakeBackend, prompt_text
+from rerankflow.backends.oracle import OracleJudge
+from rerankflow.errors import BackendError, ConfigError, DataError
+from rerankflow.eval.measures import evaluate
+from rerankflow.io.trec import rankings_to_run
+from rerankflow.pipelines.job import dump_job, load_job_text
+from rerankflow.rerankers.listwise import ListwiseReranker, covering_blocks, replicated_blocks
+from rerankflow.rerankers.pairwise import PairwiseReranker
+from rerankflow.rerankers.permutation import sliding_windows
+from rerankflow.rerankers.scheduler import Scheduler
+from rerankflow.rerankers.setwise import SetwiseReranker
+from rerankflow.rerankers.sorting import heap_top_k
+from rerankflow.retrievers.bm25 import BM25Retriever
+
+
+def ranking(n, qid="q", text="query"):
+    return Ranking(Query(qid, text), tuple(Candidate(Document(f"d{i}", f"passage number {i}"), -i) for i in range(n)))
+
+
+def window_ids(prompt):
+    """The passage numbers shown in a listwise prompt, as input document indices."""
+    return [int(m) for m in re.findall(r"passage number (\d+)", prompt_text(prompt))]
+
+
+def by_doc_number(prompt):
+    """A listwise answer ranking passages by descending document number (reverses the input)."""
+    ids = window_ids(prompt)
+    return " > ".join(f"[{ids.index(d) + 1}]" for d in sorted(ids, reverse=True))
+
+
+def drive(plan, answer):
+    """Run a plan without a backend: answer(call) -> reply."""
+    try:
+        step = next(plan)
+        while True:
+            step = plan.send([answer(c) for c in step])
+    except StopIteration as stop:
+        return stop.value
+
+
+# -- listwise ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 20, 21, 35, 100])
+def test_sliding_window_reaches_every_position(n):
+    fake = FakeBackend(by_doc_number)
+    rr = ListwiseReranker(fake, window=20, stride=10, max_passage_tokens=None)
+    (out,) = rr([ranking(n)])
+    assert fake.ledger.calls == len(sliding_windows(n, 20, 10))
+    assert sorted(out.docids) == sorted(f"d{i}" for i in range(n))
+    # Reversing each window moves the highest document number to the top in one pass.
+    if n:
+        assert out.docids[0] == f"d{n - 1}"
+    assert all(c.rank_derived and c.stage == "listwise" for c in out.candidates)
+    assert [c.score for c in out.candidates] == [1 / (r + 1) for r in range(n)]
+    assert not rr.problems
+
+
+def test_windows_are_submitted_back_to_front_and_each_waits_for_the_previous():
+    fake = FakeBackend(by_doc_number)
+    ListwiseReranker(fake, window=4, stride=2, max_passage_tokens=None)([ranking(7)])
+    shown = [window_ids(p) for p in fake.seen]
+    assert shown[0] == [3, 4, 5, 6]
+    assert shown[1] == [1, 2, 6, 5]  # the previous window's winners moved up
+    assert len(shown) == len(sliding_windows(7, 4, 2)) == 3
+
+
+def test_malformed_permutations_are_repaired_and_counted():
+    fake = FakeBackend(["[2] > [2] > [9] > junk", "nothing useful"])
+    rr = ListwiseReranker(fake, window=3, stride=1, max_passage_tokens=None)
+    (out,) = rr([ranking(4)])
+    assert sorted(out.docids) == ["d0", "d1", "d2", "d3"]
+    assert rr.problems == {"duplicates": 1, "out_of_range": 1, "missing": 2 + 3}
+
+
+def test_single_pass_is_one_call_and_refuses_prompts_that_do_not_fit():
+    fake = FakeBackend(by_doc_number)
+    rr = ListwiseReranker(fake, method="single_pass", max_passage_tokens=None)
+    (out,) = rr([ranking(30)])
+    assert fake.ledger.calls == 1 and out.docids[:2] == ["d29", "d28"]
+    tight = ListwiseReranker(fake, method="single_pass", max_prompt_tokens=50, max_passage_tokens=None)
+    with pytest.raises(DataError, match="max_prompt_tokens=50; use method: sliding"):
+        tight([ranking(30)])
+
+
+def test_first_token_orders_by_label_logprobs():
+    def labels(prompt, wanted):
+        ids = window_ids(prompt)
+        return {label: float(d) for label, d in zip(wanted, ids)}  # higher document number wins
+
+    fake = FakeBackend(labels=labels)
+    rr = ListwiseReranker(fake, scorer="first_token", window=5, stride=2, max_passage_tokens=None)
+    (out,) = rr([ranking(9)])
+    assert out.docids[:3] == ["d8", "d7", "d6"]
+    assert "[A] passage number" in prompt_text(fake.seen[0])
+    with pytest.raises(ConfigError, match="one single-token label per passage"):
+        ListwiseReranker(fake, "listwise", scorer="first_token")
+
+
+def test_covering_design_meets_every_pair():
+    for n, w in [(100, 20), (37, 10), (5, 4), (20, 20)]:
+        blocks = covering_blocks(n, w)
+        assert all(len(b) <= w for b in blocks)
+        met = {frozenset(p) for b in blocks for p in itertools.combinations(b, 2)}
+        assert len(met) == n * (n - 1) // 2
+    assert len(covering_blocks(100, 20)) == 45 and covering_blocks(1, 20) == []
+    rep = replicated_blocks(100, 20, 2, seed=0)
+    assert len(rep) == 10 and sorted(i for b in rep for i in b) == sorted(list(range(100)) * 2)
+    assert rep == replicated_blocks(100, 20, 2, seed=0)
+
+
+@pytest.mark.parametrize("aggregate", ["winrate", "pagerank"])
+def test_jointrank_ranks_all_blocks_in_one_step(aggregate):
+    fake = FakeBackend(by_doc_number)
+    rr = ListwiseReranker(fake, method="jointrank", window=6, aggregate=aggregate, max_passage_tokens=None)
+    rr.scheduler = Scheduler(fake, mode="concurrent")
+    (out,) = rr([ranking(12)])
+    assert fake.ledger.calls == len(covering_blocks(12, 6)) == 6
+    assert out.docids == [f"d{i}" for i in range(11, -1, -1)]
+    assert not any(c.rank_derived for c in out.candidates)
+
+
+# -- heapsort --------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.integers(0, 5), min_size=0, max_size=40),
+    k=st.integers(1, 12),
+    arity=st.integers(1, 4),
+    bottom_up=st.booleans(),
+)
+def test_heap_top_k_finds_the_best_k(values, k, arity, bottom_up):
+    n = len(values)
+    key = [(v, -i) for i, v in enumerate(values)]  # a strict total order
+
+    def best_of(group):
+        yield [group]
+        return max(group, key=lambda i: key[i])
+
+    def beats(a, b):
+        yield [(a, b)]
+        return key[a] > key[b]
+
+    if bottom_up and arity != 2:
+        return
+    order = drive(heap_top_k(n, k, arity, best_of, beats if bottom_up else None), lambda call: None)
+    assert sorted(order) == list(range(n))
+    expected = sorted(range(n), key=lambda i: key[i], reverse=True)[:k]
+    assert order[: len(expected)] == expected
+    rest = order[len(expected) :]
+    assert rest == sorted(rest)
+
+
+# -- pairwise ----------------------------------------------------------------------------------
+def passage_numbers(prompt):
+    return [int(m) for m in re.findall(r"Passage [AB]: passage number (\d+)", prompt_text(prompt))]
+
+
+def prefer_higher_number(bias=0.0):
+    """P(A) from the document numbers, plus a position bias towards A."""
+
+    def labels(prompt, wanted):
+        a, b = passage_numbers(prompt)
+        p_a = 1 / (1 + math.exp(-(a - b) - bias))
+        return {"A": math.log(p_a), "B": math.log(1 - p_a)}
+
+    return labels
+
+
+def test_allpairs_needs_depth_and_sums_win_probabilities():
+    with pytest.raises(ConfigError, match="n \\* \\(n - 1\\) LLM calls.*Set depth"):
+        PairwiseReranker(FakeBackend(), method="allpairs")
+    fake = FakeBackend(labels=prefer_higher_number(bias=3.0))
+    rr = PairwiseReranker(fake, method="allpairs", depth=4, max_passage_tokens=None)
+    (out,) = rr([ranking(6)])
+    assert fake.ledger.calls == 4 * 3  # both orders of 6 pairs
+    assert out.docids == ["d3", "d2", "d1", "d0", "d4", "d5"]  # the tail keeps its order below the head
+    head, tail = out.candidates[:4], out.candidates[4:]
+    assert not any(c.rank_derived for c in head) and all(c.rank_derived for c in tail)
+    assert min(c.score for c in head) > max(c.score for c in tail)
+    # Both orders cancel the position bias: d3 vs d2 is P = (s(1 + 3) + s(1 - 3)) / 2.
+    s = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    expected_d3 = sum((s(d + 3) + s(d - 3)) / 2 for d in (1, 2, 3))
+    assert head[0].score == pytest.approx(expected_d3)
+
+
+@pytest.mark.parametrize("method", ["heapsort", "bubble"])
+def test_heapsort_and_bubble_find_the_top_k_and_never_repeat_a_pair(method):
+    fake = FakeBackend(labels=prefer_higher_number())
+    rr = PairwiseReranker(fake, method=method, top_k=3, max_passage_tokens=None)
+    (out,) = rr([ranking(15)])
+    assert out.docids[:3] == ["d14", "d13", "d12"] and sorted(out.docids) == sorted(f"d{i}" for i in range(15))
+    pairs = [frozenset(passage_numbers(p)) for p in fake.seen]
+    assert len(pairs) == 2 * len(set(pairs))  # every pair asked once per order, never again
+    assert all(c.rank_derived for c in out.candidates)
+
+
+def test_one_order_only_halves_the_calls():
+    fake = FakeBackend(labels=prefer_higher_number())
+    PairwiseReranker(fake, method="allpairs", depth=5, both_orders=False, max_passage_tokens=None)([ranking(5)])
+    assert fake.ledger.calls == 10
+
+
+# -- setwise -----------------------------------------------------------------------------------
+def test_setwise_labels_and_generation_agree_and_unparseable_answers_are_counted():
+    def labels(prompt, wanted):
+        return {label: float(d) for label, d in zip(wanted, window_ids(prompt))}
+
+    def answer(prompt):
+        ids = window_ids(prompt)
+        return f"The best is [{'ABCD'[ids.index(max(ids))]}]"
+
+    by_labels = SetwiseReranker(FakeBackend(labels=labels), num_child=3, top_k=4, max_passage_tokens=None)
+    by_text = SetwiseReranker(FakeBackend(answer), num_child=3, top_k=4, scorer="generate", max_passage_tokens=None)
+    (a,), (b,) = by_labels([ranking(13)]), by_text([ranking(13)])
+    assert a.docids[:4] == b.docids[:4] == ["d12", "d11", "d10", "d9"]
+    assert max(len(window_ids(p)) for p in by_labels.backend.seen) == 4
+    confused = SetwiseReranker(FakeBackend("no idea"), num_child=2, top_k=2, scorer="generate", max_passage_tokens=None)
+    (c,) = confused([ranking(5)])
+    assert sorted(c.docids) == sorted(f"d{i}" for i in range(5))
+    assert confused.problems["unparseable"] == confused.usage.total().calls > 0
+    with pytest.raises(ConfigError, match="needs one label each"):
+        SetwiseReranker(FakeBackend(), "listwise-first", num_child=30)
+
+
+# -- the scheduler ------------------------------------------------------------------------------
+class SlowFake(FakeBackend):
+    """Tracks calls in flight; each generation sleeps a time that depends on the query."""
+
+    def __init__(self, delays):
+        super().__init__(by_doc_number)
+        self.delays = delays
+        self.in_flight = self.peak = 0
+        self.events = []
+
+    async def _agenerate(self, prompts, params):
+        query = re.search(r"Query: (\S+)", prompt_text(prompts[0])).group(1)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        self.events.append(("start", query))
+        await asyncio.sleep(self.delays[query])
+        self.in_flight -= 1
+        self.events.append(("end", query))
+        return await super()._agenerate(prompts, params)
+
+
+def test_scheduler_is_window_level_not_lockstep_and_bounded():
+    slow = SlowFake({"fast": 0.001, "slow": 0.05})
+    rr = ListwiseReranker(slow, window=4, stride=2, max_passage_tokens=None, max_concurrency=3)
+    out = rr([ranking(8, "a", "fast"), ranking(3, "b", "slow"), ranking(8, "c", "slow")])
+    assert [len(r) for r in out] == [8, 3, 8]
+    first_slow_end = slow.events.index(("end", "slow"))
+    fast_windows_started = [e for e in slow.events[:first_slow_end] if e == ("start", "fast")]
+    assert len(fast_windows_started) == 3  # the fast query finished all its windows meanwhile
+    assert slow.peak == 3
+    bounded = SlowFake({"slow": 0.01})
+    ListwiseReranker(bounded, window=4, stride=2, max_passage_tokens=None, max_concurrency=2)(
+        [ranking(8, q, "slow") for q in "abcde"]
+    )
+    assert bounded.peak == 2
+
+
+def test_sequential_mode_makes_one_call_at_a_time_in_query_order():
+    slow = SlowFake({"x": 0.001, "y": 0.001})
+    rr = ListwiseReranker(slow, window=4, stride=2, max_passage_tokens=None, scheduler="sequential")
+    rr([ranking(6, "a", "x"), ranking(6, "b", "y")])
+    assert slow.peak == 1
+    assert [q for kind, q in slow.events if kind == "start"] == ["x", "x", "y", "y"]
+    with pytest.raises(ConfigError, match="scheduler mode"):
+        Scheduler(slow, mode="lockstep")  # type: ignore[arg-type]
+
+
+def test_usage_is_recorded_per_query():
+    fake = FakeBackend(by_doc_number)
+    rr = ListwiseReranker(fake, window=4, stride=2, max_passage_tokens=None)
+    rr([ranking(8, "a"), ranking(2, "b"), ranking(0, "c")])
+    assert {q: u.calls for q, u in rr.usage.by_query.items()} == {"a": 3, "b": 1, "c": 0}
+
+
+def test_passages_are_cut_by_tokens_and_flattened_to_one_line():
+    fake = FakeBackend(by_doc_number)
+    long = Ranking(Query("q", "x"), (Candidate(Document("d0", "passage number 0\nsecond line is long"), 0.0),) * 1)
+    two = long.with_candidates([*long.candidates, Candidate(Document("d1", "passage number 1 more words"), 0.0)])
+    ListwiseReranker(fake, max_passage_tokens=3)([two])
+    text = prompt_text(fake.seen[0])
+    assert "[1] passage number 0\n" in text and "second" not in text and "more" not in text
+
+
+# -- YAML -------------------------------------------------------------------------------------
+def test_yaml_configs_round_trip_and_reject_unknown_keys():
+    text = """
+name: llm
+dataset: {builtin: demo}
+pipelines:
+  listwise:
+    - bm25: {k: 20}
+    - listwise: {backend: {kind: vllm, model: smollm2-135m-instruct}, window: 10, stride: 5}
+  prp:
+    - bm25: {k: 20}
+    - pairwise: {backend: {kind: hf, model: smollm2-135m-instruct}, method: allpairs, depth: 10}
+  setwise:
+    - bm25: {k: 20}
+    - setwise: {backend: {kind: hf, model: smollm2-135m-instruct}, num_child: 2, scorer: generate}
+"""
+    job = load_job_text(text)
+    assert load_job_text(dump_job(job)) == job
+    with pytest.raises(ConfigError, match="num_childs"):
+        load_job_text(text.replace("num_child: 2", "num_childs: 2"))
+
+
+# -- the oracle ---------------------------------------------------------------------------------
+def oracle_for(corpus, queries, qrels, noise=0.0):
+    return OracleJudge(qrels, queries, corpus, noise=noise)
+
+
+METHODS = {
+    "sliding": lambda j: ListwiseReranker(j, window=20, stride=10),
+    "single_pass": lambda j: ListwiseReranker(j, method="single_pass", max_prompt_tokens=100_000),
+    "jointrank": lambda j: ListwiseReranker(j, method="jointrank", window=20),
+    "first": lambda j: ListwiseReranker(j, scorer="first_token", window=20, stride=10),
+    "prp-allpairs": lambda j: PairwiseReranker(j, method="allpairs", depth=30),
+    "prp-heapsort": lambda j: PairwiseReranker(j, method="heapsort", top_k=10),
+    "prp-bubble": lambda j: PairwiseReranker(j, method="bubble", top_k=10),
+    "setwise": lambda j: SetwiseReranker(j, num_child=2, top_k=10),
+    "setwise-generate": lambda j: SetwiseReranker(j, num_child=2, top_k=10, scorer="generate"),
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_perfect_oracle_reaches_the_ideal_reordering_on_the_demo(demo, method):
+    corpus, queries, qrels = demo
+    first = BM25Retriever(corpus, k=30)([Ranking(q) for q in queries])
+    ideal = [
+        r.with_candidates(sorted(r.candidates, key=lambda c: -qrels.get(r.query.qid, {}).get(c.docid, 0)))
+        for r in first
+    ]
+    ideal_ndcg = evaluate(["nDCG@10"], qrels, rankings_to_run([_rank_scored(r) for r in ideal]))["nDCG@10"]
+    out = METHODS[method](oracle_for(corpus, queries, qrels))(first)
+    assert [sorted(r.docids) for r in out] == [sorted(r.docids) for r in first]
+    assert evaluate(["nDCG@10"], qrels, rankings_to_run(out))["nDCG@10"] == pytest.approx(ideal_ndcg, abs=1e-9)
+
+
+def _rank_scored(r):
+    return r.with_candidates(c.rescored(-i, "ideal") for i, c in enumerate(r.candidates))
+
+
+def test_noisy_oracle_is_reproducible_and_errs(demo):
+    corpus, queries, qrels = demo
+    first = BM25Retriever(corpus, k=20)([Ranking(q) for q in queries])
+    runs = [ListwiseReranker(oracle_for(corpus, queries, qrels, noise=1.5))(first) for _ in range(2)]
+    assert [r.docids for r in runs[0]] == [r.docids for r in runs[1]]
+    perfect = ListwiseReranker(oracle_for(corpus, queries, qrels))(first)
+    assert [r.docids for r in runs[0]] != [r.docids for r in perfect]
+    with pytest.raises(BackendError, match="unknown passage"):
+        oracle_for(corpus, queries, qrels).label_logprobs(
+            [ListwiseReranker(FakeBackend()).template.render(query=queries[0].text, num="1", passages="[1] unseen")],
+            ["A"],
+        )
