@@ -113,6 +113,10 @@ def vllm_server(smollm2):
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", smollm2, "--served-model-name", "smollm2",
         "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--gpu-memory-utilization", "0.3", "--max-model-len", "2048",
     ]  # fmt: skip
+    from rerankflow.backends.vllm_offline import cpu_lacks_bf16
+
+    if cpu_lacks_bf16():  # the same dtype rule as the offline backend, so the two agree exactly
+        cmd += ["--dtype", "float32"]
     log = open(os.environ.get("RERANKFLOW_HOME", "/tmp") + f"/vllm-serve-{port}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -110,6 +110,11 @@ class ExperimentResult:
             lines.append(
                 f"baseline: {self.baseline}; p(t) paired t-test, p(W) Wilcoxon signed-rank, +/- queries improved/degraded"
             )
+        for s in self.systems:
+            for stage, u in s.usage.items():
+                if u.get("repairs"):
+                    counts = ", ".join(f"{k} {v}" for k, v in sorted(u["repairs"].items()))
+                    lines.append(f"{s.name}: {stage} repaired model output ({counts})")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -282,4 +287,7 @@ def stage_usage(system: Transformer) -> dict[str, dict[str, Any]]:
                 "total": stage.usage.total().as_dict(),
                 "per_query": {q: u.as_dict() for q, u in stage.usage.by_query.items()},
             }
+            repairs = getattr(stage, "problems", None)
+            if repairs is not None:
+                out[name]["repairs"] = dict(repairs)
     return out

@@ -228,7 +228,7 @@ class ListwiseConfig(PlannedConfig):
         "generate", description="generate a permutation, or order by first-token label logprobs (FIRST)"
     )
     window: int = Field(20, ge=2)
-    stride: int = Field(10, ge=1)
+    stride: int | None = Field(None, ge=1, description="sliding only (default: window // 2)")
     design: Literal["covering", "replicated"] = Field("covering", description="jointrank only: block design")
     replicas: int = Field(2, ge=1, description="jointrank replicated design: partitions ranked")
     aggregate: Literal["winrate", "pagerank"] = Field("winrate", description="jointrank only")

@@ -3,7 +3,7 @@
 Methods (``method``):
 
 * ``sliding``: windows of ``window`` passages moved from the bottom of the list to the top by
-  ``stride`` (RankGPT, Sun et al. 2023); each window waits for the previous one.
+  ``stride`` (default ``window // 2``; RankGPT, Sun et al. 2023); each window waits for the previous one.
 * ``single_pass``: one window holding every candidate, when the prompt fits ``max_prompt_tokens``.
 * ``jointrank``: overlapping blocks ranked independently (all at once), turned into pairwise
   wins and aggregated by win rate or PageRank (JointRank, Dedov 2025). ``design="covering"``
@@ -122,7 +122,7 @@ class ListwiseReranker(PlannedReranker):
         method: Method = "sliding",
         scorer: Scorer = "generate",
         window: int = 20,
-        stride: int = 10,
+        stride: int | None = None,
         design: Literal["covering", "replicated"] = "covering",
         replicas: int = 2,
         aggregate: Literal["winrate", "pagerank"] = "winrate",
@@ -141,6 +141,7 @@ class ListwiseReranker(PlannedReranker):
             raise ConfigError(f"method must be sliding, single_pass or jointrank, got {method!r}")
         if window < 2:
             raise ConfigError(f"window must be at least 2, got {window}")
+        stride = window // 2 if stride is None else stride
         if method == "sliding" and not 1 <= stride <= window:
             raise ConfigError(
                 f"need 1 <= stride <= window for the sliding method, got window={window}, stride={stride}"
