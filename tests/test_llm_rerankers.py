@@ -20,6 +20,7 @@ from rerankflow.pipelines.job import dump_job, load_job_text
 from rerankflow.rerankers.listwise import ListwiseReranker, covering_blocks, replicated_blocks
 from rerankflow.rerankers.pairwise import PairwiseReranker
 from rerankflow.rerankers.permutation import sliding_windows
+from rerankflow.rerankers.pointwise import PointwiseReranker
 from rerankflow.rerankers.scheduler import Scheduler
 from rerankflow.rerankers.setwise import SetwiseReranker
 from rerankflow.rerankers.sorting import heap_top_k
@@ -333,6 +334,8 @@ METHODS = {
     "prp-bubble": lambda j: PairwiseReranker(j, method="bubble", top_k=10),
     "setwise": lambda j: SetwiseReranker(j, num_child=2, top_k=10),
     "setwise-generate": lambda j: SetwiseReranker(j, num_child=2, top_k=10, scorer="generate"),
+    "pointwise-yes-no": lambda j: PointwiseReranker(j),
+    "pointwise-grade": lambda j: PointwiseReranker(j, mode="grade"),
 }
 
 

@@ -88,7 +88,7 @@ class PlannedReranker(Transformer):
 
     def passages(self, candidates: Sequence[Candidate]) -> list[str]:
         """Passage texts as the model sees them: one line, cut to ``max_passage_tokens`` tokens."""
-        texts = [one_line(document_text(c.doc)) for c in candidates]
+        texts = [one_line(document_text(c.doc)) for c in candidates]  # the pointwise stage shows the same
         if self.max_passage_tokens is None:
             return texts
         return [self.backend.truncate(t, self.max_passage_tokens) for t in texts]

@@ -22,7 +22,8 @@ from ..backends.base import CallStats, LLMBackend
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, load_template
 from ..stage import Transformer
-from ..types import Ranking, rescore
+from ..types import Document, Ranking, document_text, rescore
+from .base import one_line
 
 Mode = Literal["yes_no", "grade", "query_likelihood"]
 ScoreMode = Literal["margin", "p_yes"]
@@ -87,11 +88,13 @@ class PointwiseReranker(Transformer):
         """Start the backend (shared engines start once)."""
         self.backend.ensure_loaded()
 
-    def _passage(self, text: str) -> str:
+    def _passage(self, doc: Document) -> str:
+        """The passage as shown: title and text on one line, cut to ``max_passage_tokens`` tokens."""
+        text = one_line(document_text(doc))
         return text if self.max_passage_tokens is None else self.backend.truncate(text, self.max_passage_tokens)
 
     def _scores(self, batch: Sequence[Ranking]) -> tuple[list[float], list[CallStats]]:
-        pairs = [(r.query.text, self._passage(c.doc.text)) for r in batch for c in r.candidates]
+        pairs = [(r.query.text, self._passage(c.doc)) for r in batch for c in r.candidates]
         if not pairs:
             return [], []
         if self.mode == "query_likelihood":
