@@ -55,6 +55,12 @@ class SystemResult:
         total = sum(u["total"]["prompt_tokens"] + u["total"]["output_tokens"] for u in self.usage.values())
         return total / max(self.queries, 1)
 
+    def llm_seconds_per_query(self) -> float | None:
+        """Backend call latency per query over all stages (``None`` without LLM stages)."""
+        if not self.usage:
+            return None
+        return sum(u["total"]["latency_s"] for u in self.usage.values()) / max(self.queries, 1)
+
     tests: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
@@ -80,7 +86,7 @@ class ExperimentResult:
         header.append("ms/query")
         llm = any(s.usage for s in self.systems)
         if llm:
-            header += ["LLM calls/q", "tokens/q"]
+            header += ["LLM calls/q", "tokens/q", "LLM s/q"]
         rows = [header]
         for s in self.systems:
             row = [s.name, *(f"{s.means[m]:.4f}" for m in self.measures)]
@@ -97,8 +103,12 @@ class ExperimentResult:
                 )
             row.append(f"{s.ms_per_query:.1f}")
             if llm:
-                calls, toks = s.calls_per_query(), s.tokens_per_query()
-                row += ["-", "-"] if calls is None or toks is None else [f"{calls:.1f}", f"{toks:.0f}"]
+                calls, toks, secs = s.calls_per_query(), s.tokens_per_query(), s.llm_seconds_per_query()
+                row += (
+                    ["-", "-", "-"]
+                    if calls is None or toks is None or secs is None
+                    else [f"{calls:.1f}", f"{toks:.0f}", f"{secs:.2f}"]
+                )
             rows.append(row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = [
