@@ -331,3 +331,34 @@ def _build_setwise(cfg: SetwiseConfig, ctx: BuildContext, inputs: list[Transform
         scorer=cfg.scorer,
         **cfg.common(ctx),
     )
+
+
+class BudgetConfig(StageConfig):
+    """Keep the best candidates whose passages fit a token budget of the generator's tokenizer."""
+
+    backend: BackendConfig = Field(..., description="the generator's backend (its tokenizer counts the tokens)")
+    max_tokens: int = Field(..., ge=1)
+    min_score: float | None = Field(None, description="also drop candidates scoring below this")
+    overflow: Literal["skip", "stop"] = Field("skip", description="skip a passage that does not fit, or stop there")
+
+
+@register("budget", kind="compressor", config=BudgetConfig)
+def _build_budget(cfg: BudgetConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..backends.factory import shared_backend
+    from ..compressors.select import BudgetFilter
+
+    backend = shared_backend(cfg.backend, ctx.resources)
+    return BudgetFilter(backend.count_tokens, cfg.max_tokens, min_score=cfg.min_score, overflow=cfg.overflow)
+
+
+class ReorderConfig(StageConfig):
+    """Order the context for the generator: relevance, best at both ends, or first-stage order."""
+
+    policy: Literal["relevance", "ends", "original"] = "relevance"
+
+
+@register("reorder", kind="compressor", config=ReorderConfig)
+def _build_reorder(cfg: ReorderConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..compressors.select import Reorder
+
+    return Reorder(cfg.policy)

@@ -1,0 +1,1 @@
+"""Context compressors: stages between reranking and generation that fit a token budget."""
