@@ -99,6 +99,11 @@ def document_text(doc: Document) -> str:
     return f"{doc.title}\n{doc.text}" if doc.title else doc.text
 
 
+def one_line(text: str) -> str:
+    """Collapse all whitespace (newlines included) to single spaces, so a passage is one line."""
+    return " ".join(text.split())
+
+
 def sort_candidates(candidates: Iterable[Candidate]) -> tuple[Candidate, ...]:
     """Sort by descending score; ties keep their incoming order (stable sort)."""
     return tuple(sorted(candidates, key=lambda c: -c.score))

@@ -24,15 +24,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import BackendError
-from ..types import Document, Query, document_text
+from ..types import Document, Query, document_text, one_line
 from .base import Completion, ContinuationScores, GenerationParams, LabelScores, LLMBackend, Prompt
 from .fake import prompt_text
 
 _PASSAGE = re.compile(r"^(?:\[([^\]]{1,8})\]|Passage(?: ([A-Z]))?:) ?(.*)$")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _stable_unit(text: str) -> float:
@@ -60,10 +56,10 @@ class OracleJudge(LLMBackend):
         self.qrels = qrels
         self.noise = noise
         self.seed = seed
-        self._qid = {_one_line(q.text): q.qid for q in queries}
+        self._qid = {one_line(q.text): q.qid for q in queries}
         self._docid: dict[str, str] = {}
         for doc in documents:
-            self._docid.setdefault(_one_line(document_text(doc)), doc.docid)
+            self._docid.setdefault(one_line(document_text(doc)), doc.docid)
 
     def load(self) -> None:
         """Nothing to load."""
@@ -82,7 +78,7 @@ class OracleJudge(LLMBackend):
         lines = text.splitlines()
         if query is None:
             query = next((ln[len("Query: ") :] for ln in lines if ln.startswith("Query: ")), None)
-        qid = self._qid.get(_one_line(query or ""))
+        qid = self._qid.get(one_line(query or ""))
         if qid is None:
             raise BackendError(f"oracle: no known query in the prompt (looked for a 'Query: ' line): {text[:120]!r}")
         rng = random.Random(f"{self.seed}:{text}:{query}")
@@ -92,7 +88,7 @@ class OracleJudge(LLMBackend):
             match = _PASSAGE.match(line)
             if not match:
                 continue
-            docid = self._docid.get(_one_line(match.group(3)))
+            docid = self._docid.get(one_line(match.group(3)))
             if docid is None:
                 raise BackendError(f"oracle: unknown passage in the prompt: {match.group(3)[:80]!r}")
             grade = self.qrels.get(qid, {}).get(docid, 0)
@@ -122,14 +118,9 @@ class OracleJudge(LLMBackend):
     async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
         out = []
         for p in prompts:
-            scores = self._label_scores(p, labels)
-            top = max(scores.values())
-            z = top + math.log(sum(math.exp(v - top) for v in scores.values()))
-            out.append(
-                LabelScores(
-                    {k: v - z - 0.01 for k, v in scores.items()}, self.stats(self.count_tokens(prompt_text(p)), 1, 0.0)
-                )
-            )
+            stats = self.stats(self.count_tokens(prompt_text(p)), 1, 0.0)
+            norm = LabelScores(self._label_scores(p, labels), stats).normalized()
+            out.append(LabelScores({k: v - 0.01 for k, v in norm.items()}, stats))
         return out
 
     async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:

@@ -22,15 +22,10 @@ from ..backends.base import LLMBackend
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, load_template
 from ..stage import Transformer
-from ..types import Candidate, Ranking, document_text, sort_candidates
+from ..types import Candidate, Ranking, document_text, one_line, sort_candidates
 from .scheduler import Outcome, Plan, Scheduler
 
 SchedulerMode = Literal["concurrent", "sequential"]
-
-
-def one_line(text: str) -> str:
-    """Collapse all whitespace (newlines included) to single spaces, so a passage is one line."""
-    return " ".join(text.split())
 
 
 def passage_block(labels: Sequence[str], texts: Sequence[str]) -> str:

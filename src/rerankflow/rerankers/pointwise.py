@@ -22,8 +22,7 @@ from ..backends.base import CallStats, LLMBackend
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, load_template
 from ..stage import Transformer
-from ..types import Document, Ranking, document_text, rescore
-from .base import one_line
+from ..types import Document, Ranking, document_text, one_line, rescore
 
 Mode = Literal["yes_no", "grade", "query_likelihood"]
 ScoreMode = Literal["margin", "p_yes"]
