@@ -71,11 +71,56 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class Citation:
+    """A citation marker ``[number]`` of an answer and the document it points to.
+
+    ``number`` is 1-based, as printed in the prompt's context; ``docid`` is ``None`` when the
+    model cited a number that was not in the context (kept, so nothing is silently dropped).
+    """
+
+    number: int
+    docid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A generated answer with its provenance.
+
+    ``context`` holds the passages actually sent, in prompt order (``context[n-1]`` is
+    passage ``[n]``); ``citations`` the markers found in ``text``, in order of first use.
+    """
+
+    text: str
+    citations: tuple[Citation, ...] = ()
+    context: tuple[Document, ...] = ()
+    prompt: str = ""
+    prompt_tokens: int = 0
+    context_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    finish_reason: str | None = None
+
+    @property
+    def cited_docids(self) -> list[str]:
+        """Distinct valid cited document ids, in order of first citation."""
+        seen: dict[str, None] = {}
+        for c in self.citations:
+            if c.docid is not None:
+                seen.setdefault(c.docid, None)
+        return list(seen)
+
+
+@dataclass(frozen=True, slots=True)
 class Ranking:
-    """A query with its candidates, best first. ``candidates[i]`` has rank ``i`` (0-based)."""
+    """A query with its candidates, best first. ``candidates[i]`` has rank ``i`` (0-based).
+
+    After a generator stage, ``answer`` holds the generated answer (``None`` before).
+    A stage placed after a context-reordering stage sees candidates in reading order.
+    """
 
     query: Query
     candidates: tuple[Candidate, ...] = ()
+    answer: Answer | None = None
 
     def __len__(self) -> int:
         return len(self.candidates)
@@ -90,8 +135,12 @@ class Ranking:
         return replace(self, candidates=self.candidates[:k])
 
     def with_candidates(self, candidates: Iterable[Candidate]) -> Ranking:
-        """Same query, new candidates (kept in the given order)."""
-        return Ranking(self.query, tuple(candidates))
+        """Same query (and answer), new candidates (kept in the given order)."""
+        return replace(self, candidates=tuple(candidates))
+
+    def with_answer(self, answer: Answer) -> Ranking:
+        """Same query and candidates, with a generated answer."""
+        return replace(self, answer=answer)
 
 
 def document_text(doc: Document) -> str:

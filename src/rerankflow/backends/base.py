@@ -4,7 +4,8 @@
 * ``label_logprobs``: log-probabilities of given single-token labels ("yes"/"no", "A".."T")
   as the next token after the prompt;
 * ``continuation_logprobs``: per-token log-probabilities of a continuation given the prompt
-  (query likelihood, surprisal).
+  (query likelihood, surprisal);
+* ``astream``: one generation as text pieces while it is produced, then the whole completion.
 
 Every method is async; the sync names wrap the async ones (written once, in this class).
 Results come back in input order, each with the :class:`CallStats` of the call it came from.
@@ -16,7 +17,7 @@ import asyncio
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -89,6 +90,16 @@ class Completion:
     stats: CallStats
     finish_reason: str | None = None
     top_logprobs: tuple[dict[str, float], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """A piece of streamed output; the last chunk of a stream carries the whole ``completion``
+    (its text is the concatenation of the pieces) and has empty ``text``.
+    """
+
+    text: str
+    completion: Completion | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +185,31 @@ class Ledger(Usage):
             super().add(stats)
 
 
+async def cut_at_stop(pieces: AsyncIterator[str], stops: Sequence[str]) -> AsyncIterator[str]:
+    """Pass text pieces through, ending before the first stop string (which may span pieces).
+    Up to ``len(longest stop) - 1`` characters are held back until they cannot start a stop.
+    """
+    if not stops:
+        async for piece in pieces:
+            yield piece
+        return
+    hold = max(len(s) for s in stops) - 1
+    pending = ""
+    async for piece in pieces:
+        pending += piece
+        hits = [pending.index(s) for s in stops if s in pending]
+        if hits:
+            if min(hits):
+                yield pending[: min(hits)]
+            return
+        if len(pending) > hold:
+            cut = len(pending) - hold
+            yield pending[:cut]
+            pending = pending[cut:]
+    if pending:
+        yield pending
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion from sync code, also when a loop is already running
     in this thread (notebooks): then it runs on a fresh loop in a helper thread.
@@ -244,6 +280,15 @@ class LLMBackend(ABC):
         self.ensure_loaded()
         return tokens.truncate(self.tokenizer, text, max_tokens)
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each token of ``text``, tokenised as continuations are
+        (so ``continuation_logprobs`` values line up with these spans one to one).
+        """
+        from . import tokens
+
+        self.ensure_loaded()
+        return tokens.offsets(self.tokenizer, text)
+
     # -- the three primitives (async) ----------------------------------------------------
     async def agenerate(self, prompts: Sequence[Prompt], params: GenerationParams | None = None) -> list[Completion]:
         """Generate one completion per prompt, in input order."""
@@ -271,6 +316,23 @@ class LLMBackend(ABC):
         out = await self._acontinuation_logprobs(list(prompts), list(continuations))
         self.ledger.add([s.stats for s in out])
         return out
+
+    async def astream(self, prompt: Prompt, params: GenerationParams | None = None) -> AsyncIterator[StreamChunk]:
+        """Generate one completion, yielding text pieces as they are produced; the final chunk
+        carries the :class:`Completion`. Backends without incremental output (the vLLM offline
+        engine) yield the whole text as one piece.
+        """
+        self.ensure_loaded()
+        async for chunk in self._astream(prompt, params or GenerationParams()):
+            if chunk.completion is not None:
+                self.ledger.add([chunk.completion.stats])
+            yield chunk
+
+    async def _astream(self, prompt: Prompt, params: GenerationParams) -> AsyncIterator[StreamChunk]:
+        """Default: generate, then yield the text once and the completion."""
+        completion = (await self._agenerate([prompt], params))[0]
+        yield StreamChunk(completion.text)
+        yield StreamChunk("", completion)
 
     @abstractmethod
     async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]: ...

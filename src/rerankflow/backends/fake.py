@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from .base import Completion, ContinuationScores, GenerationParams, LabelScores, LLMBackend, Prompt
@@ -52,6 +53,10 @@ class FakeBackend(LLMBackend):
         """First ``max_tokens`` words."""
         words = text.split()
         return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Spans of the whitespace-separated words."""
+        return [m.span() for m in re.finditer(r"\S+", text)]
 
     def _reply(self, prompt: Prompt) -> str:
         reply = self.replies[self._turn % len(self.replies)]

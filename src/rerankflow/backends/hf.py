@@ -11,13 +11,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, MissingDependencyError
 from . import tokens
-from .base import Completion, ContinuationScores, GenerationParams, LabelScores, LLMBackend, Prompt
+from .base import (
+    Completion,
+    ContinuationScores,
+    GenerationParams,
+    LabelScores,
+    LLMBackend,
+    Prompt,
+    StreamChunk,
+    cut_at_stop,
+)
 from .batching import Coalescer
 from .models import resolve_llm
 
@@ -176,7 +186,35 @@ class HFBackend(LLMBackend):
 
         return await asyncio.to_thread(self._generate_sync, prompts, params)
 
-    def _generate_sync(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
+    async def _astream(self, prompt: Prompt, params: GenerationParams) -> AsyncIterator[StreamChunk]:
+        """Real token streaming: ``generate`` runs in a thread and feeds a ``TextIteratorStreamer``."""
+        import asyncio
+
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+        def run() -> list[Completion]:
+            try:
+                return self._generate_sync([prompt], params, streamer)
+            except BaseException:
+                streamer.end()  # wake the reader below; the error surfaces from the task
+                raise
+
+        task = asyncio.ensure_future(asyncio.to_thread(run))
+
+        async def pieces() -> AsyncIterator[str]:
+            it = iter(streamer)
+            while (piece := await asyncio.to_thread(next, it, None)) is not None:
+                if piece:
+                    yield piece
+
+        async for piece in cut_at_stop(pieces(), params.stop):
+            yield StreamChunk(piece)
+        completion = (await task)[0]
+        yield StreamChunk("", completion)
+
+    def _generate_sync(self, prompts: list[Prompt], params: GenerationParams, streamer: Any = None) -> list[Completion]:
         import torch
 
         seqs = [tokens.prompt_ids(self.tokenizer, p) for p in prompts]
@@ -197,6 +235,7 @@ class HFBackend(LLMBackend):
                         temperature=params.temperature if sample else None,
                         top_p=params.top_p if sample else None,
                         pad_token_id=self.tokenizer.pad_token_id,
+                        streamer=streamer,
                     )
                 latency = (time.perf_counter() - start) / len(batch)
                 for j, i in enumerate(batch):

@@ -6,6 +6,7 @@
   is reported in ``LabelScores.missing`` with the smallest returned value. Against a vLLM
   server, ``vllm_label_ids=True`` (with ``tokenizer``) sends vLLM's ``logprob_token_ids``
   extension instead and every label is scored exactly;
+* streaming: server-sent events (``stream: true``), one generation per stream;
 * continuations: ``/completions`` with ``echo: true`` and ``logprobs``, keeping the tokens
   whose text offset falls inside the continuation. Chat prompts need ``tokenizer`` (a local
   folder or HF id) so the chat template can be applied here.
@@ -22,11 +23,20 @@ import json
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..errors import BackendError, MissingDependencyError
 from . import tokens
-from .base import Completion, ContinuationScores, GenerationParams, LabelScores, LLMBackend, Prompt
+from .base import (
+    Completion,
+    ContinuationScores,
+    GenerationParams,
+    LabelScores,
+    LLMBackend,
+    Prompt,
+    StreamChunk,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +114,53 @@ class OpenAIHTTPBackend(LLMBackend):
         """Prefix of ``text`` within ``max_tokens`` tokens (needs ``tokenizer``)."""
         self.ensure_loaded()
         return tokens.truncate(self._require_tokenizer("truncating by tokens"), text, max_tokens)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Token spans of ``text`` (needs ``tokenizer``)."""
+        self.ensure_loaded()
+        return tokens.offsets(self._require_tokenizer("token offsets"), text)
+
+    async def _astream(self, prompt: Prompt, params: GenerationParams) -> AsyncIterator[StreamChunk]:
+        """Server-sent events (``stream: true``); usage comes in the last event when the server
+        supports ``stream_options.include_usage`` (vLLM and OpenAI do). A stream is not retried
+        (pieces may already have been shown): a refused, failed or cut stream is a BackendError.
+        """
+        import httpx
+
+        path, body = self._generation_body(prompt, params)
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
+        url = f"{self.base_url}{path}"
+        start = time.perf_counter()
+        text, finish, usage = "", None, {}
+        async with httpx.AsyncClient(timeout=timeout, headers=self._headers()) as client:
+            try:
+                async with client.stream("POST", url, json=body) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        self._decode(response)  # raises the same errors as a plain request
+                    async for line in response.aiter_lines():
+                        event = _sse_event(line, url)
+                        if event is None:
+                            continue
+                        if event.get("usage"):
+                            usage = event["usage"]
+                        for choice in event.get("choices") or []:
+                            piece = (
+                                choice.get("text")
+                                if path == "/completions"
+                                else (choice.get("delta") or {}).get("content")
+                            )
+                            finish = choice.get("finish_reason") or finish
+                            if piece:
+                                text += piece
+                                yield StreamChunk(piece)
+            except httpx.HTTPError as exc:
+                raise BackendError(f"{url}: the stream failed: {_describe(exc)}") from exc
+        stats = self.stats(
+            int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), time.perf_counter() - start
+        )
+        yield StreamChunk("", Completion(text, stats, finish))
 
     # -- transport ------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -185,25 +242,26 @@ class OpenAIHTTPBackend(LLMBackend):
             return prompt.text
         return tokens.render(self.tokenizer, prompt) if self.tokenizer is not None else None
 
-    async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
-        common: dict[str, Any] = {
+    def _generation_body(self, prompt: Prompt, params: GenerationParams) -> tuple[str, dict[str, Any]]:
+        """Endpoint path and request body of one generation."""
+        body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
         }
         if params.stop:
-            common["stop"] = list(params.stop)
+            body["stop"] = list(params.stop)
         if params.seed is not None:
-            common["seed"] = params.seed
-        bodies: list[tuple[str, dict[str, Any]]] = []
-        for p in prompts:
-            if p.text is not None:
-                lp = {"logprobs": params.logprobs} if params.logprobs else {}
-                bodies.append(("/completions", {**common, "prompt": p.text, **lp}))
-            else:
-                lp = {"logprobs": True, "top_logprobs": params.logprobs} if params.logprobs else {}
-                bodies.append(("/chat/completions", {**common, "messages": _messages(p), **lp}))
+            body["seed"] = params.seed
+        if prompt.text is not None:
+            lp: dict[str, Any] = {"logprobs": params.logprobs} if params.logprobs else {}
+            return "/completions", {**body, "prompt": prompt.text, **lp}
+        lp = {"logprobs": True, "top_logprobs": params.logprobs} if params.logprobs else {}
+        return "/chat/completions", {**body, "messages": _messages(prompt), **lp}
+
+    async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
+        bodies = [self._generation_body(p, params) for p in prompts]
         result = []
         for p, (data, latency) in zip(prompts, await self._post_mixed(bodies), strict=True):
             choice = data["choices"][0]
@@ -288,6 +346,24 @@ class OpenAIHTTPBackend(LLMBackend):
             usage = data.get("usage") or {}
             result.append(ContinuationScores(picked, self.stats(int(usage.get("prompt_tokens", 0)), 1, latency)))
         return result
+
+
+def _sse_event(line: str, url: str) -> dict[str, Any] | None:
+    """One server-sent event line as JSON (``None`` for blank lines, comments and ``[DONE]``)."""
+    if not line.startswith("data:"):
+        return None
+    payload = line[5:].strip()
+    if payload == "[DONE]":
+        return None
+    try:
+        event = json.loads(payload)
+    except json.JSONDecodeError:
+        raise BackendError(f"{url} streamed an event that is not JSON: {payload[:120]!r}") from None
+    if not isinstance(event, dict):
+        raise BackendError(f"{url} streamed an event that is not a JSON object: {payload[:120]!r}")
+    if "error" in event:
+        raise BackendError(f"{url} reported an error mid-stream: {str(event['error'])[:200]}")
+    return event
 
 
 def _messages(prompt: Prompt) -> list[dict[str, str]]:

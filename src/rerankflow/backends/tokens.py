@@ -61,3 +61,9 @@ def truncate(tokenizer: Any, text: str, max_tokens: int) -> str:
     if len(offsets) <= max_tokens:
         return text
     return text[: offsets[max_tokens - 1][1]] if max_tokens > 0 else ""
+
+
+def offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:
+    """Character span of each token of ``text`` (no special tokens; as :func:`continuation_ids`)."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [(int(a), int(b)) for a, b in enc["offset_mapping"]]

@@ -1,11 +1,12 @@
 """Passage-level compression: keep the best candidates within a token budget, and order the context.
 
 * :class:`BudgetFilter` walks each ranking best first and keeps a candidate while the kept
-  passages fit ``max_tokens`` (counted with the generator's tokenizer through its backend),
-  optionally only candidates scoring at least ``min_score``. A passage that does not fit is
+  passages fit the budget (``max_tokens`` and/or ``ratio`` of the incoming tokens, counted
+  with the generator's tokenizer through its backend), optionally only candidates scoring at
+  least ``min_score``. A passage that does not fit is
   skipped and later, shorter ones may still fit (``skip`` policy) or selection stops at the
   first that does not (``stop``). Kept candidates keep their scores; the rest are dropped
-  from the ranking, and how many were dropped is counted per query (``dropped``).
+  from the ranking, and how many were dropped, and why, is counted per query (``compression``).
 * :class:`Reorder` puts the kept passages in the order the generator will read them:
   ``relevance`` (best first), ``ends`` (best at both ends, weakest in the middle, against
   "lost in the middle", Liu et al. 2024) or ``original`` (the first stage's order).
@@ -13,68 +14,59 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 from ..errors import ConfigError
 from ..stage import Transformer
-from ..types import Candidate, Ranking, document_text
+from ..types import Candidate, Ranking
+from .base import Budget, Compressor, Counter, Overflow, require_budget
 
-Counter = Callable[[str], int]
 Policy = Literal["relevance", "ends", "original"]
 
 
-class BudgetFilter(Transformer):
-    """Keep the best candidates whose passages fit ``max_tokens`` (see the module docstring)."""
+class BudgetFilter(Compressor):
+    """Keep the best candidates whose passages fit the budget (see the module docstring)."""
+
+    stage_name = "budget"
 
     def __init__(
         self,
         count_tokens: Counter,
-        max_tokens: int,
+        max_tokens: int | None = None,
         *,
+        ratio: float | None = None,
         min_score: float | None = None,
-        overflow: Literal["skip", "stop"] = "skip",
+        overflow: Overflow = "skip",
     ) -> None:
-        if max_tokens < 1:
-            raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
         if overflow not in ("skip", "stop"):
             raise ConfigError(f"overflow must be 'skip' or 'stop', got {overflow!r}")
-        self.count_tokens = count_tokens
-        self.max_tokens = max_tokens
+        super().__init__(count_tokens, require_budget(Budget(max_tokens, ratio), "the budget filter"))
         self.min_score = min_score
-        self.overflow = overflow
-        self.dropped: dict[str, int] = {}
-        """Candidates left out, per query id (budget or threshold)."""
+        self.overflow: Overflow = overflow
 
     @property
-    def name(self) -> str:
-        """Provenance name."""
-        return "budget"
+    def dropped(self) -> dict[str, int]:
+        """Candidates left out, per query id (budget or threshold)."""
+        return {q: c.passages_in - c.passages_out for q, c in self.compression.items()}
 
     def __repr__(self) -> str:
-        return f"BudgetFilter(max_tokens={self.max_tokens}, min_score={self.min_score}, overflow={self.overflow!r})"
+        b = self.budget
+        return (
+            f"BudgetFilter(max_tokens={b.max_tokens}, ratio={b.ratio}, min_score={self.min_score}, "
+            f"overflow={self.overflow!r})"
+        )
 
-    def _keep(self, candidates: Sequence[Candidate]) -> list[Candidate]:
-        kept, used = [], 0
-        for c in candidates:
-            if self.min_score is not None and c.score < self.min_score:
-                continue
-            size = self.count_tokens(document_text(c.doc))
-            if used + size > self.max_tokens:
-                if self.overflow == "stop":
-                    break
-                continue
-            kept.append(c)
-            used += size
-        return kept
-
-    def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
-        """Filter every ranking; kept candidates stay in rank order with their scores."""
+    def compress(self, batch: Sequence[Ranking]) -> list[list[Candidate]]:
+        """Threshold, then fit the budget in rank order."""
         out = []
         for r in batch:
-            kept = self._keep(r.candidates)
-            self.dropped[r.query.qid] = len(r.candidates) - len(kept)
-            out.append(r.with_candidates(kept))
+            qid, cands = r.query.qid, list(r.candidates)
+            if self.min_score is not None:
+                above = [c for c in cands if c.score >= self.min_score]
+                self.drop(qid, "below min_score", len(cands) - len(above))
+                cands = above
+            out.append(self.fit(qid, cands, self.budget.limit(self.context_tokens(r.candidates)), self.overflow))
         return out
 
 

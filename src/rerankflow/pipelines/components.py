@@ -333,11 +333,23 @@ def _build_setwise(cfg: SetwiseConfig, ctx: BuildContext, inputs: list[Transform
     )
 
 
-class BudgetConfig(StageConfig):
+class BudgetFields(StageConfig):
+    """The token budget every compressor takes (counted with the generator's tokenizer)."""
+
+    max_tokens: int | None = Field(None, ge=1, description="keep at most this many context tokens")
+    ratio: float | None = Field(None, gt=0, le=1, description="keep at most this fraction of the incoming tokens")
+
+    def budget(self) -> Any:
+        """The :class:`~rerankflow.compressors.base.Budget` these fields describe."""
+        from ..compressors.base import Budget
+
+        return Budget(self.max_tokens, self.ratio)
+
+
+class BudgetConfig(BudgetFields):
     """Keep the best candidates whose passages fit a token budget of the generator's tokenizer."""
 
     backend: BackendConfig = Field(..., description="the generator's backend (its tokenizer counts the tokens)")
-    max_tokens: int = Field(..., ge=1)
     min_score: float | None = Field(None, description="also drop candidates scoring below this")
     overflow: Literal["skip", "stop"] = Field("skip", description="skip a passage that does not fit, or stop there")
 
@@ -348,7 +360,129 @@ def _build_budget(cfg: BudgetConfig, ctx: BuildContext, inputs: list[Transformer
     from ..compressors.select import BudgetFilter
 
     backend = shared_backend(cfg.backend, ctx.resources)
-    return BudgetFilter(backend.count_tokens, cfg.max_tokens, min_score=cfg.min_score, overflow=cfg.overflow)
+    return BudgetFilter(
+        backend.count_tokens, cfg.max_tokens, ratio=cfg.ratio, min_score=cfg.min_score, overflow=cfg.overflow
+    )
+
+
+class DedupConfig(BudgetFields, EncoderConfig):
+    """Drop passages whose embedding cosine to a better-ranked kept passage reaches threshold."""
+
+    backend: BackendConfig = Field(..., description="the generator's backend (its tokenizer counts the tokens)")
+    threshold: float = Field(0.95, ge=-1, le=1, description="cosine similarity that makes a near-duplicate")
+
+
+@register("dedup", kind="compressor", config=DedupConfig)
+def _build_dedup(cfg: DedupConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..backends.factory import shared_backend
+    from ..compressors.dedup import NearDuplicateFilter
+
+    backend = shared_backend(cfg.backend, ctx.resources)
+    return NearDuplicateFilter(_encoder(cfg, ctx), backend.count_tokens, threshold=cfg.threshold, budget=cfg.budget())
+
+
+class SentencesConfig(BudgetFields, EncoderConfig):
+    """Keep the sentences most similar to the question (embeddings) within the budget, in source order."""
+
+    backend: BackendConfig = Field(..., description="the generator's backend (its tokenizer counts the tokens)")
+    min_similarity: float | None = Field(None, ge=-1, le=1, description="also drop sentences below this cosine")
+
+
+@register("sentences", kind="compressor", config=SentencesConfig)
+def _build_sentences(cfg: SentencesConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..backends.factory import shared_backend
+    from ..compressors.sentences import SentenceExtractor
+
+    backend = shared_backend(cfg.backend, ctx.resources)
+    return SentenceExtractor(
+        _encoder(cfg, ctx), backend.count_tokens, backend.truncate, cfg.budget(), min_similarity=cfg.min_similarity
+    )
+
+
+class SurprisalConfig(BudgetFields):
+    """Drop the least informative words (LM self-information; question-aware with mode: question)."""
+
+    backend: BackendConfig = Field(..., description="the language model that scores tokens")
+    count_with: BackendConfig | None = Field(None, description="the generator's backend, if another model")
+    mode: Literal["self_info", "question"] = "self_info"
+    question_weight: float = Field(1.0, ge=0, description="question mode: weight of the question's contrastive term")
+
+
+@register("surprisal", kind="compressor", config=SurprisalConfig)
+def _build_surprisal(cfg: SurprisalConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..backends.factory import shared_backend
+    from ..compressors.surprisal import SurprisalPruner
+
+    counter = shared_backend(cfg.count_with, ctx.resources) if cfg.count_with else None
+    return SurprisalPruner(
+        shared_backend(cfg.backend, ctx.resources),
+        cfg.budget(),
+        mode=cfg.mode,
+        question_weight=cfg.question_weight,
+        count_backend=counter,
+    )
+
+
+class LLMCompressConfig(BudgetFields):
+    """Settings shared by the LLM filter and extractor."""
+
+    backend: BackendConfig = Field(..., description="the judging language model")
+    count_with: BackendConfig | None = Field(None, description="the generator's backend, if another model")
+    template: str | None = Field(None, description="built-in template name or a YAML file")
+
+    def counter(self, ctx: BuildContext) -> Any:
+        """The token counter: the generator's backend if named, else the judge's."""
+        from ..backends.factory import shared_backend
+
+        return shared_backend(self.count_with, ctx.resources).count_tokens if self.count_with else None
+
+
+class LLMFilterConfig(LLMCompressConfig):
+    """Keep passages the LLM says help answer the question (P(yes) >= threshold)."""
+
+    threshold: float = Field(0.5, ge=0, le=1)
+    keep_at_least: int = Field(1, ge=0, description="always keep this many best-judged passages")
+    max_passage_tokens: int | None = Field(256, ge=1)
+
+
+@register("llm_filter", kind="compressor", config=LLMFilterConfig)
+def _build_llm_filter(cfg: LLMFilterConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..backends.factory import shared_backend
+    from ..compressors.llm import LLMFilter
+
+    return LLMFilter(
+        shared_backend(cfg.backend, ctx.resources),
+        cfg.template or "context-filter",
+        threshold=cfg.threshold,
+        keep_at_least=cfg.keep_at_least,
+        count_tokens=cfg.counter(ctx),
+        budget=cfg.budget(),
+        max_passage_tokens=cfg.max_passage_tokens,
+        template_dir=ctx.base_dir,
+    )
+
+
+class LLMExtractConfig(LLMCompressConfig):
+    """Keep the sentences of each passage that the LLM picks (by number)."""
+
+    max_output_tokens: int = Field(32, ge=1)
+    max_passage_tokens: int | None = Field(None, ge=1, description="cut the numbered sentences to this many tokens")
+
+
+@register("llm_extract", kind="compressor", config=LLMExtractConfig)
+def _build_llm_extract(cfg: LLMExtractConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..backends.factory import shared_backend
+    from ..compressors.llm import LLMExtractor
+
+    return LLMExtractor(
+        shared_backend(cfg.backend, ctx.resources),
+        cfg.template or "context-extract",
+        count_tokens=cfg.counter(ctx),
+        budget=cfg.budget(),
+        max_passage_tokens=cfg.max_passage_tokens,
+        max_output_tokens=cfg.max_output_tokens,
+        template_dir=ctx.base_dir,
+    )
 
 
 class ReorderConfig(StageConfig):
@@ -362,3 +496,28 @@ def _build_reorder(cfg: ReorderConfig, ctx: BuildContext, inputs: list[Transform
     from ..compressors.select import Reorder
 
     return Reorder(cfg.policy)
+
+
+class GenerateConfig(StageConfig):
+    """Generate an answer from the ranking's passages with numbered citations [n]."""
+
+    backend: BackendConfig
+    template: str = Field("answer-cited", description="built-in template name or a YAML file")
+    max_tokens: int = Field(128, ge=1, description="longest answer, in tokens")
+    temperature: float = Field(0.0, ge=0)
+    seed: int | None = 0
+
+
+@register("generate", kind="generator", config=GenerateConfig)
+def _build_generate(cfg: GenerateConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    from ..backends.factory import shared_backend
+    from ..generators.answer import AnswerGenerator
+
+    return AnswerGenerator(
+        shared_backend(cfg.backend, ctx.resources),
+        cfg.template,
+        max_tokens=cfg.max_tokens,
+        temperature=cfg.temperature,
+        seed=cfg.seed,
+        template_dir=ctx.base_dir,
+    )

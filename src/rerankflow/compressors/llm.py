@@ -1,0 +1,205 @@
+"""LLM-judged context compression: a relevance filter and a sentence extractor.
+
+* :class:`LLMFilter` asks, per passage, whether it helps answer the question and keeps it
+  when ``P(yes) / (P(yes) + P(no))`` (label log-probabilities, no generation) reaches
+  ``threshold``. The ``keep_at_least`` best-judged passages are kept whatever their score,
+  so the generator is never left with an empty context by a timid judge.
+* :class:`LLMExtractor` shows each passage as numbered sentences and asks for the numbers
+  of the helpful ones; only sentences of the source are ever kept (the model's words never
+  enter the context). Repair is deterministic and counted in ``problems``: numbers out of
+  range are ignored; an answer with no number at all keeps the passage whole; ``[0]``,
+  "none", or only out-of-range numbers drop the passage.
+
+Both then fit the optional budget in rank order, and record usage per query.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter as Tally
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from ..accounting import UsageByQuery
+from ..backends.base import GenerationParams, LLMBackend
+from ..errors import ConfigError
+from ..prompts.template import PromptTemplate, load_template
+from ..types import Candidate, Document, Ranking, document_text, one_line
+from .base import Budget, Compressor, Counter
+from .sentences import split_sentences
+
+_NUMBER = re.compile(r"\[(\d+)\]")
+
+
+def _template(template: PromptTemplate | str, template_dir: Path | None, labels: bool) -> PromptTemplate:
+    t = template if isinstance(template, PromptTemplate) else load_template(template, template_dir)
+    if set(t.placeholders) != {"query", "passage"}:
+        raise ConfigError(f"template {t.name!r} must have the placeholders query and passage")
+    if labels and len(t.labels or []) != 2:
+        raise ConfigError(f"template {t.name!r} must have two labels (yes, no)")
+    return t
+
+
+class _LLMCompressor(Compressor):
+    """Shared parts: backend, template, passage cut, usage and repair counts."""
+
+    def __init__(
+        self,
+        backend: LLMBackend,
+        template: PromptTemplate,
+        *,
+        count_tokens: Counter | None,
+        budget: Budget | None,
+        max_passage_tokens: int | None,
+    ) -> None:
+        super().__init__(count_tokens or backend.count_tokens, budget)
+        self.backend = backend
+        self.template = template
+        self.max_passage_tokens = max_passage_tokens
+        self.usage = UsageByQuery()
+        self.problems: Tally[str] = Tally()
+
+    def load(self) -> None:
+        """Start the backend."""
+        self.backend.ensure_loaded()
+
+    def _cut(self, text: str) -> str:
+        return text if self.max_passage_tokens is None else self.backend.truncate(text, self.max_passage_tokens)
+
+
+class LLMFilter(_LLMCompressor):
+    """Keep passages the LLM judges helpful (see the module docstring)."""
+
+    stage_name = "llm_filter"
+
+    def __init__(
+        self,
+        backend: LLMBackend,
+        template: PromptTemplate | str = "context-filter",
+        *,
+        threshold: float = 0.5,
+        keep_at_least: int = 1,
+        count_tokens: Counter | None = None,
+        budget: Budget | None = None,
+        max_passage_tokens: int | None = 256,
+        template_dir: Path | None = None,
+    ) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"threshold is a probability in [0, 1], got {threshold}")
+        if keep_at_least < 0:
+            raise ConfigError(f"keep_at_least must be >= 0, got {keep_at_least}")
+        super().__init__(
+            backend,
+            _template(template, template_dir, labels=True),
+            count_tokens=count_tokens,
+            budget=budget,
+            max_passage_tokens=max_passage_tokens,
+        )
+        self.threshold = threshold
+        self.keep_at_least = keep_at_least
+        self.p_yes: dict[tuple[str, str], float] = {}
+        """P(yes) of every judged (query id, document id)."""
+
+    def __repr__(self) -> str:
+        return f"LLMFilter({self.backend!r}, threshold={self.threshold}, {self.budget})"
+
+    def compress(self, batch: Sequence[Ranking]) -> list[list[Candidate]]:
+        """Judge every passage, keep the helpful ones (rank order kept), fit the budget."""
+        pairs = [(r, c) for r in batch for c in r.candidates]
+        prompts = [
+            self.template.render(query=r.query.text, passage=self._cut(one_line(document_text(c.doc))))
+            for r, c in pairs
+        ]
+        labels = self.template.labels or []
+        results = self.backend.label_logprobs(prompts, labels) if prompts else []
+        for (r, c), res in zip(pairs, results, strict=True):
+            self.p_yes[(r.query.qid, c.docid)] = math.exp(res.normalized()[labels[0]])
+            self.usage.add(r.query.qid, [res.stats])
+        out = []
+        for r in batch:
+            qid = r.query.qid
+            p = [self.p_yes[(qid, c.docid)] for c in r.candidates]
+            best = set(sorted(range(len(p)), key=lambda i: (-p[i], i))[: self.keep_at_least])
+            kept = [c for i, c in enumerate(r.candidates) if p[i] >= self.threshold or i in best]
+            self.drop(qid, "judged not helpful", len(r.candidates) - len(kept))
+            out.append(self.fit(qid, kept, self.budget.limit(self.context_tokens(r.candidates))))
+        return out
+
+
+class LLMExtractor(_LLMCompressor):
+    """Keep the sentences the LLM picks (see the module docstring)."""
+
+    stage_name = "llm_extract"
+
+    def __init__(
+        self,
+        backend: LLMBackend,
+        template: PromptTemplate | str = "context-extract",
+        *,
+        count_tokens: Counter | None = None,
+        budget: Budget | None = None,
+        max_passage_tokens: int | None = None,
+        max_output_tokens: int = 32,
+        template_dir: Path | None = None,
+    ) -> None:
+        super().__init__(
+            backend,
+            _template(template, template_dir, labels=False),
+            count_tokens=count_tokens,
+            budget=budget,
+            max_passage_tokens=max_passage_tokens,
+        )
+        self.max_output_tokens = max_output_tokens
+
+    def __repr__(self) -> str:
+        return f"LLMExtractor({self.backend!r}, {self.budget})"
+
+    def _numbered(self, text: str, spans: list[tuple[int, int]]) -> str:
+        return self._cut("\n".join(f"[{i}] {one_line(text[a:b])}" for i, (a, b) in enumerate(spans, 1)))
+
+    def _pick(self, reply: str, n: int) -> list[int] | None:
+        """0-based sentence indices chosen, ``None`` when the reply names no number at all."""
+        numbers = [int(m) for m in _NUMBER.findall(reply)] or [int(m) for m in re.findall(r"\b\d+\b", reply)]
+        if not numbers:
+            if re.search(r"(?i)\bnone\b", reply):
+                return []
+            self.problems["no sentence numbers (passage kept whole)"] += 1
+            return None
+        bad = [x for x in numbers if not 0 <= x <= n]
+        if bad:
+            self.problems["sentence numbers out of range"] += len(bad)
+        return sorted({x - 1 for x in numbers if 1 <= x <= n})
+
+    def compress(self, batch: Sequence[Ranking]) -> list[list[Candidate]]:
+        """Ask for the helpful sentences of every passage, rebuild, fit the budget."""
+        jobs = [(r, c, split_sentences(c.doc.text)) for r in batch for c in r.candidates]
+        prompts = [self.template.render(query=r.query.text, passage=self._numbered(c.doc.text, s)) for r, c, s in jobs]
+        params = GenerationParams(max_tokens=self.max_output_tokens)
+        replies = self.backend.generate(prompts, params) if prompts else []
+        kept_by_query: dict[str, list[Candidate]] = {r.query.qid: [] for r in batch}
+        for (r, c, spans), reply in zip(jobs, replies, strict=True):
+            self.usage.add(r.query.qid, [reply.stats])
+            picked = self._pick(reply.text, len(spans))
+            if picked is None:
+                kept_by_query[r.query.qid].append(c)
+            elif not picked:
+                self.drop(r.query.qid, "no sentence picked")
+            else:
+                parts = [spans[i] for i in picked]
+                text = " ".join(c.doc.text[a:b] for a, b in parts)
+                meta = {
+                    **c.doc.meta,
+                    "compressed": {
+                        "spans": parts,
+                        "units_kept": len(parts),
+                        "units": len(spans),
+                        "source_chars": len(c.doc.text),
+                    },
+                }
+                kept_by_query[r.query.qid].append(replace(c, doc=Document(c.doc.docid, text, c.doc.title, meta)))
+        return [
+            self.fit(r.query.qid, kept_by_query[r.query.qid], self.budget.limit(self.context_tokens(r.candidates)))
+            for r in batch
+        ]

@@ -1,0 +1,1 @@
+"""Answer generation from a ranking's passages."""

@@ -1,0 +1,160 @@
+"""Answer generation with numbered citations.
+
+The generator is the last stage of a RAG pipeline. It shows the ranking's passages, in the
+order they arrive (put a ``reorder`` stage before it to choose that order), numbered from 1:
+``[n] Title: text``. The prompt goes through the model's own chat template (the backend
+applies it). Markers ``[n]``, ``[n, m]`` and ``[Passage n]`` in the answer become
+:class:`~rerankflow.types.Citation` objects that map ``n`` back to the document id;
+numbers that were not in the context are kept with ``docid=None`` and counted in
+``problems``. The result travels with the ranking (``Ranking.answer``): answer text,
+citations, the passages actually sent, the user message, token counts and latency.
+
+``astream``/``stream`` give the same answer piece by piece as the backend produces it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter as Tally
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..accounting import UsageByQuery
+from ..backends.base import Completion, GenerationParams, LLMBackend, Prompt, run_sync
+from ..errors import BackendError, ConfigError
+from ..prompts.template import PromptTemplate, load_template
+from ..stage import Transformer
+from ..types import Answer, Citation, Document, Ranking, one_line
+
+_MARKER = re.compile(r"\[\s*(?:passage\s*)?(\d+(?:\s*[,;]\s*(?:passage\s*)?\d+)*)\s*\]", re.IGNORECASE)
+
+
+def parse_citations(text: str, context: Sequence[Document]) -> tuple[Citation, ...]:
+    """Citation markers of ``text`` in order of first use; ``[n]`` is ``context[n - 1]``."""
+    seen: dict[int, Citation] = {}
+    for m in _MARKER.finditer(text):
+        for num in re.findall(r"\d+", m.group(1)):
+            n = int(num)
+            if n not in seen:
+                seen[n] = Citation(n, context[n - 1].docid if 1 <= n <= len(context) else None)
+    return tuple(seen.values())
+
+
+def passage_line(n: int, doc: Document) -> str:
+    """How passage ``[n]`` appears in the prompt: number, title, text, on one line."""
+    body = one_line(doc.text)
+    return f"[{n}] {one_line(doc.title)}: {body}" if doc.title else f"[{n}] {body}"
+
+
+@dataclass(frozen=True)
+class AnswerChunk:
+    """A streamed piece of an answer; the last chunk has empty text and the whole ``answer``."""
+
+    text: str
+    answer: Answer | None = None
+
+
+class AnswerGenerator(Transformer):
+    """Generate a cited answer for every ranking (see the module docstring)."""
+
+    def __init__(
+        self,
+        backend: LLMBackend,
+        template: PromptTemplate | str = "answer-cited",
+        *,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        seed: int | None = 0,
+        template_dir: Path | None = None,
+    ) -> None:
+        t = template if isinstance(template, PromptTemplate) else load_template(template, template_dir)
+        if set(t.placeholders) != {"query", "passages"}:
+            raise ConfigError(f"template {t.name!r} must have the placeholders query and passages")
+        if max_tokens < 1:
+            raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
+        self.backend = backend
+        self.template = t
+        self.params = GenerationParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        self.usage = UsageByQuery()
+        self.problems: Tally[str] = Tally()
+
+    @property
+    def name(self) -> str:
+        """Provenance name."""
+        return "generate"
+
+    def __repr__(self) -> str:
+        return f"AnswerGenerator({self.backend!r}, template={self.template.name!r})"
+
+    def load(self) -> None:
+        """Start the backend."""
+        self.backend.ensure_loaded()
+
+    def prompt(self, ranking: Ranking) -> tuple[Prompt, str, tuple[Document, ...]]:
+        """The prompt for a ranking, its user message, and the passages in it (in order)."""
+        context = tuple(c.doc for c in ranking.candidates)
+        block = "\n".join(passage_line(n, d) for n, d in enumerate(context, 1))
+        prompt = self.template.render(query=ranking.query.text, passages=block)
+        return prompt, prompt.messages[-1].content, context
+
+    def _answer(self, ranking: Ranking, completion: Completion, user: str, context: tuple[Document, ...]) -> Answer:
+        text = completion.text.strip()
+        citations = parse_citations(text, context)
+        bad = sum(c.docid is None for c in citations)
+        if bad:
+            self.problems["citations out of range"] += bad
+        self.usage.add(ranking.query.qid, [completion.stats])
+        block_tokens = sum(self.backend.count_tokens(passage_line(n, d)) for n, d in enumerate(context, 1))
+        s = completion.stats
+        return Answer(
+            text,
+            citations,
+            context,
+            user,
+            s.prompt_tokens,
+            block_tokens,
+            s.output_tokens,
+            s.latency_s,
+            completion.finish_reason,
+        )
+
+    def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
+        """Answer every ranking (all prompts go to the backend together)."""
+        parts = [self.prompt(r) for r in batch]
+        completions = self.backend.generate([p for p, _, _ in parts], self.params) if parts else []
+        return [
+            r.with_answer(self._answer(r, c, user, ctx))
+            for r, c, (_, user, ctx) in zip(batch, completions, parts, strict=True)
+        ]
+
+    async def astream(self, ranking: Ranking) -> AsyncIterator[AnswerChunk]:
+        """Answer one ranking, yielding text pieces as they are generated, then the answer."""
+        self.ensure_loaded()
+        prompt, user, context = self.prompt(ranking)
+        start = time.perf_counter()
+        async for chunk in self.backend.astream(prompt, self.params):
+            if chunk.completion is None:
+                yield AnswerChunk(chunk.text)
+            else:
+                answer = self._answer(ranking, chunk.completion, user, context)
+                if not answer.latency_s:
+                    answer = replace(answer, latency_s=time.perf_counter() - start)
+                yield AnswerChunk("", answer)
+
+    def stream(self, ranking: Ranking, on_text: Callable[[str], None]) -> Ranking:
+        """Sync streaming: call ``on_text`` with every piece; return the ranking with its answer."""
+
+        async def consume() -> Answer:
+            final: Answer | None = None
+            async for chunk in self.astream(ranking):
+                if chunk.answer is not None:
+                    final = chunk.answer
+                elif chunk.text:
+                    on_text(chunk.text)
+            if final is None:  # every backend ends a stream with its completion
+                raise BackendError(f"{self.backend!r} ended a stream without a completion")
+            return final
+
+        return ranking.with_answer(run_sync(consume()))
