@@ -12,9 +12,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, RerankflowError
 from ..progress import set_quiet
+
+if TYPE_CHECKING:
+    from ..eval.experiment import SystemResult
 
 log = logging.getLogger("rerankflow")
 
@@ -31,8 +35,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"  {name}: {pipeline!r}")
     print()
     print(result.result.table())
+    _print_answers(result.result.systems, args.answers)
     print(f"\noutputs in {result.output_dir}")
     return 0
+
+
+def _print_answers(systems: Sequence[SystemResult], n: int) -> None:
+    """The first ``n`` generated answers of every pipeline that generates, with citations."""
+    for s in systems:
+        shown = 0
+        for r in s.rankings:
+            a = r.answer
+            if a is None or shown >= n:
+                continue
+            shown += 1
+            print(f"\n{s.name} answers {r.query.qid} {r.query.text!r}:")
+            print(f"  {a.text}")
+            for c in a.citations:
+                print(f"  [{c.number}] -> {c.docid if c.docid is not None else 'not in the context'}")
+            print(f"  ({len(a.context)} passages, {a.context_tokens} context tokens, {a.output_tokens} answer tokens)")
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -110,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a YAML job")
     p.add_argument("job")
     p.add_argument("--output", "-o", help="output folder (overrides output.dir)")
+    p.add_argument("--answers", type=int, default=1, metavar="N", help="print the first N answers of each RAG pipeline")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a YAML job without running it")

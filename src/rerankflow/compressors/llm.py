@@ -42,6 +42,10 @@ def _template(template: PromptTemplate | str, template_dir: Path | None, labels:
     return t
 
 
+def _pair_key(ranking: Ranking, candidate: Candidate) -> tuple[str, str, str]:
+    return (ranking.query.text, candidate.docid, candidate.doc.text)
+
+
 class _LLMCompressor(Compressor):
     """Shared parts: backend, template, passage cut, usage and repair counts."""
 
@@ -99,28 +103,29 @@ class LLMFilter(_LLMCompressor):
         )
         self.threshold = threshold
         self.keep_at_least = keep_at_least
-        self.p_yes: dict[tuple[str, str], float] = {}
-        """P(yes) of every judged (query id, document id)."""
+        self.p_yes: dict[tuple[str, str, str], float] = {}
+        """P(yes) of every judged (query text, document id, text): each pair is judged once
+        per stage, so a budget sweep on the same stage costs no further calls."""
 
     def __repr__(self) -> str:
         return f"LLMFilter({self.backend!r}, threshold={self.threshold}, {self.budget})"
 
     def compress(self, batch: Sequence[Ranking]) -> list[list[Candidate]]:
         """Judge every passage, keep the helpful ones (rank order kept), fit the budget."""
-        pairs = [(r, c) for r in batch for c in r.candidates]
+        todo = {_pair_key(r, c): (r, c) for r in batch for c in r.candidates if _pair_key(r, c) not in self.p_yes}
         prompts = [
             self.template.render(query=r.query.text, passage=self._cut(one_line(document_text(c.doc))))
-            for r, c in pairs
+            for r, c in todo.values()
         ]
         labels = self.template.labels or []
         results = self.backend.label_logprobs(prompts, labels) if prompts else []
-        for (r, c), res in zip(pairs, results, strict=True):
-            self.p_yes[(r.query.qid, c.docid)] = math.exp(res.normalized()[labels[0]])
+        for (key, (r, _)), res in zip(todo.items(), results, strict=True):
+            self.p_yes[key] = math.exp(res.normalized()[labels[0]])
             self.usage.add(r.query.qid, [res.stats])
         out = []
         for r in batch:
             qid = r.query.qid
-            p = [self.p_yes[(qid, c.docid)] for c in r.candidates]
+            p = [self.p_yes[_pair_key(r, c)] for c in r.candidates]
             best = set(sorted(range(len(p)), key=lambda i: (-p[i], i))[: self.keep_at_least])
             kept = [c for i, c in enumerate(r.candidates) if p[i] >= self.threshold or i in best]
             self.drop(qid, "judged not helpful", len(r.candidates) - len(kept))
@@ -152,6 +157,8 @@ class LLMExtractor(_LLMCompressor):
             max_passage_tokens=max_passage_tokens,
         )
         self.max_output_tokens = max_output_tokens
+        self.replies: dict[tuple[str, str, str], str] = {}
+        """The model's reply per (query text, document id, text), asked once per stage."""
 
     def __repr__(self) -> str:
         return f"LLMExtractor({self.backend!r}, {self.budget})"
@@ -175,13 +182,18 @@ class LLMExtractor(_LLMCompressor):
     def compress(self, batch: Sequence[Ranking]) -> list[list[Candidate]]:
         """Ask for the helpful sentences of every passage, rebuild, fit the budget."""
         jobs = [(r, c, split_sentences(c.doc.text)) for r in batch for c in r.candidates]
-        prompts = [self.template.render(query=r.query.text, passage=self._numbered(c.doc.text, s)) for r, c, s in jobs]
+        todo = {_pair_key(r, c): (r, c, s) for r, c, s in jobs if _pair_key(r, c) not in self.replies}
+        prompts = [
+            self.template.render(query=r.query.text, passage=self._numbered(c.doc.text, s)) for r, c, s in todo.values()
+        ]
         params = GenerationParams(max_tokens=self.max_output_tokens)
-        replies = self.backend.generate(prompts, params) if prompts else []
+        completions = self.backend.generate(prompts, params) if prompts else []
+        for (key, (r, _, _)), completion in zip(todo.items(), completions, strict=True):
+            self.replies[key] = completion.text
+            self.usage.add(r.query.qid, [completion.stats])
         kept_by_query: dict[str, list[Candidate]] = {r.query.qid: [] for r in batch}
-        for (r, c, spans), reply in zip(jobs, replies, strict=True):
-            self.usage.add(r.query.qid, [reply.stats])
-            picked = self._pick(reply.text, len(spans))
+        for r, c, spans in jobs:
+            picked = self._pick(self.replies[_pair_key(r, c)], len(spans))
             if picked is None:
                 kept_by_query[r.query.qid].append(c)
             elif not picked:

@@ -76,6 +76,9 @@ class SurprisalPruner(UnitCompressor):
         self.mode: SurprisalMode = mode
         self.question_weight = question_weight
         self.usage = UsageByQuery()
+        self._memo: dict[tuple[str, str, str], list[tuple[int, int, float, int]]] = {}
+        """Scored words per (question or "", docid, text): a passage is scored once per stage,
+        so changing ``budget`` and running again (a budget sweep) costs no model calls."""
 
     def __repr__(self) -> str:
         return f"SurprisalPruner({self.backend!r}, mode={self.mode!r}, {self.budget})"
@@ -88,16 +91,37 @@ class SurprisalPruner(UnitCompressor):
     def _prefix(doc: Document) -> str:
         return f"{doc.title}\n" if doc.title else "\n"
 
+    def _key(self, query: str, doc: Document) -> tuple[str, str, str]:
+        return (query if self.mode == "question" else "", doc.docid, doc.text)
+
     def score_units(self, batch: Sequence[Ranking]) -> list[list[Unit]]:
         """Words of every passage with their (question-aware) self-information."""
-        jobs = [(qi, p, c.doc) for qi, r in enumerate(batch) for p, c in enumerate(r.candidates) if c.doc.text.strip()]
-        prompts = [Prompt.raw(self._prefix(doc)) for _, _, doc in jobs]
+        todo = {
+            self._key(r.query.text, c.doc): (qi, c.doc)
+            for qi, r in enumerate(batch)
+            for c in r.candidates
+            if c.doc.text.strip() and self._key(r.query.text, c.doc) not in self._memo
+        }
+        self._score(batch, list(todo.values()))
+        out: list[list[Unit]] = []
+        for r in batch:
+            units = []
+            for p, c in enumerate(r.candidates):
+                if c.doc.text.strip():
+                    units += [Unit(p, a, b, score, n) for a, b, score, n in self._memo[self._key(r.query.text, c.doc)]]
+            out.append(units)
+        return out
+
+    def _score(self, batch: Sequence[Ranking], jobs: list[tuple[int, Document]]) -> None:
+        """Score the passages of ``jobs`` (query index, document) into the memo."""
+        if not jobs:
+            return
+        prompts = [Prompt.raw(self._prefix(doc)) for _, doc in jobs]
         if self.mode == "question":
-            prompts += [Prompt.raw(f"Question: {batch[qi].query.text}\n{self._prefix(doc)}") for qi, _, doc in jobs]
-        texts = [doc.text for _, _, doc in jobs]
+            prompts += [Prompt.raw(f"Question: {batch[qi].query.text}\n{self._prefix(doc)}") for qi, doc in jobs]
+        texts = [doc.text for _, doc in jobs]
         scored = self.backend.continuation_logprobs(prompts, texts * (2 if self.mode == "question" else 1))
-        out: list[list[Unit]] = [[] for _ in batch]
-        for j, (qi, p, doc) in enumerate(jobs):
+        for j, (qi, doc) in enumerate(jobs):
             plain = scored[j].token_logprobs
             stats = [scored[j].stats]
             offsets = self.backend.token_offsets(doc.text)
@@ -113,7 +137,7 @@ class SurprisalPruner(UnitCompressor):
                 stats.append(cond.stats)
                 gain = [self.question_weight * (q - u) for q, u in zip(cond.token_logprobs, plain, strict=True)]
             self.usage.add(batch[qi].query.qid, stats)
-            for a, b, first, last in word_units(doc.text, offsets):
-                info = sum(-plain[t] + gain[t] for t in range(first, last))
-                out[qi].append(Unit(p, a, b, info, last - first))
-        return out
+            self._memo[self._key(batch[qi].query.text, doc)] = [
+                (a, b, sum(-plain[t] + gain[t] for t in range(first, last)), last - first)
+                for a, b, first, last in word_units(doc.text, offsets)
+            ]

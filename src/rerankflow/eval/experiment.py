@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..accounting import ReportsUsage
+from ..compressors.base import Compressor
 from ..errors import ConfigError
 from ..io.files import atomic_write
 from ..io.trec import Qrels, rankings_to_run
@@ -26,6 +27,7 @@ from ..progress import progress
 from ..stage import Transformer
 from ..types import Ranking
 from .measures import mean_scores, parse_measures, per_query
+from .rag import RAG_MEASURES, ContextFlow, rag_per_query
 
 
 @dataclass
@@ -76,6 +78,8 @@ class ExperimentResult:
     measures: list[str]
     systems: list[SystemResult]
     baseline: str | None
+    answers: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Gold answers by query id (RAG datasets)."""
 
     def table(self) -> str:
         """A plain-text table for the terminal."""
@@ -89,7 +93,7 @@ class ExperimentResult:
             header += ["LLM calls/q", "tokens/q", "LLM s/q"]
         rows = [header]
         for s in self.systems:
-            row = [s.name, *(f"{s.means[m]:.4f}" for m in self.measures)]
+            row = [s.name, *(_fmt(m, s.means.get(m)) for m in self.measures)]
             if self.baseline and self.measures:
                 t = s.tests.get(self.measures[0])
                 row += (
@@ -119,6 +123,11 @@ class ExperimentResult:
         if self.baseline:
             lines.append(
                 f"baseline: {self.baseline}; p(t) paired t-test, p(W) Wilcoxon signed-rank, +/- queries improved/degraded"
+            )
+        if any(m in RAG_MEASURES for m in self.measures):
+            lines.append(
+                "RAG: EM best-subspan exact match, F1 token F1, InContext gold answer in the final context, "
+                "Ratio context tokens out/in over the compressors, CtxTokens tokens of passages sent, Saved tokens removed"
             )
         for s in self.systems:
             for stage, u in s.usage.items():
@@ -171,7 +180,7 @@ class ExperimentResult:
                     if self.baseline
                     else []
                 )
-                w.writerow([s.name, *(s.means[m] for m in self.measures), *tests, round(s.ms_per_query, 3)])
+                w.writerow([s.name, *(s.means.get(m, "") for m in self.measures), *tests, round(s.ms_per_query, 3)])
         with atomic_write(folder / "perquery.csv") as fh:
             w = csv.writer(fh)
             w.writerow(["system", "qid", "measure", "value"])
@@ -179,7 +188,16 @@ class ExperimentResult:
                 for m, vals in s.per_query.items():
                     for qid, v in vals.items():
                         w.writerow([s.name, qid, m, v])
-        return [folder / "results.json", folder / "results.csv", folder / "perquery.csv"]
+        files = [folder / "results.json", folder / "results.csv", folder / "perquery.csv"]
+        if any(r.answer is not None for s in self.systems for r in s.rankings):
+            files += write_answers(self.systems, self.answers, folder)
+        return files
+
+
+def _fmt(measure: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if measure in ("CtxTokens", "Saved") else f"{value:.4f}"
 
 
 def _p(value: float) -> str:
@@ -207,10 +225,47 @@ def paired_tests(system: Mapping[str, float], baseline: Mapping[str, float]) -> 
     }
 
 
-class Experiment:
-    """Evaluate ``systems`` on ``topics`` (rankings, possibly with input candidates) against ``qrels``.
+def write_answers(systems: Sequence[SystemResult], gold: Mapping[str, Sequence[str]], folder: Path) -> list[Path]:
+    """``answers.jsonl`` (one line per system and question: answer, citations, context, tokens,
+    per-question scores) and ``answers.csv`` (questions down, one answer column per system).
+    """
+    with_answers = [s for s in systems if any(r.answer is not None for r in s.rankings)]
+    with atomic_write(folder / "answers.jsonl") as fh:
+        for s in with_answers:
+            for r in s.rankings:
+                if r.answer is None:
+                    continue
+                a, qid = r.answer, r.query.qid
+                row = {
+                    "system": s.name,
+                    "qid": qid,
+                    "question": r.query.text,
+                    "gold": list(gold.get(qid, [])),
+                    "answer": a.text,
+                    "citations": [{"number": c.number, "docid": c.docid} for c in a.citations],
+                    "context": [d.docid for d in a.context],
+                    "context_tokens": a.context_tokens,
+                    "prompt_tokens": a.prompt_tokens,
+                    "output_tokens": a.output_tokens,
+                    "latency_s": a.latency_s,
+                    "scores": {m: v[qid] for m, v in s.per_query.items() if m in RAG_MEASURES and qid in v},
+                }
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with atomic_write(folder / "answers.csv") as fh:
+        w = csv.writer(fh)
+        w.writerow(["qid", "question", "gold", *(s.name for s in with_answers)])
+        texts = [{r.query.qid: r.answer.text for r in s.rankings if r.answer is not None} for s in with_answers]
+        for r in with_answers[0].rankings if with_answers else []:
+            qid = r.query.qid
+            w.writerow([qid, r.query.text, " | ".join(gold.get(qid, [])), *(t.get(qid, "") for t in texts)])
+    return [folder / "answers.jsonl", folder / "answers.csv"]
 
-    With no qrels the systems are only run and timed.
+
+class Experiment:
+    """Evaluate ``systems`` on ``topics`` (rankings, possibly with input candidates) against
+    ``qrels`` and, for RAG, gold ``answers`` (per query id).
+
+    With neither the systems are only run and timed.
     """
 
     def __init__(
@@ -222,6 +277,7 @@ class Experiment:
         *,
         baseline: str | None = None,
         batch_size: int = 64,
+        answers: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if not systems:
             raise ConfigError("an experiment needs at least one system")
@@ -238,7 +294,8 @@ class Experiment:
         # Without judgments the systems still run (timed, rankings kept) but nothing is scored.
         self.measures = parse_measures(list(measures)) if self.qrels else []
         self.measure_names = [str(m) for m in self.measures]
-        self.baseline = baseline if self.qrels else None
+        self.answers = dict(answers or {})
+        self.baseline = baseline if self.qrels or self.answers else None
         self.batch_size = batch_size
 
     def run_system(self, name: str, system: Transformer) -> tuple[list[Ranking], float]:
@@ -262,6 +319,8 @@ class Experiment:
             rankings, seconds = self.run_system(name, system)
             usage = stage_usage(system)
             pq = per_query(self.measures, self.qrels, rankings_to_run(rankings)) if self.measures else {}
+            if self.answers:
+                pq.update(rag_per_query(rankings, self.answers, context_flow(system)))
             results.append(
                 SystemResult(
                     name,
@@ -274,21 +333,42 @@ class Experiment:
                     usage=usage,
                 )
             )
+        names = self.measure_names + [m for m in RAG_MEASURES if any(m in r.per_query for r in results)]
         if self.baseline is not None:
             base = next(r for r in results if r.name == self.baseline)
             for r in results:
                 if r is not base:
-                    r.tests = {m: paired_tests(r.per_query[m], base.per_query[m]) for m in self.measure_names}
-        return ExperimentResult(self.measure_names, results, self.baseline)
+                    r.tests = {
+                        m: paired_tests(r.per_query[m], base.per_query[m])
+                        for m in names
+                        if m in r.per_query and m in base.per_query
+                    }
+        return ExperimentResult(names, results, self.baseline, self.answers)
+
+
+def leaf_stages(system: Transformer) -> list[Transformer]:
+    """Every stage inside ``system``, composites included, in execution order (pre-order)."""
+    out, stack = [], [system]
+    while stack:
+        stage = stack.pop(0)
+        stack[:0] = stage.children()
+        out.append(stage)
+    return out
+
+
+def context_flow(system: Transformer) -> dict[str, ContextFlow]:
+    """Per query: context tokens entering the first compressor and leaving the last one."""
+    compressors = [s for s in leaf_stages(system) if isinstance(s, Compressor)]
+    if not compressors:
+        return {}
+    first, last = compressors[0].compression, compressors[-1].compression
+    return {q: ContextFlow(first[q].tokens_in, last[q].tokens_out) for q in first if q in last}
 
 
 def stage_usage(system: Transformer) -> dict[str, dict[str, Any]]:
     """Usage of every LLM stage inside ``system`` (names made unique with ``#2``, ``#3``...)."""
     out: dict[str, dict[str, Any]] = {}
-    stack = [system]
-    while stack:
-        stage = stack.pop(0)
-        stack[:0] = stage.children()
+    for stage in leaf_stages(system):
         if isinstance(stage, ReportsUsage):
             name, n = stage.name, 2
             while name in out:

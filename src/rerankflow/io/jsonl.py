@@ -32,7 +32,7 @@ def read_documents(path: str | Path) -> list[Document]:
     for lineno, line in numbered_lines(path, what="corpus"):
         if not line.strip():
             continue
-        obj = _json_object(line, path, lineno)
+        obj = json_object(line, path, lineno)
         docid, text = _pick(obj, ID_KEYS), _pick(obj, TEXT_KEYS)
         if docid is None or text is None:
             raise DataError(
@@ -75,7 +75,7 @@ def read_queries_jsonl(path: str | Path) -> list[Query]:
     for lineno, line in numbered_lines(path, what="queries"):
         if not line.strip():
             continue
-        obj = _json_object(line, path, lineno)
+        obj = json_object(line, path, lineno)
         qid, text = _pick(obj, ("_id", "qid", "id")), obj.get("text", obj.get("query"))
         if qid is None or not isinstance(text, str):
             raise DataError("each line needs an id (_id/qid/id) and a text string", file=path, line=lineno)
@@ -127,7 +127,8 @@ def read_hits(path: str | Path) -> list[Ranking]:
     return rankings
 
 
-def _json_object(line: str, path: str | Path, lineno: int) -> dict[str, Any]:
+def json_object(line: str, path: str | Path, lineno: int) -> dict[str, Any]:
+    """The JSON object on line ``lineno`` of ``path`` (anything else is a DataError naming the line)."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:

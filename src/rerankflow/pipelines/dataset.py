@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..io.beir import read_beir
 from ..io.jsonl import read_documents, read_hits, read_queries_jsonl
+from ..io.questions import mix_distractors, own_contexts, read_questions
 from ..io.trec import Qrels, read_qrels, read_run, read_topics
 from ..paths import resolve_path
 from ..types import Candidate, Document, Query, Ranking
@@ -22,6 +23,8 @@ class Dataset:
     topics: list[Ranking]
     corpus: list[Document] | None = None
     qrels: Qrels | None = None
+    answers: dict[str, list[str]] | None = None
+    """Gold answers by query id (question files)."""
 
 
 def builtin_path(name: str, filename: str) -> Path:
@@ -47,6 +50,8 @@ def load_dataset(spec: DatasetSpec, base_dir: Path) -> Dataset:
     queries: list[Query] = []
     qrels: Qrels | None = None
     initial: dict[str, Ranking] = {}
+    if spec.questions:
+        return _question_dataset(spec, p(spec.questions))
     if spec.builtin == "demo":
         corpus, queries, qrels = demo_dataset()
     elif spec.beir:
@@ -107,3 +112,19 @@ def _initial_candidates(path: Path, corpus: list[Document] | None, queries: list
             )
         out[q.qid] = Ranking(q, tuple(Candidate(docs[d], s, "input") for d, s in scored))
     return out
+
+
+def _question_dataset(spec: DatasetSpec, path: Path) -> Dataset:
+    records = read_questions(path)
+    # distractors come from every question of the file; the limit then picks the first N
+    topics = (
+        mix_distractors(records, spec.distractors, spec.seed) if spec.distractors is not None else own_contexts(records)
+    )
+    if spec.limit is not None:
+        records, topics = records[: spec.limit], topics[: spec.limit]
+    pooled: dict[str, Document] = {}
+    for r in topics:
+        for c in r.candidates:
+            pooled.setdefault(c.docid, c.doc)
+    answers = {r.query.qid: list(r.answers) for r in records}
+    return Dataset(topics, list(pooled.values()) or None, None, answers)

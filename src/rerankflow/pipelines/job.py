@@ -116,6 +116,13 @@ class DatasetSpec(_Strict):
     corpus_from_run: bool = Field(
         False, description="use the passages of the run's hit lists as the corpus (a pooled corpus)"
     )
+    questions: str | None = Field(
+        None, description="QA JSONL(.gz): question, answers, optional ctxs (passages); NQ-open format"
+    )
+    distractors: int | None = Field(
+        None, ge=0, description="questions only: mix each question's first passage with N from other questions"
+    )
+    seed: int = Field(0, description="questions with distractors: shuffle seed")
     judged_only: bool = Field(True, description="keep only queries that have judgments")
     limit: int | None = Field(None, ge=1, description="use only the first N queries")
 
@@ -129,8 +136,12 @@ class DatasetSpec(_Strict):
             raise ValueError("a BEIR folder brings its own corpus, queries and qrels; remove those keys or 'beir'")
         if self.corpus_from_run and (not self.run or not self.run.endswith(".json") or self.corpus):
             raise ValueError("corpus_from_run needs 'run' to be a hits .json file (with passage text) and no 'corpus'")
-        if not (self.builtin or self.beir or self.topics or self.run):
-            raise ValueError("name the queries: set 'builtin', 'beir', 'topics' or 'run'")
+        if self.questions and any((self.builtin, self.beir, self.topics, self.run)):
+            raise ValueError("a questions file brings its own questions and passages; remove builtin/beir/topics/run")
+        if self.distractors is not None and not self.questions:
+            raise ValueError("distractors mixes the passages of a questions file; set 'questions' too")
+        if not (self.builtin or self.beir or self.topics or self.run or self.questions):
+            raise ValueError("name the queries: set 'builtin', 'beir', 'topics', 'run' or 'questions'")
         return self
 
 

@@ -54,6 +54,7 @@ def run_job(
         job.measures,
         baseline=job.baseline,
         batch_size=job.batch_size,
+        answers=dataset.answers,
     )
     result = experiment.run()
     files: list[Path] = []
@@ -62,7 +63,7 @@ def run_job(
             path = out / f"{s.name}.trec"
             write_run(s.rankings, path, tag=f"{job.name}.{s.name}")
             files.append(path)
-    if dataset.qrels is not None:
+    if dataset.qrels is not None or dataset.answers or any(r.answer for s in result.systems for r in s.rankings):
         files.extend(result.write(out))
     with atomic_write(out / "job.yaml") as fh:
         fh.write(dump_job(job))  # the job as run, every default written out
