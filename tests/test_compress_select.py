@@ -78,7 +78,9 @@ pipelines:
     job = load_job_text(text)
     assert load_job_text(dump_job(job)) == job
     _, pipelines = build_job(job, tmp_path)
-    assert "BudgetFilter(max_tokens=300, ratio=None" in repr(pipelines["ctx"]) and "Reorder('ends')" in repr(pipelines["ctx"])
+    assert "BudgetFilter(max_tokens=300, ratio=None" in repr(pipelines["ctx"]) and "Reorder('ends')" in repr(
+        pipelines["ctx"]
+    )
     from rerankflow.errors import ConfigError as CE
 
     with pytest.raises(CE, match="policy"):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..stage import Transformer
 from ..types import Candidate, Document, Ranking, document_text
 
@@ -139,8 +139,17 @@ class Compressor(Transformer):
         """The kept (possibly shortened) candidates of each ranking, in reading order."""
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
-        """Compress every ranking and record what was kept."""
+        """Compress every ranking and record what was kept. A passage whose text (or title)
+        is not a string is a DataError naming the query and document.
+        """
         for r in batch:
+            for c in r.candidates:
+                if not isinstance(c.doc.text, str) or not isinstance(c.doc.title, str | None):
+                    raise DataError(
+                        f"{self.name}: query {r.query.qid!r}, document {c.docid!r} has a "
+                        f"{type(c.doc.text).__name__} text and a {type(c.doc.title).__name__} title; "
+                        "compressors need passages as strings (text, optional title)"
+                    )
             self._drops[r.query.qid] = Tally()
         kept_lists = self.compress(batch)
         out = []
