@@ -14,5 +14,8 @@ def test_readme_python_blocks_run(capsys):
         exec(compile(block.replace('result.write("runs/mine")', "pass"), "README.md", "exec"), namespace)
     assert len(namespace["rankings"]) == 1 and len(namespace["rankings"][0]) == 10
     assert repr(namespace["pipeline"]).startswith("((BM25Retriever(")
+    answer = namespace["answered"].answer  # the RAG block ran a real generator
+    assert answer.text and set(answer.cited_docids) <= {d.docid for d in answer.context}
+    assert 0 < answer.context_tokens <= 120
     out = capsys.readouterr().out
     assert "hybrid" in out and "nDCG@10" in out
