@@ -258,6 +258,8 @@ class UnitCompressor(Compressor):
         while self.context_tokens(out) > limit and len(kept) > 1:
             kept.remove(min(kept, key=lambda i: (units[i].score, -i)))
             out = assemble(cands, units, kept)
+        if self.context_tokens(out) > limit:  # one unit and its title still too long together
+            return self._cut_best(ranking, units, limit)
         self.drop(ranking.query.qid, "budget", len(cands) - len(out))
         return out
 

@@ -19,15 +19,14 @@ import math
 import re
 from collections import Counter as Tally
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from ..accounting import UsageByQuery
 from ..backends.base import GenerationParams, LLMBackend
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, load_template
-from ..types import Candidate, Document, Ranking, document_text, one_line
-from .base import Budget, Compressor, Counter
+from ..types import Candidate, Ranking, document_text, one_line
+from .base import Budget, Compressor, Counter, Unit, assemble
 from .sentences import split_sentences
 
 _NUMBER = re.compile(r"\[(\d+)\]")
@@ -199,18 +198,8 @@ class LLMExtractor(_LLMCompressor):
             elif not picked:
                 self.drop(r.query.qid, "no sentence picked")
             else:
-                parts = [spans[i] for i in picked]
-                text = " ".join(c.doc.text[a:b] for a, b in parts)
-                meta = {
-                    **c.doc.meta,
-                    "compressed": {
-                        "spans": parts,
-                        "units_kept": len(parts),
-                        "units": len(spans),
-                        "source_chars": len(c.doc.text),
-                    },
-                }
-                kept_by_query[r.query.qid].append(replace(c, doc=Document(c.doc.docid, text, c.doc.title, meta)))
+                units = [Unit(0, a, b, 0.0, 0) for a, b in spans]
+                kept_by_query[r.query.qid] += assemble([c], units, picked)
         return [
             self.fit(r.query.qid, kept_by_query[r.query.qid], self.budget.limit(self.context_tokens(r.candidates)))
             for r in batch
