@@ -35,7 +35,7 @@ $(LLM): $(SMOL)
 install: $(LLM)
 
 demo: $(SMOL)
-	$(BIN)/rerankflow run examples/demo.yaml
+	$(BIN)/rerankflow run examples/demo.yaml --show d17
 
 lint: $(CORE)
 	$(BIN)/ruff check src tests bench

@@ -35,22 +35,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"  {name}: {pipeline!r}")
     print()
     print(result.result.table())
-    _print_answers(result.result.systems, args.answers)
+    _print_answers(result.result.systems, args.answers, args.show)
     print(f"\noutputs in {result.output_dir}")
     return 0
 
 
-def _print_answers(systems: Sequence[SystemResult], n: int) -> None:
-    """The first ``n`` generated answers of every pipeline that generates, with citations."""
+def _print_answers(systems: Sequence[SystemResult], n: int, qids: Sequence[str] | None) -> None:
+    """Generated answers with their citations: those of ``qids`` if given, else the first ``n``
+    of every pipeline that generates."""
     for s in systems:
         shown = 0
         for r in s.rankings:
             a = r.answer
-            if a is None or shown >= n:
+            if a is None or (r.query.qid not in qids if qids else shown >= n):
                 continue
             shown += 1
             print(f"\n{s.name} answers {r.query.qid} {r.query.text!r}:")
-            print(f"  {a.text}")
+            print("  " + a.text.replace("\n", "\n  "))
             for c in a.citations:
                 print(f"  [{c.number}] -> {c.docid if c.docid is not None else 'not in the context'}")
             print(f"  ({len(a.context)} passages, {a.context_tokens} context tokens, {a.output_tokens} answer tokens)")
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job")
     p.add_argument("--output", "-o", help="output folder (overrides output.dir)")
     p.add_argument("--answers", type=int, default=1, metavar="N", help="print the first N answers of each RAG pipeline")
+    p.add_argument("--show", nargs="+", metavar="QID", help="print the answers to these query ids instead")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a YAML job without running it")
