@@ -97,6 +97,7 @@ class Compressor(Transformer):
         self.budget = budget or Budget()
         self.compression: dict[str, QueryCompression] = {}
         self._drops: dict[str, Tally[str]] = {}
+        self._tokens_in: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -106,6 +107,10 @@ class Compressor(Transformer):
     def context_tokens(self, candidates: Sequence[Candidate]) -> int:
         """Tokens the generator would read for these passages."""
         return sum(self.count_tokens(document_text(c.doc)) for c in candidates)
+
+    def limit(self, ranking: Ranking) -> int | None:
+        """The token limit for this ranking's incoming context (counted once, in :meth:`transform`)."""
+        return self.budget.limit(self._tokens_in[ranking.query.qid])
 
     def drop(self, qid: str, reason: str, n: int = 1) -> None:
         """Record ``n`` passages of query ``qid`` left out for ``reason``."""
@@ -151,12 +156,13 @@ class Compressor(Transformer):
                         "compressors need passages as strings (text, optional title)"
                     )
             self._drops[r.query.qid] = Tally()
+            self._tokens_in[r.query.qid] = self.context_tokens(r.candidates)
         kept_lists = self.compress(batch)
         out = []
         for r, kept in zip(batch, kept_lists, strict=True):
             qid = r.query.qid
             self.compression[qid] = QueryCompression(
-                self.context_tokens(r.candidates),
+                self._tokens_in[qid],
                 self.context_tokens(kept),
                 len(r.candidates),
                 len(kept),
@@ -246,7 +252,7 @@ class UnitCompressor(Compressor):
 
     def _select(self, ranking: Ranking, units: list[Unit]) -> list[Candidate]:
         cands = ranking.candidates
-        limit = self.budget.limit(self.context_tokens(cands))
+        limit = self.limit(ranking)
         if not units or limit is None:
             self.drop(ranking.query.qid, "no text", len(cands))
             return []
@@ -255,10 +261,12 @@ class UnitCompressor(Compressor):
         if not kept:
             return self._cut_best(ranking, units, limit)
         out = assemble(cands, units, kept)
-        while self.context_tokens(out) > limit and len(kept) > 1:
+        used = self.context_tokens(out)
+        while used > limit and len(kept) > 1:
             kept.remove(min(kept, key=lambda i: (units[i].score, -i)))
             out = assemble(cands, units, kept)
-        if self.context_tokens(out) > limit:  # one unit and its title still too long together
+            used = self.context_tokens(out)
+        if used > limit:  # one unit and its title still too long together
             return self._cut_best(ranking, units, limit)
         self.drop(ranking.query.qid, "budget", len(cands) - len(out))
         return out

@@ -50,5 +50,5 @@ class NearDuplicateFilter(Compressor):
                 kept.append(i)
             self.drop(r.query.qid, "duplicate", n - len(kept))
             survivors = [r.candidates[i] for i in kept]
-            out.append(self.fit(r.query.qid, survivors, self.budget.limit(self.context_tokens(r.candidates))))
+            out.append(self.fit(r.query.qid, survivors, self.limit(r)))
         return out

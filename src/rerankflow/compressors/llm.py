@@ -24,7 +24,7 @@ from pathlib import Path
 from ..accounting import UsageByQuery
 from ..backends.base import GenerationParams, LLMBackend
 from ..errors import ConfigError
-from ..prompts.template import PromptTemplate, load_template
+from ..prompts.template import PromptTemplate, as_template
 from ..types import Candidate, Ranking, document_text, one_line
 from .base import Budget, Compressor, Counter, Unit, assemble
 from .sentences import split_sentences
@@ -33,7 +33,7 @@ _NUMBER = re.compile(r"\[(\d+)\]")
 
 
 def _template(template: PromptTemplate | str, template_dir: Path | None, labels: bool) -> PromptTemplate:
-    t = template if isinstance(template, PromptTemplate) else load_template(template, template_dir)
+    t = as_template(template, template_dir)
     if set(t.placeholders) != {"query", "passage"}:
         raise ConfigError(f"template {t.name!r} must have the placeholders query and passage")
     if labels and len(t.labels or []) != 2:
@@ -128,7 +128,7 @@ class LLMFilter(_LLMCompressor):
             best = set(sorted(range(len(p)), key=lambda i: (-p[i], i))[: self.keep_at_least])
             kept = [c for i, c in enumerate(r.candidates) if p[i] >= self.threshold or i in best]
             self.drop(qid, "judged not helpful", len(r.candidates) - len(kept))
-            out.append(self.fit(qid, kept, self.budget.limit(self.context_tokens(r.candidates))))
+            out.append(self.fit(qid, kept, self.limit(r)))
         return out
 
 
@@ -200,7 +200,4 @@ class LLMExtractor(_LLMCompressor):
             else:
                 units = [Unit(0, a, b, 0.0, 0) for a, b in spans]
                 kept_by_query[r.query.qid] += assemble([c], units, picked)
-        return [
-            self.fit(r.query.qid, kept_by_query[r.query.qid], self.budget.limit(self.context_tokens(r.candidates)))
-            for r in batch
-        ]
+        return [self.fit(r.query.qid, kept_by_query[r.query.qid], self.limit(r)) for r in batch]

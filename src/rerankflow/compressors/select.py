@@ -66,7 +66,7 @@ class BudgetFilter(Compressor):
                 above = [c for c in cands if c.score >= self.min_score]
                 self.drop(qid, "below min_score", len(cands) - len(above))
                 cands = above
-            out.append(self.fit(qid, cands, self.budget.limit(self.context_tokens(r.candidates)), self.overflow))
+            out.append(self.fit(qid, cands, self.limit(r), self.overflow))
         return out
 
 

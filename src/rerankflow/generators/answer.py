@@ -24,7 +24,7 @@ from pathlib import Path
 from ..accounting import UsageByQuery
 from ..backends.base import Completion, GenerationParams, LLMBackend, Prompt, run_sync
 from ..errors import BackendError, ConfigError
-from ..prompts.template import PromptTemplate, load_template
+from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer
 from ..types import Answer, Citation, Document, Ranking, one_line
 
@@ -69,7 +69,7 @@ class AnswerGenerator(Transformer):
         seed: int | None = 0,
         template_dir: Path | None = None,
     ) -> None:
-        t = template if isinstance(template, PromptTemplate) else load_template(template, template_dir)
+        t = as_template(template, template_dir)
         if set(t.placeholders) != {"query", "passages"}:
             raise ConfigError(f"template {t.name!r} must have the placeholders query and passages")
         if max_tokens < 1:

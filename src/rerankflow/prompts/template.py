@@ -139,6 +139,11 @@ def load_template(name_or_path: str | Path, base_dir: Path | None = None) -> Pro
         raise doc.locate(validation_to_config_error(exc, PromptTemplate)) from None
 
 
+def as_template(template: PromptTemplate | str | Path, base_dir: Path | None = None) -> PromptTemplate:
+    """``template`` itself if already loaded, else :func:`load_template` of the name or file."""
+    return template if isinstance(template, PromptTemplate) else load_template(template, base_dir)
+
+
 def template_dict(t: PromptTemplate) -> dict[str, Any]:
     """The template as plain data (for dumps and docs)."""
     return t.model_dump(exclude_none=True)

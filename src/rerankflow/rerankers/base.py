@@ -20,7 +20,7 @@ from typing import Literal
 from ..accounting import UsageByQuery
 from ..backends.base import LLMBackend
 from ..errors import ConfigError
-from ..prompts.template import PromptTemplate, load_template
+from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer
 from ..types import Candidate, Ranking, document_text, one_line, sort_candidates
 from .scheduler import Outcome, Plan, Scheduler
@@ -54,7 +54,7 @@ class PlannedReranker(Transformer):
             raise ConfigError(f"depth must be at least 1 (or None for all candidates), got {depth}")
         if max_passage_tokens is not None and max_passage_tokens < 1:
             raise ConfigError(f"max_passage_tokens must be at least 1 (or None for no cut), got {max_passage_tokens}")
-        self.template = template if isinstance(template, PromptTemplate) else load_template(template, template_dir)
+        self.template = as_template(template, template_dir)
         if set(self.template.placeholders) != self.required_placeholders:
             raise ConfigError(
                 f"template {self.template.name!r} has placeholders {sorted(self.template.placeholders)}; "

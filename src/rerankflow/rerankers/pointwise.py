@@ -20,7 +20,7 @@ from typing import Literal
 from ..accounting import UsageByQuery
 from ..backends.base import CallStats, LLMBackend
 from ..errors import ConfigError
-from ..prompts.template import PromptTemplate, load_template
+from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer
 from ..types import Document, Ranking, document_text, one_line, rescore
 
@@ -54,7 +54,7 @@ class PointwiseReranker(Transformer):
         if score not in ("margin", "p_yes"):
             raise ConfigError(f"score must be 'margin' or 'p_yes', got {score!r}")
         template = template or DEFAULT_TEMPLATES[mode]
-        self.template = template if isinstance(template, PromptTemplate) else load_template(template, template_dir)
+        self.template = as_template(template, template_dir)
         self.backend = backend
         self.mode: Mode = mode
         self.score_mode: ScoreMode = score
