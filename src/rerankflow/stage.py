@@ -178,6 +178,21 @@ class Sequential(Transformer):
         return f"({self.first!r} >> {self.second!r})"
 
 
+def chain(stages: Sequence[Transformer]) -> Transformer:
+    """``stages[0] >> stages[1] >> ...`` (one stage is returned as it is)."""
+    if not stages:
+        raise PipelineTypeError("a chain needs at least one stage")
+    out = stages[0]
+    for stage in stages[1:]:
+        out = Sequential(out, stage)
+    return out
+
+
+def chain_parts(pipeline: Transformer) -> list[Transformer]:
+    """The stages a ``>>`` chain runs one after another (a single stage is a chain of one)."""
+    return pipeline.stages() if isinstance(pipeline, Sequential) else [pipeline]
+
+
 class Cutoff(Transformer):
     """Keep the top ``k`` candidates of every ranking (``stage % k``)."""
 

@@ -57,6 +57,19 @@ def _print_answers(systems: Sequence[SystemResult], n: int, qids: Sequence[str] 
             print(f"  ({len(a.context)} passages, {a.context_tokens} context tokens, {a.output_tokens} answer tokens)")
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ..pipelines.job import load_job
+    from ..serve.runner import run_server, serve_spec
+
+    job = load_job(args.job)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if args.no_warm_up:
+        overrides["warm_up"] = False
+    spec = serve_spec(job.serve, overrides)
+    run_server(job, Path(args.job).resolve().parent, spec, args.pipeline)
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from ..pipelines.job import load_job
 
@@ -135,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--answers", type=int, default=1, metavar="N", help="print the first N answers of each RAG pipeline")
     p.add_argument("--show", nargs="+", metavar="QID", help="print the answers to these query ids instead")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("serve", help="serve a job's pipelines: OpenAI-compatible chat, rerank API")
+    p.add_argument("job")
+    p.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default: serve.port, 8000)")
+    p.add_argument("--pipeline", nargs="+", metavar="NAME", help="serve only these pipelines")
+    p.add_argument("--no-warm-up", action="store_true", help="load models on the first request, not at start-up")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("validate", help="check a YAML job without running it")
     p.add_argument("job")

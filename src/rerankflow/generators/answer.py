@@ -121,20 +121,26 @@ class AnswerGenerator(Transformer):
         )
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
-        """Answer every ranking (all prompts go to the backend together)."""
+        """Answer every ranking with the stage's generation settings."""
+        return self.answer(batch)
+
+    def answer(self, batch: Sequence[Ranking], params: GenerationParams | None = None) -> list[Ranking]:
+        """Answer every ranking (all prompts go to the backend together); ``params`` replaces
+        the stage's generation settings for this call (a server request's ``max_tokens``...)."""
+        self.ensure_loaded()
         parts = [self.prompt(r) for r in batch]
-        completions = self.backend.generate([p for p, _, _ in parts], self.params) if parts else []
+        completions = self.backend.generate([p for p, _, _ in parts], params or self.params) if parts else []
         return [
             r.with_answer(self._answer(r, c, user, ctx))
             for r, c, (_, user, ctx) in zip(batch, completions, parts, strict=True)
         ]
 
-    async def astream(self, ranking: Ranking) -> AsyncIterator[AnswerChunk]:
+    async def astream(self, ranking: Ranking, params: GenerationParams | None = None) -> AsyncIterator[AnswerChunk]:
         """Answer one ranking, yielding text pieces as they are generated, then the answer."""
         self.ensure_loaded()
         prompt, user, context = self.prompt(ranking)
         start = time.perf_counter()
-        async for chunk in self.backend.astream(prompt, self.params):
+        async for chunk in self.backend.astream(prompt, params or self.params):
             if chunk.completion is None:
                 yield AnswerChunk(chunk.text)
             else:

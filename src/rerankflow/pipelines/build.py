@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from .. import registry
 from ..errors import ConfigError, PipelineTypeError
 from ..registry import BuildContext
-from ..stage import Sequential, Transformer
+from ..stage import Transformer, chain
 from .job import Pipeline, StageSpec
 
 
@@ -28,8 +28,4 @@ def build_pipeline(
     specs: Sequence[StageSpec] | Pipeline, ctx: BuildContext, path: tuple[str | int, ...] = ()
 ) -> Transformer:
     """Build a list of stages into one ``a >> b >> ...`` pipeline."""
-    stages = [build_stage(s, ctx, (*path, i)) for i, s in enumerate(specs)]
-    pipeline = stages[0]
-    for stage in stages[1:]:
-        pipeline = Sequential(pipeline, stage)
-    return pipeline
+    return chain([build_stage(s, ctx, (*path, i)) for i, s in enumerate(specs)])

@@ -152,6 +152,24 @@ class OutputSpec(_Strict):
     run_files: bool = Field(True, description="write one TREC run file per pipeline")
 
 
+class ServeSpec(_Strict):
+    """How ``rerankflow serve`` exposes the job's pipelines (docs/serving.md)."""
+
+    host: str = Field("127.0.0.1", description="address to bind; loopback by default")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    pipelines: list[str] | None = Field(None, description="pipelines to serve (default: all)")
+    api_key_env: str = Field(
+        "RERANKFLOW_API_KEY",
+        description="environment variable holding the API key; when it is set, /v1 requests need 'Bearer <key>'",
+    )
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted (413 above)")
+    max_concurrent: int = Field(8, ge=1, description="requests in progress at once; more get 429")
+    timeout_s: float = Field(120.0, gt=0, description="per-request time limit (504 after it)")
+    max_documents: int = Field(1000, ge=1, description="most documents one /v1/rerank request may send")
+    max_tokens: int = Field(1024, ge=1, description="largest max_tokens a chat request may ask for")
+    warm_up: bool = Field(True, description="load every model at start-up (readiness waits for it)")
+
+
 _PIPELINES_SCHEMA = WithJsonSchema({"type": "object", "description": "named pipelines; see the stage schemas"})
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -171,6 +189,7 @@ class Job(_Strict):
     baseline: str | None = Field(None, description="pipeline that significance tests compare against")
     batch_size: int = Field(64, ge=1, description="queries per batch through each pipeline")
     output: OutputSpec = Field(default_factory=lambda: OutputSpec())
+    serve: ServeSpec = Field(default_factory=lambda: ServeSpec(), description="settings of `rerankflow serve`")
 
     @field_validator("name")
     @classmethod
@@ -212,6 +231,13 @@ class Job(_Strict):
             raise ConfigError(
                 f"baseline {self.baseline!r} is not a pipeline; choose one of: {', '.join(self.pipelines)}",
                 path=("baseline",),
+            )
+        unknown = [p for p in self.serve.pipelines or [] if p not in self.pipelines]
+        if unknown:
+            raise ConfigError(
+                f"serve.pipelines names {', '.join(map(repr, unknown))}, which the job does not define; "
+                f"choose from: {', '.join(self.pipelines)}",
+                path=("serve", "pipelines"),
             )
         return self
 

@@ -1,0 +1,459 @@
+"""The HTTP server: OpenAI-compatible chat completions, Cohere/Jina rerank, health and readiness.
+
+Guards, in the order a request meets them: the body-size limit (413) and the API key (401)
+in an ASGI middleware, request validation (400), readiness (503 while models load), the
+concurrency limit (429 when ``max_concurrent`` requests are in progress), and the
+per-request time limit (504). Every error has OpenAI's shape:
+``{"error": {"message", "type", "param", "code"}}``. See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..backends.base import GenerationParams
+from ..errors import BackendError, DataError, RerankflowError
+from ..pipelines.job import ServeSpec
+from ..types import Query, Ranking
+from .protocol import (
+    ChatRequest,
+    RerankRequest,
+    chat_chunk,
+    chat_completion,
+    finish_reason,
+    new_id,
+    passages,
+    rerank_response,
+    usage,
+)
+from .served import ServedPipeline, input_ranking
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's JSON shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # OpenAI's field name
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        """``{"error": {...}}``."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        """As a JSON response."""
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def error_from(exc: RerankflowError) -> ApiError:
+    """The HTTP answer to a pipeline failure: bad request data 400, model backend 502, else 500."""
+    if isinstance(exc, DataError):
+        return ApiError(400, str(exc))
+    if isinstance(exc, BackendError):
+        return ApiError(502, f"model backend failed: {exc}", type="backend_error", code="backend_error")
+    return ApiError(500, str(exc), type="server_error", code="pipeline_error")
+
+
+class Guard:
+    """ASGI middleware: API key on ``/v1`` paths and the request body limit."""
+
+    def __init__(self, app: ASGIApp, *, api_key: str | None, key_env: str, max_body: int) -> None:
+        self.app, self.api_key, self.key_env, self.max_body = app, api_key, key_env, max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the key and read the body (at most ``max_body`` bytes), then call the app."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.api_key is not None and scope["path"].startswith("/v1") and not self._authorized(headers):
+            err = ApiError(
+                401,
+                f"missing or wrong API key: send the header 'Authorization: Bearer <key>' "
+                f"(the server reads the key from ${self.key_env})",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
+            await _send_error(send, err)
+            return
+        too_big = ApiError(
+            413,
+            f"request body is larger than {self.max_body} bytes (serve.max_body_bytes)",
+            code="request_too_large",
+        )
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            await _send_error(send, too_big)
+            return
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body.extend(message.get("body", b""))
+            more = message.get("more_body", False)
+            if len(body) > self.max_body:
+                await _send_error(send, too_big)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # disconnect notifications pass through
+
+        await self.app(scope, replay, send)
+
+    def _authorized(self, headers: Mapping[str, str]) -> bool:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        return (
+            scheme.lower() == "bearer" and self.api_key is not None and hmac.compare_digest(token.strip(), self.api_key)
+        )
+
+
+async def _send_error(send: Send, err: ApiError) -> None:
+    payload = json.dumps(err.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class ServerState:
+    """Served pipelines, readiness, and the requests in progress."""
+
+    def __init__(self, pipelines: Mapping[str, ServedPipeline], spec: ServeSpec) -> None:
+        self.pipelines = dict(pipelines)
+        self.spec = spec
+        self.status = "loading"
+        self.error: str | None = None
+        self.in_flight = 0
+        self.created = int(time.time())
+
+    def warm_up(self) -> None:
+        """Load every pipeline's models (in a worker thread, at start-up)."""
+        try:
+            for p in self.pipelines.values():
+                p.warm_up()
+        except Exception as exc:  # reported through /readyz and every request
+            log.exception("loading the pipelines failed")
+            self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            return
+        self.status = "ready"
+        log.info("ready: %s", ", ".join(self.pipelines))
+
+    def require_ready(self) -> None:
+        """503 while models load or after loading failed."""
+        if self.status == "ready":
+            return
+        if self.status == "failed":
+            raise ApiError(503, f"the server could not load its models: {self.error}", type="server_error")
+        raise ApiError(
+            503,
+            "models are still loading; retry when /readyz says ready",
+            type="server_error",
+            headers={"Retry-After": "5"},
+        )
+
+    def pipeline(self, name: str | None, purpose: str) -> ServedPipeline:
+        """The pipeline a request names, checked to serve ``purpose`` (``chat`` or ``rerank``)."""
+        able = [p for p in self.pipelines.values() if (p.chats if purpose == "chat" else p.reranks)]
+        if name is None:
+            if len(able) == 1:
+                return able[0]
+            raise ApiError(400, f"set 'model' to one of: {', '.join(p.name for p in able) or '(none)'}", param="model")
+        served = self.pipelines.get(name)
+        if served is None:
+            raise ApiError(
+                404,
+                f"no pipeline named {name!r}; served: {', '.join(self.pipelines)}",
+                code="model_not_found",
+                param="model",
+            )
+        if served not in able:
+            what = (
+                "end in a 'generate' stage"
+                if purpose == "chat"
+                else "rerank given documents (no retriever, no generator)"
+            )
+            raise ApiError(
+                400,
+                f"pipeline {name!r} cannot serve {purpose} requests; those that {what}: "
+                f"{', '.join(p.name for p in able) or '(none)'}",
+                param="model",
+            )
+        return served
+
+    def admit(self) -> Callable[[], None]:
+        """Take a slot for a request (429 when all are taken); returns the release function."""
+        if self.in_flight >= self.spec.max_concurrent:
+            raise ApiError(
+                429,
+                f"server busy: {self.in_flight} requests in progress (serve.max_concurrent); retry shortly",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": "1"},
+            )
+        self.in_flight += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.in_flight -= 1
+
+        return release
+
+    def start(self, work: Awaitable[Ranking], release: Callable[[], None]) -> asyncio.Future[Ranking]:
+        """Run ``work`` as a task that keeps its slot until it really ends (even past a timeout)."""
+        task = asyncio.ensure_future(work)
+
+        def done(t: asyncio.Future[Ranking]) -> None:
+            release()
+            if not t.cancelled():
+                t.exception()  # retrieved here so a timed-out failure is not reported as unhandled
+
+        task.add_done_callback(done)
+        return task
+
+    async def within_limit(self, task: asyncio.Future[Ranking], seconds: float | None = None) -> Ranking:
+        """Wait for ``task`` up to the request time limit (504 after it); failures become API errors."""
+        limit = self.spec.timeout_s if seconds is None else seconds
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), max(limit, 0.0))
+        except asyncio.TimeoutError:
+            raise ApiError(
+                504, f"request took longer than {self.spec.timeout_s:g} s (serve.timeout_s)", type="timeout_error"
+            ) from None
+        except RerankflowError as exc:
+            raise error_from(exc) from exc
+
+
+def _sse(data: dict[str, Any] | str) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+def create_app(pipelines: Mapping[str, ServedPipeline], spec: ServeSpec | None = None) -> FastAPI:
+    """The FastAPI application serving ``pipelines`` with the limits of ``spec``."""
+    spec = spec or ServeSpec()
+    state = ServerState(pipelines, spec)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.ensure_future(asyncio.to_thread(state.warm_up)) if spec.warm_up else None
+        if loading is None:
+            state.status = "ready"
+        yield
+        if loading is not None and not loading.done():
+            log.info("shutting down while models load; waiting for the loader thread")
+
+    app = FastAPI(title="rerankflow", lifespan=lifespan)
+    app.state.rerankflow = state
+    api_key = os.environ.get(spec.api_key_env) or None
+    app.add_middleware(Guard, api_key=api_key, key_env=spec.api_key_env, max_body=spec.max_body_bytes)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        param = ".".join(loc) or None
+        if first.get("type") == "extra_forbidden":
+            message = f"unrecognized request argument: {param}"
+        elif first.get("type") == "json_invalid":
+            message = f"request body is not valid JSON: {first.get('msg')}"
+        else:
+            message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        return ApiError(400, message, param=param).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", type=kind).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected failure on %s", request.url.path)
+        return ApiError(500, "internal server error; see the server log", type="server_error").response()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "ready": state.status == "ready", "in_flight": state.in_flight}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        body = {"ready": state.status == "ready", "status": state.status, "error": state.error}
+        return JSONResponse(body, status_code=200 if state.status == "ready" else 503)
+
+    def model_card(p: ServedPipeline) -> dict[str, Any]:
+        return {
+            "id": p.name,
+            "object": "model",
+            "created": state.created,
+            "owned_by": "rerankflow",
+            "rerankflow": p.describe(),
+        }
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_card(p) for p in state.pipelines.values()]}
+
+    @app.get("/v1/models/{name}")
+    async def model(name: str) -> dict[str, Any]:
+        if name not in state.pipelines:
+            raise ApiError(
+                404, f"no pipeline named {name!r}; served: {', '.join(state.pipelines)}", code="model_not_found"
+            )
+        return model_card(state.pipelines[name])
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatRequest) -> dict[str, Any] | StreamingResponse:
+        served = state.pipeline(body.model, "chat")
+        query = body.query()
+        if not query.strip():
+            raise ApiError(
+                400, "no user message with text: the query is the last message with role 'user'", param="messages"
+            )
+        state.require_ready()
+        if served.generator is None:  # state.pipeline checked `chats`; this keeps the types honest
+            raise ApiError(500, f"pipeline {served.name!r} has no generator", type="server_error")
+        params = body.params(served.generator.params, spec.max_tokens)
+        rid = new_id("chatcmpl")
+        ranking = Ranking(Query(rid, query))
+        release = state.admit()
+        if not body.stream:
+            done = await state.within_limit(state.start(served.answer(ranking, params), release))
+            if done.answer is None:
+                raise ApiError(500, f"pipeline {served.name!r} returned no answer", type="server_error")
+            return chat_completion(rid, served.name, done, done.answer)
+        # the passages are chosen before the response starts, so their failures get a status code
+        started = time.monotonic()
+        preparing = state.start(served.prepare(ranking), lambda: None)
+        try:
+            prepared = await state.within_limit(preparing)
+        except BaseException:
+            preparing.add_done_callback(lambda _: release())  # the slot is free once the work ends
+            raise
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        left = spec.timeout_s - (time.monotonic() - started)
+        return StreamingResponse(
+            _chat_events(served, prepared, params, rid, include_usage, left, release),
+            media_type="text/event-stream",
+            background=BackgroundTask(release),
+        )
+
+    @app.post("/v1/rerank")
+    async def rerank(body: RerankRequest) -> dict[str, Any]:
+        served = state.pipeline(body.model, "rerank")
+        if len(body.documents) > spec.max_documents:
+            raise ApiError(
+                400,
+                f"{len(body.documents)} documents; at most {spec.max_documents} per request (serve.max_documents)",
+                param="documents",
+            )
+        state.require_ready()
+        rid = new_id("rerank")
+        docs = body.as_documents()
+        if not docs:
+            return {"id": rid, "model": served.name, "results": []}
+        release = state.admit()
+        done = await state.within_limit(state.start(served.prepare(input_ranking(rid, body.query, docs)), release))
+        return rerank_response(rid, served.name, body, done)
+
+    return app
+
+
+async def _chat_events(
+    served: ServedPipeline,
+    prepared: Ranking,
+    params: GenerationParams,
+    rid: str,
+    include_usage: bool,
+    seconds: float,
+    release: Callable[[], None],
+) -> AsyncIterator[str]:
+    """SSE ``chat.completion.chunk`` events: the role, text deltas, the finish with the
+    ``rerankflow`` extension, usage when asked, ``[DONE]``. Failures become an error event."""
+    created = int(time.time())
+    deadline = asyncio.get_running_loop().time() + seconds
+    pieces = served.stream(prepared, params)
+    try:
+        yield _sse(
+            chat_chunk(rid, served.name, created, delta={"role": "assistant", "content": ""}, with_usage=include_usage)
+        )
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                chunk = await asyncio.wait_for(anext(pieces), max(left, 0.0))
+            except StopAsyncIteration:
+                break
+            if chunk.answer is None:
+                if chunk.text:
+                    delta = {"content": chunk.text}
+                    yield _sse(chat_chunk(rid, served.name, created, delta=delta, with_usage=include_usage))
+                continue
+            answer = chunk.answer
+            extra = {"rerankflow": passages(prepared.with_answer(answer))}
+            yield _sse(
+                chat_chunk(
+                    rid,
+                    served.name,
+                    created,
+                    delta={},
+                    finish=finish_reason(answer),
+                    extra=extra,
+                    with_usage=include_usage,
+                )
+            )
+            if include_usage:
+                yield _sse(chat_chunk(rid, served.name, created, extra={"usage": usage(answer)}))
+    except asyncio.TimeoutError:
+        yield _sse(
+            ApiError(504, "request took longer than the time limit (serve.timeout_s)", type="timeout_error").body()
+        )
+    except RerankflowError as exc:
+        yield _sse(error_from(exc).body())
+    except Exception:  # the stream has started: the client gets an error event
+        log.exception("stream of %s failed", rid)
+        yield _sse(ApiError(500, "internal server error; see the server log", type="server_error").body())
+    finally:
+        release()
+        await pieces.aclose()
+    yield _sse("[DONE]")

@@ -1,0 +1,215 @@
+"""Request and response bodies of the server: OpenAI chat completions and Cohere/Jina rerank.
+
+Requests are validated by pydantic; an argument the server does not know is an error that
+names it (as OpenAI's own API does), never silently ignored. Responses are plain dicts in
+the shapes the official clients parse, plus one extension field, ``rerankflow``, holding
+the passages the answer was given and the citations that point into them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..backends.base import GenerationParams
+from ..types import Answer, Document, Ranking
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(_Body):
+    """A text part of a multi-part message content."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Body):
+    """One message of the conversation."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text (parts joined by newlines)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content)
+
+
+class StreamOptions(_Body):
+    """``stream_options`` of a streamed request."""
+
+    include_usage: bool = False
+
+
+class ChatRequest(_Body):
+    """``POST /v1/chat/completions``: the last user message is the query."""
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: Literal[1] = 1
+    user: str | None = None
+
+    def query(self) -> str:
+        """Text of the last user message (empty if there is none)."""
+        users = [m for m in self.messages if m.role == "user"]
+        return users[-1].text() if users else ""
+
+    def params(self, defaults: GenerationParams, max_tokens_limit: int) -> GenerationParams:
+        """The pipeline's generation settings with this request's overrides applied."""
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        limit = self.max_completion_tokens or self.max_tokens
+        return GenerationParams(
+            max_tokens=min(limit, max_tokens_limit) if limit else defaults.max_tokens,
+            temperature=defaults.temperature if self.temperature is None else self.temperature,
+            top_p=defaults.top_p if self.top_p is None else self.top_p,
+            stop=tuple(stop) if stop is not None else defaults.stop,
+            seed=defaults.seed if self.seed is None else self.seed,
+        )
+
+
+class RerankDocument(_Body):
+    """A document given as an object (Cohere/Jina also accept plain strings)."""
+
+    text: str
+    title: str | None = None
+    id: str | None = None
+
+
+class RerankRequest(_Body):
+    """``POST /v1/rerank`` in the Cohere/Jina shape."""
+
+    model: str | None = None
+    query: str
+    documents: list[str | RerankDocument]
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+
+    @field_validator("query")
+    @classmethod
+    def _query_has_text(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query is empty")
+        return v
+
+    def as_documents(self) -> list[Document]:
+        """Documents with their request position as id (``"0"``, ``"1"``...)."""
+        out = []
+        for i, d in enumerate(self.documents):
+            if isinstance(d, str):
+                out.append(Document(str(i), d))
+            else:
+                out.append(Document(str(i), d.text, d.title, {"id": d.id} if d.id is not None else {}))
+        return out
+
+
+def new_id(prefix: str) -> str:
+    """A fresh response id such as ``chatcmpl-3f2a...``."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def passages(ranking: Ranking) -> dict[str, Any]:
+    """The ``rerankflow`` extension: the passages sent to the model ([n] is ``documents[n-1]``),
+    the citations found in the answer, and the query's id."""
+    answer = ranking.answer
+    scores = {c.docid: c.score for c in ranking.candidates}
+    context = answer.context if answer else tuple(c.doc for c in ranking.candidates)
+    cited = set(answer.cited_docids) if answer else set()
+    return {
+        "query_id": ranking.query.qid,
+        "documents": [
+            {
+                "number": n,
+                "docid": d.docid,
+                "title": d.title,
+                "text": d.text,
+                "score": scores.get(d.docid),
+                "cited": d.docid in cited,
+            }
+            for n, d in enumerate(context, 1)
+        ],
+        "citations": [{"number": c.number, "docid": c.docid} for c in answer.citations] if answer else [],
+    }
+
+
+def usage(answer: Answer) -> dict[str, int]:
+    """OpenAI ``usage`` of the generator call."""
+    return {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.output_tokens,
+        "total_tokens": answer.prompt_tokens + answer.output_tokens,
+    }
+
+
+def finish_reason(answer: Answer) -> str:
+    """``stop`` or ``length`` (what OpenAI clients expect)."""
+    return "length" if answer.finish_reason == "length" else "stop"
+
+
+def chat_completion(rid: str, model: str, ranking: Ranking, answer: Answer) -> dict[str, Any]:
+    """A ``chat.completion`` response."""
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.text},
+                "finish_reason": finish_reason(answer),
+                "logprobs": None,
+            }
+        ],
+        "usage": usage(answer),
+        "rerankflow": passages(ranking.with_answer(answer)),
+    }
+
+
+def chat_chunk(
+    rid: str,
+    model: str,
+    created: int,
+    *,
+    delta: dict[str, Any] | None = None,
+    finish: str | None = None,
+    extra: dict[str, Any] | None = None,
+    with_usage: bool = False,
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk`` (``delta=None``: the usage-only chunk with no choices)."""
+    body: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
+    body["choices"] = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+    if with_usage:
+        body["usage"] = None
+    if extra:
+        body.update(extra)
+    return body
+
+
+def rerank_response(rid: str, model: str, request: RerankRequest, ranking: Ranking) -> dict[str, Any]:
+    """Cohere/Jina ``results``: request index and the pipeline's final score, best first."""
+    top = ranking.candidates[: request.top_n] if request.top_n else ranking.candidates
+    results = []
+    for c in top:
+        item: dict[str, Any] = {"index": int(c.docid), "relevance_score": c.score}
+        if request.return_documents:
+            item["document"] = {"text": c.doc.text}
+        results.append(item)
+    return {"id": rid, "model": model, "results": results}
