@@ -119,7 +119,10 @@ def test_chat_answers_with_the_cited_documents_in_the_extension_field(url, corpu
     assert [c["docid"] for c in ext["citations"]] == [docs[0]["docid"], docs[1]["docid"]]
     assert [d["cited"] for d in docs] == [True, True, False]
     u = body["usage"]
-    assert u["completion_tokens"] == len(REPLY.split()) and u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+    assert (
+        u["completion_tokens"] == len(REPLY.split())
+        and u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+    )
 
 
 def test_stream_sends_role_text_finish_with_extension_usage_and_done(url):
@@ -183,7 +186,9 @@ def test_rerank_in_cohere_shape_with_top_n_and_documents(url):
     assert [r["index"] for r in body["results"]] == [1, 2] and body["model"] == "judge"
     assert body["results"][0]["relevance_score"] >= body["results"][1]["relevance_score"]
     assert "document" not in body["results"][0]
-    full = httpx.post(url + "/v1/rerank", json={"model": "judge", "query": "cats", "documents": docs, "return_documents": True})
+    full = httpx.post(
+        url + "/v1/rerank", json={"model": "judge", "query": "cats", "documents": docs, "return_documents": True}
+    )
     results = full.json()["results"]
     assert sorted(r["index"] for r in results) == [0, 1, 2] and results[-1]["document"] == {"text": docs[0]}
     empty = httpx.post(url + "/v1/rerank", json={"query": "cats", "documents": []}).json()
@@ -198,7 +203,12 @@ def test_rerank_in_cohere_shape_with_top_n_and_documents(url):
         ("/v1/chat/completions", chat_body(frobnicate=1), 400, "unrecognized request argument: frobnicate"),
         ("/v1/chat/completions", chat_body(n=2), 400, "n: Input should be 1"),
         ("/v1/chat/completions", {"model": "rag", "messages": []}, 400, "messages: List should have at least 1"),
-        ("/v1/chat/completions", {"model": "rag", "messages": [{"role": "system", "content": "hi"}]}, 400, "no user message"),
+        (
+            "/v1/chat/completions",
+            {"model": "rag", "messages": [{"role": "system", "content": "hi"}]},
+            400,
+            "no user message",
+        ),
         ("/v1/chat/completions", chat_body("   "), 400, "no user message with text"),
         ("/v1/chat/completions", chat_body(temperature=5), 400, "temperature: Input should be less than or equal to 2"),
         ("/v1/rerank", {"model": "rag", "query": "q", "documents": ["a"]}, 400, "cannot serve rerank requests"),

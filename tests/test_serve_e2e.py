@@ -67,7 +67,9 @@ def server(tmp_path_factory, smollm2, vllm_server):
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"rerankflow serve exited with {proc.returncode}: {(folder / 'server.log').read_text()}")
+                raise RuntimeError(
+                    f"rerankflow serve exited with {proc.returncode}: {(folder / 'server.log').read_text()}"
+                )
             try:
                 if httpx.get(url + "/readyz", timeout=2).status_code == 200:
                     break
@@ -132,7 +134,10 @@ def test_async_client_gets_the_same_answers_concurrently(client, server):
     async def run():
         aclient = openai.AsyncOpenAI(base_url=server[0] + "/v1", api_key=KEY)
         replies = await asyncio.gather(
-            *[aclient.chat.completions.create(model="rag", messages=[{"role": "user", "content": QUESTION}]) for _ in range(3)]
+            *[
+                aclient.chat.completions.create(model="rag", messages=[{"role": "user", "content": QUESTION}])
+                for _ in range(3)
+            ]
         )
         await aclient.close()
         return [r.choices[0].message.content for r in replies]
@@ -152,7 +157,9 @@ def test_rerank_with_minilm_and_with_the_smollm2_judge(server):
     minilm = httpx.post(url + "/v1/rerank", json=body, headers=headers).json()
     assert minilm["results"][0]["index"] == 1 and minilm["results"][0]["document"]["text"] == docs[1]
     assert len(minilm["results"]) == 2
-    judged = httpx.post(url + "/v1/rerank", json={"model": "judge", "query": QUESTION, "documents": docs}, headers=headers)
+    judged = httpx.post(
+        url + "/v1/rerank", json={"model": "judge", "query": QUESTION, "documents": docs}, headers=headers
+    )
     results = judged.json()["results"]
     assert sorted(r["index"] for r in results) == [0, 1, 2]
     scores = [r["relevance_score"] for r in results]
@@ -160,7 +167,9 @@ def test_rerank_with_minilm_and_with_the_smollm2_judge(server):
 
 
 def test_requests_without_the_key_are_refused(server):
-    r = httpx.post(server[0] + "/v1/chat/completions", json={"model": "rag", "messages": [{"role": "user", "content": "x"}]})
+    r = httpx.post(
+        server[0] + "/v1/chat/completions", json={"model": "rag", "messages": [{"role": "user", "content": "x"}]}
+    )
     assert r.status_code == 401 and KEY not in r.text
     assert httpx.get(server[0] + "/healthz").json()["ready"] is True
 
