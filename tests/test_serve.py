@@ -409,3 +409,33 @@ def test_job_serve_section_picks_pipelines_and_round_trips(tmp_path):
         load_job_text(JOB.replace("max_concurrent: 3", "max_concurrent: 0"))
     with pytest.raises(ConfigError, match="serve.colour"):
         load_job_text(JOB.replace("max_concurrent: 3", "colour: red"))
+
+
+def test_served_stages_forget_each_request_so_memory_stays_flat(corpus):
+    from rerankflow.compressors.llm import LLMFilter
+
+    judge = FakeBackend(labels=lambda p, labels: {"yes": -0.5, "no": -1.0})
+    kept = LLMFilter(judge)
+    gen = AnswerGenerator(FakeBackend([REPLY]))
+    app = create_app(serve_pipelines({"rag": BM25Retriever(corpus, k=3) >> kept >> gen}))
+    with serve_in_thread(app) as base:
+        wait_ready(base)
+        for i in range(5):
+            assert httpx.post(base + "/v1/chat/completions", json=chat_body(f"bm25 length {i}")).status_code == 200
+        with httpx.stream("POST", base + "/v1/chat/completions", json=chat_body(stream=True)) as r:
+            assert sse_events(r)[-1]["choices"][0]["finish_reason"] == "stop"
+    assert judge.ledger.calls == 6 * 3 and gen.backend.ledger.calls == 6  # the work was done...
+    assert kept.usage.by_query == {} and kept.compression == {} and kept.p_yes == {}  # ...and forgotten
+    assert gen.usage.by_query == {}
+
+
+def test_sync_calls_do_not_pile_up_event_loops_in_the_request_merger():
+    import gc
+
+    from rerankflow.backends.base import run_sync
+    from rerankflow.backends.batching import Coalescer
+
+    merger = Coalescer(lambda items: [x * 2 for x in items])
+    assert [run_sync(merger.submit([i])) for i in range(50)] == [[2 * i] for i in range(50)]
+    gc.collect()
+    assert len(merger._loop_locks) == 0 and len(merger._pending) == 0

@@ -21,6 +21,12 @@ class UsageByQuery:
         with self._lock:
             self.by_query.setdefault(qid, Usage()).add(stats)
 
+    def forget(self, qids: Iterable[str]) -> None:
+        """Drop the records of these queries."""
+        with self._lock:
+            for q in qids:
+                self.by_query.pop(q, None)
+
     def total(self) -> Usage:
         """Sum over queries."""
         out = Usage()

@@ -66,6 +66,12 @@ class Transformer(ABC):
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Transform a batch; same length and order as the input."""
 
+    def forget(self, queries: Sequence[Query]) -> None:  # noqa: B027  (optional hook, not abstract)
+        """Drop what this stage recorded about ``queries`` (reports, memos), so a long-running
+        server's memory does not grow with every request. Batch jobs never call it: their
+        reports read these records. Caches keyed by text may be cleared whole.
+        """
+
     def __call__(self, batch: Sequence[Ranking], /) -> list[Ranking]:
         """Run the stage on a batch, loading it first if needed, and check the contract."""
         if isinstance(batch, Ranking):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -25,8 +26,13 @@ class Coalescer(Generic[In, Out]):
         self._run_batch = run_batch
         self.lock = lock or threading.Lock()
         """Serialises engine calls (shared with other users of the same engine)."""
-        self._pending: dict[asyncio.AbstractEventLoop, list[tuple[list[In], asyncio.Future[list[Out]]]]] = {}
-        self._loop_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        # keyed weakly: every asyncio.run() (each sync call) makes a new loop, which must not be kept
+        self._pending: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, list[tuple[list[In], asyncio.Future[list[Out]]]]
+        ] = weakref.WeakKeyDictionary()
+        self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, items: list[In]) -> list[Out]:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError, DataError
 from ..stage import Transformer
-from ..types import Candidate, Document, Ranking, document_text
+from ..types import Candidate, Document, Query, Ranking, document_text
 
 Counter = Callable[[str], int]
 Truncator = Callable[[str, int], str]
@@ -103,6 +103,12 @@ class Compressor(Transformer):
     def name(self) -> str:
         """Provenance name."""
         return self.stage_name
+
+    def forget(self, queries: Sequence[Query]) -> None:
+        """Drop the compression records of these queries."""
+        for q in queries:
+            for records in (self.compression, self._drops, self._tokens_in):
+                records.pop(q.qid, None)
 
     def context_tokens(self, candidates: Sequence[Candidate]) -> int:
         """Tokens the generator would read for these passages."""

@@ -25,7 +25,7 @@ from ..accounting import UsageByQuery
 from ..backends.base import GenerationParams, LLMBackend
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, as_template
-from ..types import Candidate, Ranking, document_text, one_line
+from ..types import Candidate, Query, Ranking, document_text, one_line
 from .base import Budget, Compressor, Counter, Unit, assemble
 from .sentences import split_sentences
 
@@ -106,6 +106,11 @@ class LLMFilter(_LLMCompressor):
         """P(yes) of every judged (query text, document id, text): each pair is judged once
         per stage, so a budget sweep on the same stage costs no further calls."""
 
+    def forget(self, queries: Sequence[Query]) -> None:
+        """Drop the records of ``queries`` and every memoised judgement."""
+        super().forget(queries)
+        self.p_yes.clear()
+
     def __repr__(self) -> str:
         return f"LLMFilter({self.backend!r}, threshold={self.threshold}, {self.budget})"
 
@@ -158,6 +163,11 @@ class LLMExtractor(_LLMCompressor):
         self.max_output_tokens = max_output_tokens
         self.replies: dict[tuple[str, str, str], str] = {}
         """The model's reply per (query text, document id, text), asked once per stage."""
+
+    def forget(self, queries: Sequence[Query]) -> None:
+        """Drop the records of ``queries`` and every memoised reply."""
+        super().forget(queries)
+        self.replies.clear()
 
     def __repr__(self) -> str:
         return f"LLMExtractor({self.backend!r}, {self.budget})"

@@ -25,7 +25,7 @@ from typing import Literal
 from ..accounting import UsageByQuery
 from ..backends.base import LLMBackend, Prompt
 from ..errors import BackendError, ConfigError
-from ..types import Document, Ranking
+from ..types import Document, Query, Ranking
 from .base import Budget, Unit, UnitCompressor
 
 SurprisalMode = Literal["self_info", "question"]
@@ -79,6 +79,11 @@ class SurprisalPruner(UnitCompressor):
         self._memo: dict[tuple[str, str, str], list[tuple[int, int, float, int]]] = {}
         """Scored words per (question or "", docid, text): a passage is scored once per stage,
         so changing ``budget`` and running again (a budget sweep) costs no model calls."""
+
+    def forget(self, queries: Sequence[Query]) -> None:
+        """Drop the records of ``queries`` and every memoised passage score."""
+        super().forget(queries)
+        self._memo.clear()
 
     def __repr__(self) -> str:
         return f"SurprisalPruner({self.backend!r}, mode={self.mode!r}, {self.budget})"

@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..accounting import ReportsUsage
 from ..backends.base import GenerationParams
 from ..backends.batching import Coalescer
 from ..eval.experiment import leaf_stages
@@ -73,6 +74,12 @@ class ServedPipeline:
     def _run_batch(self, items: list[_Work]) -> list[Ranking]:
         """Run one merged batch: the prefix on everything, then generation grouped by settings."""
         batch = [w.ranking for w in items]
+        try:
+            return self._run(items, batch)
+        finally:
+            self._forget([r.query for r in batch])
+
+    def _run(self, items: list[_Work], batch: list[Ranking]) -> list[Ranking]:
         out = self.prefix(batch) if self.prefix is not None else batch
         if self.generator is None:
             return out
@@ -86,6 +93,14 @@ class ServedPipeline:
                 out[i] = r
         return out
 
+    def _forget(self, queries: Sequence[Query]) -> None:
+        """Drop every stage's per-query records of answered requests (memory stays flat)."""
+        qids = [q.qid for q in queries]
+        for stage in leaf_stages(self.pipeline):
+            if isinstance(stage, ReportsUsage):
+                stage.usage.forget(qids)
+            stage.forget(queries)
+
     async def answer(self, ranking: Ranking, params: GenerationParams) -> Ranking:
         """The whole pipeline for one chat request (merged with concurrent ones)."""
         return (await self._batches.submit([_Work(ranking, params)]))[0]
@@ -98,8 +113,11 @@ class ServedPipeline:
         """Generate the answer for a prepared ranking piece by piece."""
         if self.generator is None:
             raise RuntimeError(f"pipeline {self.name!r} does not generate")  # callers check `chats` first
-        async for chunk in self.generator.astream(ranking, params):
-            yield chunk
+        try:
+            async for chunk in self.generator.astream(ranking, params):
+                yield chunk
+        finally:
+            self._forget([ranking.query])
 
 
 def serve_pipelines(
