@@ -21,7 +21,7 @@ from rerankflow.pipelines.job import ServeSpec, load_job_text
 from rerankflow.rerankers.pointwise import PointwiseReranker
 from rerankflow.retrievers.bm25 import BM25Retriever
 from rerankflow.serve.app import create_app
-from rerankflow.serve.runner import serve_in_thread, served_pipelines
+from rerankflow.serve.runner import job_pipelines_to_serve, serve_in_thread
 from rerankflow.serve.served import serve_pipelines
 from rerankflow.stage import Transformer
 
@@ -399,10 +399,10 @@ def test_job_serve_section_picks_pipelines_and_round_trips(tmp_path):
 
     job = load_job_text(JOB)
     assert job.serve.port == 9123 and job.serve.host == "127.0.0.1" and load_job_text(dump_job(job)) == job
-    served = served_pipelines(job, tmp_path)
+    served = job_pipelines_to_serve(job, tmp_path)
     assert list(served) == ["judge"]  # the others retrieve and do not generate
     with pytest.raises(ConfigError, match="cannot serve bm25: they neither end in 'generate'"):
-        served_pipelines(job, tmp_path, ["bm25"])
+        job_pipelines_to_serve(job, tmp_path, ["bm25"])
     with pytest.raises(ConfigError, match=r"serve.pipelines names 'nope'.*choose from: bm25, bm25-x, judge"):
         load_job_text(JOB + "  pipelines: [nope]\n")
     with pytest.raises(ConfigError, match="serve.max_concurrent"):
@@ -439,3 +439,16 @@ def test_sync_calls_do_not_pile_up_event_loops_in_the_request_merger():
     assert [run_sync(merger.submit([i])) for i in range(50)] == [[2 * i] for i in range(50)]
     gc.collect()
     assert len(merger._loop_locks) == 0 and len(merger._pending) == 0
+
+
+def test_serve_command_rejects_bad_overrides_and_unservable_choices(tmp_path, capsys):
+    from rerankflow.cli.main import main
+
+    job = tmp_path / "job.yaml"
+    job.write_text(JOB)
+    assert main(["serve", str(job), "--port", "70000"]) == 2
+    assert "serve.port: Input should be less than or equal to 65535" in capsys.readouterr().err
+    assert main(["serve", str(job), "--pipeline", "bm25"]) == 2
+    assert "cannot serve bm25" in capsys.readouterr().err
+    assert main(["serve", str(job), "--pipeline", "nope"]) == 2
+    assert "no pipeline named nope; the job has: bm25, bm25-x, judge" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -42,6 +43,7 @@ class SentenceTransformerEncoder:
         self.memo_size = memo_size
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._st: Any = None
+        self._lock = threading.RLock()  # pipelines served side by side share one encoder
 
     @property
     def identity(self) -> str:
@@ -49,7 +51,11 @@ class SentenceTransformerEncoder:
         return f"st:{self.model}:max_length={self.max_length}"
 
     def load(self) -> None:
-        """Load the model (once)."""
+        """Load the model (once, thread-safely)."""
+        with self._lock:
+            self._load()
+
+    def _load(self) -> None:
         if self._st is not None:
             return
         try:
@@ -72,8 +78,12 @@ class SentenceTransformerEncoder:
         log.info("loaded encoder %s on %s", self.model, self._st.device)
 
     def encode(self, texts: Sequence[str], *, desc: str = "encoding") -> np.ndarray:
-        """Embeddings of ``texts`` as a ``(len(texts), dim)`` float32 array."""
-        self.load()
+        """Embeddings of ``texts`` as a ``(len(texts), dim)`` float32 array (one call at a time)."""
+        with self._lock:
+            return self._encode_memo(texts)
+
+    def _encode_memo(self, texts: Sequence[str]) -> np.ndarray:
+        self._load()
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         todo = list(dict.fromkeys(t for t in texts if t not in self._memo))

@@ -250,11 +250,10 @@ class ServerState:
         task.add_done_callback(done)
         return task
 
-    async def within_limit(self, task: asyncio.Future[Ranking], seconds: float | None = None) -> Ranking:
+    async def within_limit(self, task: asyncio.Future[Ranking]) -> Ranking:
         """Wait for ``task`` up to the request time limit (504 after it); failures become API errors."""
-        limit = self.spec.timeout_s if seconds is None else seconds
         try:
-            return await asyncio.wait_for(asyncio.shield(task), max(limit, 0.0))
+            return await asyncio.wait_for(asyncio.shield(task), self.spec.timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(
                 504, f"request took longer than {self.spec.timeout_s:g} s (serve.timeout_s)", type="timeout_error"

@@ -16,12 +16,12 @@ from ..errors import BackendError, ConfigError, MissingDependencyError
 from ..pipelines.job import Job, ServeSpec
 from ..pipelines.runner import build_job
 from ..yamlio import validation_to_config_error
-from .served import ServedPipeline
+from .served import ServedPipeline, serve_pipelines
 
 log = logging.getLogger(__name__)
 
 
-def served_pipelines(job: Job, base_dir: Path, names: Sequence[str] | None = None) -> dict[str, ServedPipeline]:
+def job_pipelines_to_serve(job: Job, base_dir: Path, names: Sequence[str] | None = None) -> dict[str, ServedPipeline]:
     """The job's pipelines that can answer requests.
 
     Named pipelines (``names``, else ``serve.pipelines``) must each chat or rerank; without
@@ -32,7 +32,7 @@ def served_pipelines(job: Job, base_dir: Path, names: Sequence[str] | None = Non
     if unknown:
         raise ConfigError(f"no pipeline named {', '.join(unknown)}; the job has: {', '.join(job.pipelines)}")
     _, built = build_job(job, base_dir)
-    served = {n: ServedPipeline(n, p) for n, p in built.items() if not chosen or n in chosen}
+    served = serve_pipelines(built, chosen)
     idle = [n for n, p in served.items() if not (p.chats or p.reranks)]
     reason = "they neither end in 'generate' (chat) nor rerank given documents (a retriever comes first)"
     if chosen and idle:
@@ -62,7 +62,7 @@ def run_server(job: Job, base_dir: Path, spec: ServeSpec | None = None, names: S
     except ImportError as exc:
         raise MissingDependencyError(exc.name or "fastapi", "serve") from None
     spec = spec or job.serve
-    pipelines = served_pipelines(job, base_dir, names)
+    pipelines = job_pipelines_to_serve(job, base_dir, names)
     for name, p in pipelines.items():
         log.info("serving %s (%s): %r", name, "chat" if p.chats else "rerank", p.pipeline)
     uvicorn.run(create_app(pipelines, spec), host=spec.host, port=spec.port, log_level="info")

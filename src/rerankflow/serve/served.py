@@ -10,13 +10,13 @@ request sends (``/v1/rerank``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..accounting import ReportsUsage
 from ..backends.base import GenerationParams
 from ..backends.batching import Coalescer
+from ..errors import PipelineTypeError
 from ..eval.experiment import leaf_stages
 from ..generators.answer import AnswerChunk, AnswerGenerator
 from ..stage import Retriever, Transformer, chain, chain_parts
@@ -77,7 +77,7 @@ class ServedPipeline:
         try:
             return self._run(items, batch)
         finally:
-            self._forget([r.query for r in batch])
+            self._forget([r.query for r in batch], leaf_stages(self.pipeline))
 
     def _run(self, items: list[_Work], batch: list[Ranking]) -> list[Ranking]:
         out = self.prefix(batch) if self.prefix is not None else batch
@@ -93,10 +93,11 @@ class ServedPipeline:
                 out[i] = r
         return out
 
-    def _forget(self, queries: Sequence[Query]) -> None:
-        """Drop every stage's per-query records of answered requests (memory stays flat)."""
+    @staticmethod
+    def _forget(queries: Sequence[Query], stages: Sequence[Transformer]) -> None:
+        """Drop the stages' per-query records of answered requests (memory stays flat)."""
         qids = [q.qid for q in queries]
-        for stage in leaf_stages(self.pipeline):
+        for stage in stages:
             if isinstance(stage, ReportsUsage):
                 stage.usage.forget(qids)
             stage.forget(queries)
@@ -112,12 +113,12 @@ class ServedPipeline:
     async def stream(self, ranking: Ranking, params: GenerationParams) -> AsyncGenerator[AnswerChunk, None]:
         """Generate the answer for a prepared ranking piece by piece."""
         if self.generator is None:
-            raise RuntimeError(f"pipeline {self.name!r} does not generate")  # callers check `chats` first
+            raise PipelineTypeError(f"pipeline {self.name!r} does not end in 'generate'; it cannot stream answers")
         try:
             async for chunk in self.generator.astream(ranking, params):
                 yield chunk
-        finally:
-            self._forget([ranking.query])
+        finally:  # only the generator's records: a batch of the other stages may be running now
+            self._forget([ranking.query], [self.generator])
 
 
 def serve_pipelines(
@@ -126,9 +127,3 @@ def serve_pipelines(
     """Wrap the chosen pipelines (all by default) for serving."""
     chosen = list(names) if names else list(pipelines)
     return {n: ServedPipeline(n, pipelines[n]) for n in chosen}
-
-
-async def with_deadline(awaitable: asyncio.Future[Ranking], seconds: float) -> Ranking:
-    """Wait at most ``seconds`` for ``awaitable`` without cancelling it (it may hold a batch
-    that other requests share); raises ``TimeoutError``."""
-    return await asyncio.wait_for(asyncio.shield(awaitable), seconds)
