@@ -401,7 +401,9 @@ def test_job_serve_section_picks_pipelines_and_round_trips(tmp_path):
     assert job.serve.port == 9123 and job.serve.host == "127.0.0.1" and load_job_text(dump_job(job)) == job
     served = job_pipelines_to_serve(job, tmp_path)
     assert list(served) == ["judge"]  # the others retrieve and do not generate
-    with pytest.raises(ConfigError, match="cannot serve bm25: they neither end in 'generate'"):
+    with pytest.raises(
+        ConfigError, match="cannot serve bm25: retrieval only; a served pipeline either ends in 'generate'"
+    ):
         job_pipelines_to_serve(job, tmp_path, ["bm25"])
     with pytest.raises(ConfigError, match=r"serve.pipelines names 'nope'.*choose from: bm25, bm25-x, judge"):
         load_job_text(JOB + "  pipelines: [nope]\n")

@@ -34,14 +34,17 @@ def job_pipelines_to_serve(job: Job, base_dir: Path, names: Sequence[str] | None
     _, built = build_job(job, base_dir)
     served = serve_pipelines(built, chosen)
     idle = [n for n, p in served.items() if not (p.chats or p.reranks)]
-    reason = "they neither end in 'generate' (chat) nor rerank given documents (a retriever comes first)"
+    reason = (
+        "retrieval only; a served pipeline either ends in 'generate' (chat) or has no retriever "
+        "and reranks the documents a request sends"
+    )
     if chosen and idle:
         raise ConfigError(f"cannot serve {', '.join(idle)}: {reason}", path=("serve", "pipelines"))
     if idle:
         log.info("not serving %s: %s", ", ".join(idle), reason)
     usable = {n: p for n, p in served.items() if n not in idle}
     if not usable:
-        raise ConfigError(f"nothing to serve: every pipeline of the job is retrieval only ({reason})")
+        raise ConfigError(f"nothing to serve: every pipeline of the job is {reason}")
     return usable
 
 
