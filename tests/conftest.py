@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,6 +62,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def server_process(cmd, ready_url, log_path, *, env=None, stop=signal.SIGTERM, timeout=300):
+    """Run a server command in its own process group until ``ready_url`` answers 200 (the log
+    goes to ``log_path``); on exit, stop the whole group with ``stop`` (SIGKILL after 30 s)."""
+    log = open(log_path, "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd} exited with {proc.returncode}: {Path(log_path).read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(ready_url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:  # not listening yet, or not ready (an HTTP error status)
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"{ready_url} not ready after {timeout} s: {Path(log_path).read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, stop)
+            proc.wait(timeout=30)
+        except ProcessLookupError:  # the group is gone already (the server exited on its own)
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """Folder of the real SmolLM2-135M-Instruct, materialised from its PyPI package."""
@@ -101,11 +138,7 @@ def hf_backend(smollm2):
 def vllm_server(smollm2):
     """A real `vllm serve` (OpenAI API) on a free loopback port, in its own process group."""
     _need_vllm()
-    import signal
-    import subprocess
     import sys
-    import time
-    import urllib.request
 
     port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"}
@@ -117,28 +150,7 @@ def vllm_server(smollm2):
 
     if cpu_lacks_bf16():  # the same dtype rule as the offline backend, so the two agree exactly
         cmd += ["--dtype", "float32"]
-    log = open(os.environ.get("RERANKFLOW_HOME", "/tmp") + f"/vllm-serve-{port}.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = os.environ.get("RERANKFLOW_HOME", "/tmp") + f"/vllm-serve-{port}.log"
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vllm serve exited with {proc.returncode}; see {log.name}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"vllm serve not healthy after 300 s; see {log.name}")
-            time.sleep(1)
+    with server_process(cmd, url + "/health", log, env=env):
         yield url + "/v1"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()

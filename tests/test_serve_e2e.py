@@ -8,15 +8,13 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 
 import httpx
 import openai
 import pytest
 
-from .conftest import free_port
+from .conftest import free_port, server_process
 
 pytestmark = pytest.mark.slow
 
@@ -57,35 +55,11 @@ def server(tmp_path_factory, smollm2, vllm_server):
     job = folder / "job.yaml"
     job.write_text(job_yaml(smollm2, vllm_server))
     port = free_port()
-    log = open(folder / "server.log", "w")  # noqa: SIM115
     cmd = [sys.executable, "-m", "rerankflow.cli.main", "serve", str(job), "--port", str(port)]
-    proc = subprocess.Popen(
-        cmd, env={**os.environ, "RF_E2E_KEY": KEY}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"rerankflow serve exited with {proc.returncode}: {(folder / 'server.log').read_text()}"
-                )
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"not ready after 300 s: {(folder / 'server.log').read_text()}")
-            time.sleep(0.5)
+    env = {**os.environ, "RF_E2E_KEY": KEY}
+    with server_process(cmd, url + "/readyz", folder / "server.log", env=env, stop=signal.SIGINT):
         yield url, folder / "server.log"
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 @pytest.fixture(scope="module")
