@@ -34,6 +34,8 @@ def environment() -> dict[str, Any]:
         )
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", False
+    # a copy of the tree without .git (the GPU machine) is told its commit by the caller
+    commit = os.environ.get("RERANKFLOW_GIT_COMMIT", commit)
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -60,15 +62,25 @@ def environment() -> dict[str, Any]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
+        "gpu": _gpu(),
         "git_commit": commit,
         "git_dirty": dirty,
     }
 
 
-def write_result(name: str, data: dict[str, Any]) -> Path:
-    """Write ``bench/results/<name>.json`` with the environment attached."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def _gpu() -> str | None:
+    """The GPU's name when the benchmark has imported torch and one is visible."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+
+
+def write_result(name: str, data: dict[str, Any], folder: Path | None = None) -> Path:
+    """Write ``<folder>/<name>.json`` (default ``bench/results/``) with the environment attached."""
+    folder = folder or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(json.dumps({"benchmark": name, "environment": environment(), **data}, indent=2) + "\n")
     return path
 

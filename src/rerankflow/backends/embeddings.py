@@ -25,6 +25,8 @@ class SentenceTransformerEncoder:
     Embeddings are L2-normalised so inner product equals cosine similarity. The last
     ``memo_size`` distinct texts are remembered, so stages that share this encoder (a
     reranker and a hybrid built on it, say) encode each passage once per job; 0 turns it off.
+    ``dtype`` ("float16", "bfloat16", "float32") sets the weights' precision; None keeps
+    sentence-transformers' default (float32).
     """
 
     def __init__(
@@ -35,9 +37,11 @@ class SentenceTransformerEncoder:
         batch_size: int = 64,
         max_length: int | None = None,
         memo_size: int = 50_000,
+        dtype: str | None = None,
     ) -> None:
         self.model = model
         self.device = device
+        self.dtype = dtype
         self.batch_size = batch_size
         self.max_length = max_length
         self.memo_size = memo_size
@@ -48,7 +52,8 @@ class SentenceTransformerEncoder:
     @property
     def identity(self) -> str:
         """What the embeddings depend on (cache key part)."""
-        return f"st:{self.model}:max_length={self.max_length}"
+        key = f"st:{self.model}:max_length={self.max_length}"
+        return key if self.dtype is None else f"{key}:dtype={self.dtype}"
 
     def load(self) -> None:
         """Load the model (once, thread-safely)."""
@@ -68,7 +73,8 @@ class SentenceTransformerEncoder:
         if os.path.isdir(path):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
-            self._st = SentenceTransformer(path, device=self.device)
+            options = {"dtype": self.dtype} if self.dtype else None
+            self._st = SentenceTransformer(path, device=self.device, model_kwargs=options)
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load embedding model {self.model!r}: {exc}") from exc
         if self.max_length is not None:

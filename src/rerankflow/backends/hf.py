@@ -89,6 +89,18 @@ class HFBackend(LLMBackend):
         lock = threading.Lock()
         self._score = Coalescer(self._score_batch, lock)
 
+    @classmethod
+    def from_model(cls, hf_model: Any, tokenizer: Any, *, name: str, **options: Any) -> HFBackend:
+        """A backend around a model and tokenizer already in memory (built from a config,
+        fine-tuned in this process, ...); ``options`` are the constructor's batching options.
+        """
+        backend = cls(name, device=str(next(hf_model.parameters()).device), **options)
+        backend.hf_model, backend.tokenizer = hf_model.eval(), tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        backend._loaded = True
+        return backend
+
     def load(self) -> None:
         """Load tokenizer and weights."""
         try:
@@ -148,20 +160,39 @@ class HFBackend(LLMBackend):
             with torch.inference_mode():
                 logits = self.hf_model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
-            for j, (i, r) in enumerate(zip(batch, rows, strict=True)):
-                if r.labels:  # every label scored as the token after the prompt
-                    out[i] = logp[j, -1, list(r.targets)].tolist()
-                else:  # continuation: position keep-1-n .. keep-2 predict its n tokens
-                    n = len(r.targets)
-                    steps = logp[j, keep - 1 - n : keep - 1]
-                    out[i] = (
-                        steps.gather(-1, torch.tensor(r.targets, device=steps.device)[:, None]).squeeze(-1).tolist()
-                    )
+            for i, values in zip(batch, self._targets_logprobs(logp, rows, keep), strict=True):
+                out[i] = values
         return out
+
+    @staticmethod
+    def _targets_logprobs(logp: Any, rows: list[_Scoring], keep: int) -> list[list[float]]:
+        """Each row's target log-probabilities, gathered on the device and copied to the host
+        once per batch (a copy per row would make the host wait for the device row by row)."""
+        import torch
+
+        width = max(len(r.targets) for r in rows)
+        labels = torch.zeros((len(rows), max(width, 1)), dtype=torch.long)  # scored at the last position
+        steps = torch.zeros((len(rows), keep), dtype=torch.long)  # continuation token at each kept position
+        for j, r in enumerate(rows):
+            n = len(r.targets)
+            if r.labels:
+                labels[j, :n] = torch.tensor(r.targets)
+            elif n:  # positions keep-1-n .. keep-2 predict the continuation's n tokens
+                steps[j, keep - 1 - n : keep - 1] = torch.tensor(r.targets)
+        last = logp[:, -1, :].gather(-1, labels.to(logp.device)).cpu()
+        along = logp.gather(-1, steps.to(logp.device)[:, :, None]).squeeze(-1).cpu() if keep > 1 else None
+        values = []
+        for j, r in enumerate(rows):
+            n = len(r.targets)
+            if r.labels:
+                values.append(last[j, :n].tolist())
+            else:
+                values.append(along[j, keep - 1 - n : keep - 1].tolist() if n and along is not None else [])
+        return values
 
     async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
         ids = tokens.label_ids(self.tokenizer, labels)
-        items = [_Scoring(tokens.prompt_ids(self.tokenizer, p), 1, tuple(ids), True) for p in prompts]
+        items = [_Scoring(seq, 1, tuple(ids), True) for seq in tokens.prompt_ids_many(self.tokenizer, prompts)]
         values, latency = await self._score.submit_timed(items)
         return [
             LabelScores(dict(zip(labels, v, strict=True)), self.stats(len(it.ids), 1, latency))
@@ -172,9 +203,9 @@ class HFBackend(LLMBackend):
         self, prompts: list[Prompt], continuations: list[str]
     ) -> list[ContinuationScores]:
         items = []
-        for p, c in zip(prompts, continuations, strict=True):
+        for seq, c in zip(tokens.prompt_ids_many(self.tokenizer, prompts), continuations, strict=True):
             cont = tokens.continuation_ids(self.tokenizer, c)
-            items.append(_Scoring(tokens.prompt_ids(self.tokenizer, p) + cont, len(cont) + 1, tuple(cont), False))
+            items.append(_Scoring(seq + cont, len(cont) + 1, tuple(cont), False))
         values, latency = await self._score.submit_timed(items)
         return [
             ContinuationScores(tuple(v) if it.targets else (), self.stats(len(it.ids), 0, latency))
@@ -217,7 +248,7 @@ class HFBackend(LLMBackend):
     def _generate_sync(self, prompts: list[Prompt], params: GenerationParams, streamer: Any = None) -> list[Completion]:
         import torch
 
-        seqs = [tokens.prompt_ids(self.tokenizer, p) for p in prompts]
+        seqs = tokens.prompt_ids_many(self.tokenizer, prompts)
         out: list[Completion | None] = [None] * len(seqs)
         with self._score.lock:
             for batch in plan_batches([len(s) for s in seqs], self.max_batch_tokens, self.max_batch_size):

@@ -18,12 +18,19 @@ def render(tokenizer: Any, prompt: Prompt) -> str:
     return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
 
 
-def prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
-    """Token ids of a prompt. Raw text gets the tokenizer's special tokens (as a completions
-    server adds them); a chat template already contains its own.
+def prompt_ids_many(tokenizer: Any, prompts: list[Prompt]) -> list[list[int]]:
+    """Token ids of each prompt. Raw text gets the tokenizer's special tokens (as a completions
+    server adds them); a chat template already contains its own. One tokenizer call per kind
+    of prompt, so a fast tokenizer encodes the batch in parallel, off the Python thread.
     """
-    text = render(tokenizer, prompt)
-    return list(tokenizer(text, add_special_tokens=prompt.text is not None)["input_ids"])
+    out: list[list[int]] = [[] for _ in prompts]
+    for raw in (True, False):
+        picked = [i for i, p in enumerate(prompts) if (p.text is not None) == raw]
+        if picked:
+            encoded = tokenizer([render(tokenizer, prompts[i]) for i in picked], add_special_tokens=raw)["input_ids"]
+            for i, ids in zip(picked, encoded, strict=True):
+                out[i] = list(ids)
+    return out
 
 
 def label_ids(tokenizer: Any, labels: list[str]) -> list[int]:

@@ -137,7 +137,7 @@ class VLLMOfflineBackend(LLMBackend):
             logprobs=params.logprobs,
             seed=params.seed,
         )
-        reqs = [_Request(tokens.prompt_ids(self.tokenizer, p), sp) for p in prompts]
+        reqs = [_Request(seq, sp) for seq in tokens.prompt_ids_many(self.tokenizer, prompts)]
         outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
         for req, out in zip(reqs, outs, strict=True):
@@ -155,7 +155,7 @@ class VLLMOfflineBackend(LLMBackend):
 
         ids = tokens.label_ids(self.tokenizer, labels)
         sp = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
-        reqs = [_Request(tokens.prompt_ids(self.tokenizer, p), sp) for p in prompts]
+        reqs = [_Request(seq, sp) for seq in tokens.prompt_ids_many(self.tokenizer, prompts)]
         outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
         for req, out in zip(reqs, outs, strict=True):
@@ -171,7 +171,8 @@ class VLLMOfflineBackend(LLMBackend):
 
         sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         conts = [tokens.continuation_ids(self.tokenizer, c) for c in continuations]
-        reqs = [_Request(tokens.prompt_ids(self.tokenizer, p) + c, sp) for p, c in zip(prompts, conts, strict=True)]
+        seqs = tokens.prompt_ids_many(self.tokenizer, prompts)
+        reqs = [_Request(seq + c, sp) for seq, c in zip(seqs, conts, strict=True)]
         outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
         for req, cont, out in zip(reqs, conts, outs, strict=True):

