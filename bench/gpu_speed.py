@@ -208,13 +208,19 @@ def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: l
                 len(b) * max(lengths[i] for i in b)
                 for b in plan_batches(lengths, args.max_batch_tokens, args.max_batch_size)
             )
-        tflops = useful / seconds / 1e12
-        rows.append({
-            "method": method, "queries": len(batch), "prompts": len(lengths), "seconds": seconds,
-            "prompts/s": len(lengths) / seconds, "tokens/s": sum(lengths) / seconds, "TFLOP/s": tflops,
-            "% of peak": 100 * tflops / peak, "padding %": 100 * (padded - sum(lengths)) / padded,
-        })  # fmt: skip
+        rows.append(_speed_row(method, len(batch), lengths, seconds, useful, peak, padded))
     rows[1]["speed-up"] = rows[0]["seconds"] / rows[1]["seconds"]
+    seqs = tokens.prompt_ids_many(tokenizer, pointwise_prompts(reranker, batch))
+    for budget in sorted({8192, 16384, args.max_batch_tokens, 65536}):
+        seconds, padded = forward_only(backend, seqs, budget, args.max_batch_size, device)
+        rows.append(
+            _speed_row(f"forward only, {budget} tokens/batch", len(batch), lengths, seconds, useful, peak, padded)
+        )
+    uniform = [[int(x) for x in torch.randint(1000, 100000, (512,))] for _ in range(256)]
+    seconds, padded = forward_only(backend, uniform, 16 * 512, 16, device)
+    reference = _speed_row("forward only, uniform 512 x 16", 0, [512] * 256, seconds,
+                           sum(flops.prompt(512) for _ in range(256)), peak, padded)  # fmt: skip
+    rows.append(reference)
     a, b = scores["naive"], scores["rerankflow"]
     agreement = {
         "max_abs_margin_diff": max(abs(x - y) for x, y in zip(a, b, strict=True)),
@@ -223,9 +229,11 @@ def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: l
             for k, r in zip(_offsets(batch), batch, strict=True)
         ),
     }
+    kernels = profile_batch(backend, seqs, args.max_batch_tokens, args.max_batch_size) if device != "cpu" else []
     return {
         "rows": rows,
         "agreement": agreement,
+        "kernels": kernels,
         "prompt_tokens": {"total": sum(lengths), "mean": statistics.mean(lengths), "max": max(lengths),
                           "min": min(lengths)},
         "useful_tflop": useful / 1e12,
@@ -233,6 +241,55 @@ def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: l
         "max_batch_tokens": args.max_batch_tokens,
         "max_batch_size": args.max_batch_size,
     }  # fmt: skip
+
+
+def _speed_row(method: str, queries: int, lengths: list[int], seconds: float, useful: float, peak: float,
+               padded: int) -> dict[str, Any]:  # fmt: skip
+    tflops = useful / seconds / 1e12
+    return {
+        "method": method, "queries": queries, "prompts": len(lengths), "seconds": seconds,
+        "prompts/s": len(lengths) / seconds, "tokens/s": sum(lengths) / seconds, "TFLOP/s": tflops,
+        "% of peak": 100 * tflops / peak, "padding %": 100 * (padded - sum(lengths)) / padded,
+    }  # fmt: skip
+
+
+def forward_only(backend: HFBackend, seqs: list[list[int]], budget: int, size: int, device: str) -> tuple[float, int]:
+    """Seconds for the model's forward passes alone over the planned batches (inputs built and
+    on the device beforehand; last-position logits), and the padded token count."""
+    plans = plan_batches([len(s) for s in seqs], budget, size)
+    inputs = [backend._padded([seqs[i] for i in plan]) for plan in plans]
+    with torch.inference_mode():
+        backend.hf_model(
+            input_ids=inputs[0][0], attention_mask=inputs[0][1], position_ids=inputs[0][2], logits_to_keep=1
+        )
+        sync(device)
+        start = time.perf_counter()
+        for ids, mask, pos in inputs:
+            backend.hf_model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
+        sync(device)
+    return time.perf_counter() - start, sum(int(ids.numel()) for ids, _, _ in inputs)
+
+
+def profile_batch(backend: HFBackend, seqs: list[list[int]], budget: int, size: int) -> list[dict[str, Any]]:
+    """The CUDA kernels that take the most time in one forward pass of the largest batch."""
+    from torch.profiler import ProfilerActivity, profile
+
+    plan = plan_batches([len(s) for s in seqs], budget, size)[0]
+    ids, mask, pos = backend._padded([seqs[i] for i in plan])
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+        backend.hf_model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
+        torch.cuda.synchronize()
+    events = sorted(prof.key_averages(), key=lambda e: -e.device_time_total)
+    total = sum(e.device_time_total for e in events) or 1.0
+    return [
+        {
+            "kernel": e.key[:90],
+            "calls": e.count,
+            "ms": e.device_time_total / 1e3,
+            "%": 100 * e.device_time_total / total,
+        }
+        for e in events[:15]
+    ]
 
 
 def _offsets(batch: list[Ranking]) -> list[int]:
@@ -271,18 +328,19 @@ def run_minilm(args: argparse.Namespace, batch: list[Ranking], device: str) -> d
     texts = list(dict.fromkeys(one_line(document_text(c.doc)) for r in batch for c in r.candidates))
     rows = []
     for dtype in ("float32", "float16"):
-        for size in (64, 256):
+        for size in (64, 256, 1024):
             enc = SentenceTransformerEncoder(
                 str(args.assets / "minilm-fp16"), device=device, batch_size=size, memo_size=0, dtype=dtype
             )
             enc.load()
+            loaded = str(next(enc._st.parameters()).dtype)
             enc.encode(texts[: 4 * size])  # warm-up
             sync(device)
             start = time.perf_counter()
             vectors = enc.encode(texts)
             sync(device)
             seconds = time.perf_counter() - start
-            rows.append({"dtype": dtype, "batch size": size, "passages": len(texts), "seconds": seconds,
+            rows.append({"dtype": dtype, "loaded as": loaded, "batch size": size, "passages": len(texts), "seconds": seconds,
                          "passages/s": len(texts) / seconds, "dim": int(vectors.shape[1])})  # fmt: skip
     return {"rows": rows}
 
@@ -358,12 +416,16 @@ def _print(result: dict[str, Any]) -> None:
                 "padding %", "speed-up"]  # fmt: skip
         print(table(pw["rows"], cols))
         print(json.dumps(pw["agreement"]))
+        if pw["kernels"]:
+            print(table(pw["kernels"], ["kernel", "calls", "ms", "%"]))
     if "listwise" in result:
         lw = result["listwise"]
         print(table(lw["rows"], ["scheduler", "queries", "seconds", "queries/s", "calls", "output tokens", "speed-up"]))
         print("identical rankings:", lw["identical_rankings"])
     if "minilm" in result:
-        print(table(result["minilm"]["rows"], ["dtype", "batch size", "passages", "seconds", "passages/s"]))
+        print(
+            table(result["minilm"]["rows"], ["dtype", "loaded as", "batch size", "passages", "seconds", "passages/s"])
+        )
 
 
 if __name__ == "__main__":

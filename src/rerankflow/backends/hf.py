@@ -86,8 +86,9 @@ class HFBackend(LLMBackend):
         self.trust_remote_code = trust_remote_code
         self.hf_model: Any = None
         self.tokenizer: Any = None
-        lock = threading.Lock()
+        lock = threading.Lock()  # one forward pass or generate() at a time
         self._score = Coalescer(self._score_batch, lock)
+        self._generate = Coalescer(self._generate_batch, lock)
 
     @classmethod
     def from_model(cls, hf_model: Any, tokenizer: Any, *, name: str, **options: Any) -> HFBackend:
@@ -213,9 +214,21 @@ class HFBackend(LLMBackend):
         ]
 
     async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
-        import asyncio
+        """Concurrent calls (windows of different queries, say) merge into shared batches."""
+        seqs = tokens.prompt_ids_many(self.tokenizer, prompts)
+        return await self._generate.submit([(seq, params) for seq in seqs])
 
-        return await asyncio.to_thread(self._generate_sync, prompts, params)
+    def _generate_batch(self, items: list[tuple[list[int], GenerationParams]]) -> list[Completion]:
+        """Generate for merged requests, batching those with the same settings."""
+        out: list[Completion | None] = [None] * len(items)
+        groups: dict[GenerationParams, list[int]] = {}
+        for i, (_, params) in enumerate(items):
+            groups.setdefault(params, []).append(i)
+        for params, picked in groups.items():
+            done = self._generate_ids([items[i][0] for i in picked], params)
+            for i, completion in zip(picked, done, strict=True):
+                out[i] = completion
+        return [c for c in out if c is not None]
 
     async def _astream(self, prompt: Prompt, params: GenerationParams) -> AsyncIterator[StreamChunk]:
         """Real token streaming: ``generate`` runs in a thread and feeds a ``TextIteratorStreamer``."""
@@ -227,7 +240,8 @@ class HFBackend(LLMBackend):
 
         def run() -> list[Completion]:
             try:
-                return self._generate_sync([prompt], params, streamer)
+                with self._score.lock:
+                    return self._generate_ids(tokens.prompt_ids_many(self.tokenizer, [prompt]), params, streamer)
             except BaseException:
                 streamer.end()  # wake the reader below; the error surfaces from the task
                 raise
@@ -245,39 +259,38 @@ class HFBackend(LLMBackend):
         completion = (await task)[0]
         yield StreamChunk("", completion)
 
-    def _generate_sync(self, prompts: list[Prompt], params: GenerationParams, streamer: Any = None) -> list[Completion]:
+    def _generate_ids(self, seqs: list[list[int]], params: GenerationParams, streamer: Any = None) -> list[Completion]:
+        """Greedy or sampled generation for token-id prompts (the caller holds the engine lock)."""
         import torch
 
-        seqs = tokens.prompt_ids_many(self.tokenizer, prompts)
         out: list[Completion | None] = [None] * len(seqs)
-        with self._score.lock:
-            for batch in plan_batches([len(s) for s in seqs], self.max_batch_tokens, self.max_batch_size):
-                start = time.perf_counter()
-                ids, mask, _ = self._padded([seqs[i] for i in batch])
-                sample = params.temperature > 0
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
-                with torch.inference_mode():
-                    gen = self.hf_model.generate(
-                        input_ids=ids,
-                        attention_mask=mask,
-                        max_new_tokens=params.max_tokens,
-                        do_sample=sample,
-                        temperature=params.temperature if sample else None,
-                        top_p=params.top_p if sample else None,
-                        pad_token_id=self.tokenizer.pad_token_id,
-                        streamer=streamer,
-                    )
-                latency = (time.perf_counter() - start) / len(batch)
-                for j, i in enumerate(batch):
-                    new = gen[j, ids.shape[1] :].tolist()
-                    eos = self.tokenizer.eos_token_id
-                    finish = "length"
-                    if eos in new:
-                        new, finish = new[: new.index(eos)], "stop"
-                    text = self.tokenizer.decode(new, skip_special_tokens=True)
-                    for s in params.stop:
-                        if s in text:
-                            text, finish = text[: text.index(s)], "stop"
-                    out[i] = Completion(text, self.stats(len(seqs[i]), len(new), latency), finish)
+        for batch in plan_batches([len(s) for s in seqs], self.max_batch_tokens, self.max_batch_size):
+            start = time.perf_counter()
+            ids, mask, _ = self._padded([seqs[i] for i in batch])
+            sample = params.temperature > 0
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            with torch.inference_mode():
+                gen = self.hf_model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=params.max_tokens,
+                    do_sample=sample,
+                    temperature=params.temperature if sample else None,
+                    top_p=params.top_p if sample else None,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    streamer=streamer,
+                )
+            latency = (time.perf_counter() - start) / len(batch)
+            for j, i in enumerate(batch):
+                new = gen[j, ids.shape[1] :].tolist()
+                eos = self.tokenizer.eos_token_id
+                finish = "length"
+                if eos in new:
+                    new, finish = new[: new.index(eos)], "stop"
+                text = self.tokenizer.decode(new, skip_special_tokens=True)
+                for s in params.stop:
+                    if s in text:
+                        text, finish = text[: text.index(s)], "stop"
+                out[i] = Completion(text, self.stats(len(seqs[i]), len(new), latency), finish)
         return [c for c in out if c is not None]
