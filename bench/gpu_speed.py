@@ -27,7 +27,7 @@ Parts (``--parts``, default all):
     python bench/gpu_speed.py --assets .device-carry --out DIR [--parts peak,pointwise]
     python bench/gpu_speed.py --smoke   # tiny model on the CPU: checks the script, no speed
 
-Writes ``gpu_speed.json`` (and ``--out`` when given; default ``bench/results/``).
+Writes ``<--name>.json`` (default ``gpu_speed``) into ``--out`` (default ``bench/results/``).
 """
 
 from __future__ import annotations
@@ -131,9 +131,9 @@ class Flops:
 def pointwise_prompts(reranker: PointwiseReranker, batch: list[Ranking]) -> list[Any]:
     """The prompts the reranker sends (same template, same passage cut)."""
     return [
-        reranker.template.render(query=r.query.text, passage=reranker._passage(c.doc))
+        reranker.template.render(query=r.query.text, passage=p)
         for r in batch
-        for c in r.candidates
+        for p in reranker.passages([c.doc for c in r.candidates])
     ]
 
 
@@ -146,10 +146,8 @@ def naive_scores(
     tokenizer.padding_side = "right"
     scores: list[float] = []
     for r in batch:
-        texts = [
-            tokens.render(tokenizer, reranker.template.render(query=r.query.text, passage=reranker._passage(c.doc)))
-            for c in r.candidates
-        ]
+        passages = reranker.passages([c.doc for c in r.candidates])
+        texts = [tokens.render(tokenizer, reranker.template.render(query=r.query.text, passage=p)) for p in passages]
         for i in range(0, len(texts), 16):
             enc = tokenizer(texts[i : i + 16], padding=True, return_tensors="pt", add_special_tokens=False).to(device)
             with torch.inference_mode():
@@ -185,14 +183,22 @@ def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: l
     useful = sum(flops.prompt(n) for n in lengths)
     reranker(batch[:2])  # warm-up: kernels, allocator
     naive_scores(model, tokenizer, reranker, batch[:1], device)
+    compiled = HFBackend.from_model(
+        model, tokenizer, name="qwen2.5-7b-shape-random", max_batch_tokens=args.max_batch_tokens,
+        max_batch_size=args.max_batch_size, compile=True,
+    )  # fmt: skip
+    start = time.perf_counter()
+    PointwiseReranker(compiled)(batch[:4])  # compiles (dynamic shapes)
+    compile_seconds = time.perf_counter() - start
     rows, scores = [], {}
-    for method in ("naive", "rerankflow"):
+    for method in ("naive", "rerankflow", "rerankflow, compiled"):
         sync(device)
         start = time.perf_counter()
         if method == "naive":
             scores[method] = naive_scores(model, tokenizer, reranker, batch, device)
         else:
-            out = reranker(batch)
+            stage = reranker if method == "rerankflow" else PointwiseReranker(compiled)
+            out = stage(batch)
             by_doc = {(r.query.qid, c.doc.docid): c.score for r in out for c in r.candidates}
             scores[method] = [by_doc[(r.query.qid, c.doc.docid)] for r in batch for c in r.candidates]
         sync(device)
@@ -209,9 +215,10 @@ def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: l
                 for b in plan_batches(lengths, args.max_batch_tokens, args.max_batch_size)
             )
         rows.append(_speed_row(method, len(batch), lengths, seconds, useful, peak, padded))
-    rows[1]["speed-up"] = rows[0]["seconds"] / rows[1]["seconds"]
+    for row in rows[1:]:
+        row["speed-up"] = rows[0]["seconds"] / row["seconds"]
     seqs = tokens.prompt_ids_many(tokenizer, pointwise_prompts(reranker, batch))
-    for budget in sorted({8192, 16384, args.max_batch_tokens, 65536}):
+    for budget in sorted({16384, args.max_batch_tokens}):
         seconds, padded = forward_only(backend, seqs, budget, args.max_batch_size, device)
         rows.append(
             _speed_row(f"forward only, {budget} tokens/batch", len(batch), lengths, seconds, useful, peak, padded)
@@ -221,13 +228,15 @@ def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: l
     reference = _speed_row("forward only, uniform 512 x 16", 0, [512] * 256, seconds,
                            sum(flops.prompt(512) for _ in range(256)), peak, padded)  # fmt: skip
     rows.append(reference)
-    a, b = scores["naive"], scores["rerankflow"]
     agreement = {
-        "max_abs_margin_diff": max(abs(x - y) for x, y in zip(a, b, strict=True)),
-        "mean_spearman_per_query": statistics.mean(
-            spearman(a[k : k + len(r.candidates)], b[k : k + len(r.candidates)])
-            for k, r in zip(_offsets(batch), batch, strict=True)
-        ),
+        f"naive vs {other}": {
+            "max_abs_margin_diff": max(abs(x - y) for x, y in zip(scores["naive"], scores[other], strict=True)),
+            "mean_spearman_per_query": statistics.mean(
+                spearman(scores["naive"][k : k + len(r.candidates)], scores[other][k : k + len(r.candidates)])
+                for k, r in zip(_offsets(batch), batch, strict=True)
+            ),
+        }
+        for other in ("rerankflow", "rerankflow, compiled")
     }
     kernels = profile_batch(backend, seqs, args.max_batch_tokens, args.max_batch_size) if device != "cpu" else []
     return {
@@ -237,6 +246,7 @@ def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: l
         "prompt_tokens": {"total": sum(lengths), "mean": statistics.mean(lengths), "max": max(lengths),
                           "min": min(lengths)},
         "useful_tflop": useful / 1e12,
+        "compile_seconds": compile_seconds,
         "body_parameters": flops.body,
         "max_batch_tokens": args.max_batch_tokens,
         "max_batch_size": args.max_batch_size,
@@ -354,6 +364,7 @@ def main() -> int:
     ap.add_argument("--listwise-queries", type=int, default=8)
     ap.add_argument("--max-batch-tokens", type=int, default=32768)
     ap.add_argument("--max-batch-size", type=int, default=256)
+    ap.add_argument("--name", default="gpu_speed", help="result file name (one per set of parts)")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU, 2 queries x 20: checks the script")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -395,7 +406,7 @@ def main() -> int:
             for row in result["pointwise"]["rows"]:
                 row["% of peak"] = 100 * row["TFLOP/s"] / max(peaks)
     _print(result)
-    path = write_result("gpu_speed-smoke" if args.smoke else "gpu_speed", result, folder=args.out)
+    path = write_result(f"{args.name}-smoke" if args.smoke else args.name, result, folder=args.out)
     print(f"wrote {path}")
     return 0
 
@@ -415,7 +426,7 @@ def _print(result: dict[str, Any]) -> None:
         cols = ["method", "queries", "prompts", "seconds", "prompts/s", "tokens/s", "TFLOP/s", "% of peak",
                 "padding %", "speed-up"]  # fmt: skip
         print(table(pw["rows"], cols))
-        print(json.dumps(pw["agreement"]))
+        print(json.dumps(pw["agreement"]), f"compile: {pw['compile_seconds']:.0f} s")
         if pw["kernels"]:
             print(table(pw["kernels"], ["kernel", "calls", "ms", "%"]))
     if "listwise" in result:

@@ -266,19 +266,26 @@ class LLMBackend(ABC):
     # -- tokens (backends that hold a HF tokenizer in ``self.tokenizer``; others override) ----
     tokenizer: Any = None
 
+    def _local_tokenizer(self, what: str) -> Any:
+        """The tokenizer behind the token helpers below (loads the backend first)."""
+        self.ensure_loaded()
+        return self.tokenizer
+
     def count_tokens(self, text: str) -> int:
         """Number of tokens of ``text`` (no special tokens)."""
         from . import tokens
 
-        self.ensure_loaded()
-        return tokens.count(self.tokenizer, text)
+        return tokens.count(self._local_tokenizer("counting tokens"), text)
 
     def truncate(self, text: str, max_tokens: int) -> str:
         """The longest prefix of ``text`` that has at most ``max_tokens`` tokens."""
+        return self.truncate_many([text], max_tokens)[0]
+
+    def truncate_many(self, texts: Sequence[str], max_tokens: int) -> list[str]:
+        """:meth:`truncate` for many texts, tokenised in one call."""
         from . import tokens
 
-        self.ensure_loaded()
-        return tokens.truncate(self.tokenizer, text, max_tokens)
+        return tokens.truncate_many(self._local_tokenizer("truncating by tokens"), list(texts), max_tokens)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of each token of ``text``, tokenised as continuations are
@@ -286,8 +293,7 @@ class LLMBackend(ABC):
         """
         from . import tokens
 
-        self.ensure_loaded()
-        return tokens.offsets(self.tokenizer, text)
+        return tokens.offsets(self._local_tokenizer("token offsets"), text)
 
     # -- the three primitives (async) ----------------------------------------------------
     async def agenerate(self, prompts: Sequence[Prompt], params: GenerationParams | None = None) -> list[Completion]:

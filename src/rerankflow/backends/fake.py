@@ -49,10 +49,9 @@ class FakeBackend(LLMBackend):
         """Whitespace-separated words."""
         return len(text.split())
 
-    def truncate(self, text: str, max_tokens: int) -> str:
-        """First ``max_tokens`` words."""
-        words = text.split()
-        return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
+    def truncate_many(self, texts: Sequence[str], max_tokens: int) -> list[str]:
+        """First ``max_tokens`` words of each text."""
+        return [t if len(t.split()) <= max_tokens else " ".join(t.split()[:max_tokens]) for t in texts]
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Spans of the whitespace-separated words."""

@@ -2,7 +2,8 @@
 
 Label scoring computes logits for the last position only (``logits_to_keep=1``), never the
 full vocabulary for every position; continuation scoring keeps only the continuation's
-positions. bf16 and SDPA attention on GPU, float32 on CPU unless ``dtype`` says otherwise.
+positions. bf16 and SDPA attention on GPU, float32 on CPU unless ``dtype`` says otherwise;
+``compile=True`` runs scoring through ``torch.compile`` (see docs/benchmarks.md for its gain).
 ``model`` may be a packaged name, a HF id, a folder, or a ``.gguf`` file.
 """
 
@@ -76,8 +77,10 @@ class HFBackend(LLMBackend):
         max_batch_tokens: int = 16384,
         max_batch_size: int = 64,
         trust_remote_code: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__(model, revision=revision)
+        self.compile = compile
         self.device = device
         self.dtype = dtype
         self.attn_implementation = attn_implementation
@@ -86,6 +89,7 @@ class HFBackend(LLMBackend):
         self.trust_remote_code = trust_remote_code
         self.hf_model: Any = None
         self.tokenizer: Any = None
+        self._scorer: Any = None  # the model's forward for scoring, compiled when ``compile``
         lock = threading.Lock()  # one forward pass or generate() at a time
         self._score = Coalescer(self._score_batch, lock)
         self._generate = Coalescer(self._generate_batch, lock)
@@ -97,10 +101,20 @@ class HFBackend(LLMBackend):
         """
         backend = cls(name, device=str(next(hf_model.parameters()).device), **options)
         backend.hf_model, backend.tokenizer = hf_model.eval(), tokenizer
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        backend._ready()
         backend._loaded = True
         return backend
+
+    def _ready(self) -> None:
+        """Padding token and the scoring forward (``torch.compile`` with dynamic shapes fuses
+        the normalisation, rotary and activation kernels; it compiles on the first batch)."""
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._scorer = self.hf_model
+        if self.compile:
+            import torch
+
+            self._scorer = torch.compile(self.hf_model, dynamic=True)
 
     def load(self) -> None:
         """Load tokenizer and weights."""
@@ -128,8 +142,7 @@ class HFBackend(LLMBackend):
         except (OSError, ValueError) as exc:
             raise BackendError(f"transformers could not load {self.model!r}: {exc}") from exc
         self.hf_model.to(device).eval()
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._ready()
         self.device = device
         log.info("loaded %s on %s (%s)", self.model, device, dtype)
 
@@ -159,7 +172,7 @@ class HFBackend(LLMBackend):
             keep = max(r.keep for r in rows)
             ids, mask, pos = self._padded([r.ids for r in rows])
             with torch.inference_mode():
-                logits = self.hf_model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
+                logits = self._scorer(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
             for i, values in zip(batch, self._targets_logprobs(logp, rows, keep), strict=True):
                 out[i] = values

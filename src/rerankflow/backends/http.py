@@ -100,25 +100,12 @@ class OpenAIHTTPBackend(LLMBackend):
 
             self.tokenizer = AutoTokenizer.from_pretrained(resolve_llm(self.tokenizer_name))
 
-    def _require_tokenizer(self, what: str) -> Any:
+    def _local_tokenizer(self, what: str) -> Any:
+        """Token counts, cuts and offsets over HTTP need a local copy of the model's tokenizer."""
+        self.ensure_loaded()
         if self.tokenizer is None:
             raise BackendError(f"{what} over HTTP needs a local tokenizer; set tokenizer: <model folder or HF id>")
         return self.tokenizer
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of ``text`` (needs ``tokenizer``)."""
-        self.ensure_loaded()
-        return tokens.count(self._require_tokenizer("counting tokens"), text)
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        """Prefix of ``text`` within ``max_tokens`` tokens (needs ``tokenizer``)."""
-        self.ensure_loaded()
-        return tokens.truncate(self._require_tokenizer("truncating by tokens"), text, max_tokens)
-
-    def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        """Token spans of ``text`` (needs ``tokenizer``)."""
-        self.ensure_loaded()
-        return tokens.offsets(self._require_tokenizer("token offsets"), text)
 
     async def _astream(self, prompt: Prompt, params: GenerationParams) -> AsyncIterator[StreamChunk]:
         """Server-sent events (``stream: true``); usage comes in the last event when the server
@@ -326,7 +313,7 @@ class OpenAIHTTPBackend(LLMBackend):
         for p in prompts:
             text = self._text_prompt(p)
             if text is None:
-                self._require_tokenizer("scoring a continuation of a chat prompt")
+                self._local_tokenizer("scoring a continuation of a chat prompt")
             texts.append(text or "")
         bodies = [
             {"model": self.model, "prompt": t + c, "echo": True, "max_tokens": 1, "temperature": 0, "logprobs": 0}

@@ -68,9 +68,9 @@ class OracleJudge(LLMBackend):
         """Whitespace-separated words."""
         return len(text.split())
 
-    def truncate(self, text: str, max_tokens: int) -> str:
+    def truncate_many(self, texts: Sequence[str], max_tokens: int) -> list[str]:
         """Never cuts (the judge must recognise whole passages)."""
-        return text
+        return list(texts)
 
     # -- reading prompts ----------------------------------------------------------------------
     def _read(self, prompt: Prompt, query: str | None = None) -> tuple[list[str | None], list[float]]:

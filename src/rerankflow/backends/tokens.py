@@ -59,15 +59,21 @@ def count(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def truncate(tokenizer: Any, text: str, max_tokens: int) -> str:
-    """Longest prefix of ``text`` within ``max_tokens`` tokens (cut at a token boundary)."""
+def truncate_many(tokenizer: Any, texts: list[str], max_tokens: int) -> list[str]:
+    """Longest prefix of each text within ``max_tokens`` tokens (cut at a token boundary);
+    one tokenizer call for all texts."""
     if max_tokens < 0:
         raise BackendError(f"max_tokens must be >= 0, got {max_tokens}")
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
-    if len(offsets) <= max_tokens:
-        return text
-    return text[: offsets[max_tokens - 1][1]] if max_tokens > 0 else ""
+    if not texts:
+        return []
+    spans = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    out = []
+    for text, offsets in zip(texts, spans, strict=True):
+        if len(offsets) <= max_tokens:
+            out.append(text)
+        else:
+            out.append(text[: offsets[max_tokens - 1][1]] if max_tokens > 0 else "")
+    return out
 
 
 def offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:

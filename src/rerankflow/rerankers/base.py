@@ -86,7 +86,7 @@ class PlannedReranker(Transformer):
         texts = [one_line(document_text(c.doc)) for c in candidates]  # the pointwise stage shows the same
         if self.max_passage_tokens is None:
             return texts
-        return [self.backend.truncate(t, self.max_passage_tokens) for t in texts]
+        return self.backend.truncate_many(texts, self.max_passage_tokens)
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Rerank the head of every ranking; all queries' plans run through one scheduler."""

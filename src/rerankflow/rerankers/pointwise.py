@@ -87,13 +87,14 @@ class PointwiseReranker(Transformer):
         """Start the backend (shared engines start once)."""
         self.backend.ensure_loaded()
 
-    def _passage(self, doc: Document) -> str:
-        """The passage as shown: title and text on one line, cut to ``max_passage_tokens`` tokens."""
-        text = one_line(document_text(doc))
-        return text if self.max_passage_tokens is None else self.backend.truncate(text, self.max_passage_tokens)
+    def passages(self, docs: Sequence[Document]) -> list[str]:
+        """The passages as shown: title and text on one line, cut to ``max_passage_tokens`` tokens."""
+        texts = [one_line(document_text(doc)) for doc in docs]
+        return texts if self.max_passage_tokens is None else self.backend.truncate_many(texts, self.max_passage_tokens)
 
     def _scores(self, batch: Sequence[Ranking]) -> tuple[list[float], list[CallStats]]:
-        pairs = [(r.query.text, self._passage(c.doc)) for r in batch for c in r.candidates]
+        queries = [r.query.text for r in batch for _ in r.candidates]
+        pairs = list(zip(queries, self.passages([c.doc for r in batch for c in r.candidates]), strict=True))
         if not pairs:
             return [], []
         if self.mode == "query_likelihood":
