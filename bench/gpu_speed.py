@@ -316,7 +316,7 @@ def run_listwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: li
         max_batch_size=args.max_batch_size,
     )  # fmt: skip
     rows, orders = [], {}
-    ListwiseReranker(backend, window=20, stride=10)(batch[:1])  # warm-up
+    ListwiseReranker(backend, window=20, stride=10)([batch[0].top(20)])  # warm-up: one window
     for mode in ("sequential", "concurrent"):
         reranker = ListwiseReranker(backend, window=20, stride=10, scheduler=mode)
         before = backend.ledger.as_dict()
