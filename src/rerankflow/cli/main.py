@@ -1,4 +1,4 @@
-"""``rerankflow`` command line: run, validate, schema, eval, stages.
+"""``rerankflow`` command line: run, serve, validate, schema, stages, eval, models, report, prompts.
 
 Every expected failure prints one line ``rerankflow: error: ...`` and exits with status 2;
 ``--debug`` shows the traceback instead.
@@ -120,6 +120,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ..eval.report import write_report
+
+    print(write_report(Path(args.results), Path(args.output) if args.output else None, args.title))
+    return 0
+
+
 def _cmd_prompts(args: argparse.Namespace) -> int:
     import yaml
 
@@ -178,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--force", action="store_true", help="prepare again even if present")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("report", help="an HTML page (tables, plots) from a folder of result JSON files")
+    p.add_argument(
+        "results", metavar="RESULTS_DIR", help="folder of experiment/benchmark results (searched recursively)"
+    )
+    p.add_argument("-o", "--output", help="HTML file to write (default: RESULTS_DIR/report.html)")
+    p.add_argument("--title", help="page title")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("prompts", help="list the built-in prompt templates, or show one")
     p.add_argument("action", choices=["list", "show"])

@@ -1,0 +1,110 @@
+"""`rerankflow report`: one self-contained HTML page from experiment and benchmark results."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from rerankflow.cli.main import main
+from rerankflow.errors import DataError
+from rerankflow.eval.report import collect, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def bench_file(folder: Path) -> Path:
+    """A benchmark result in the shape bench/common.py writes (rows + environment)."""
+    rows = [
+        {"dataset": "dl19", "scope": "subset", "method": "BM25 (input)", "nDCG@10": 0.5, "calls/q": 0,
+         "prompt tokens/q": 0, "output tokens/q": 0, "s/q": 1e-5, "per_query_latency_s": [1e-5, 1e-5]},
+        {"dataset": "dl19", "scope": "subset", "method": "listwise <b>sliding</b>", "nDCG@10": 0.61, "calls/q": 9,
+         "prompt tokens/q": 11000.0, "output tokens/q": 900.0, "s/q": 30.5, "per_query_latency_s": [28.0, 33.0]},
+        {"dataset": "dl19", "scope": "subset", "method": "pointwise", "nDCG@10": 0.55, "calls/q": 100,
+         "prompt tokens/q": 9000.0, "output tokens/q": 100.0, "s/q": 20.0, "per_query_latency_s": [19.0, 21.0]},
+    ]  # fmt: skip
+    data = {
+        "benchmark": "quality",
+        "environment": {"python": "3.11.7", "packages": {"torch": "2.13.0"}, "cpu": "Test CPU", "cpu_count": 2,
+                        "git_commit": "abc1234"},
+        "rows": rows,
+        "published": [{"method": "RankZephyr-7B", "dl19": 0.7365}],
+        "nested": {"rows": [{"scheduler": "sequential", "queries/s": 0.02}, {"scheduler": "concurrent", "queries/s": 0.05}]},
+    }  # fmt: skip
+    path = folder / "quality.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def pngs(page: str) -> list[bytes]:
+    return [base64.b64decode(x) for x in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)]
+
+
+def test_report_from_a_real_run_and_a_benchmark_file(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: t\ndataset: {builtin: demo}\npipelines:\n  a: [bm25]\n  b: [bm25: {k1: 1.2, b: 0.75}]\n"
+        "measures: [nDCG@10, R@10]\nbaseline: a\n"
+    )
+    results = tmp_path / "results"
+    assert main(["-q", "run", str(job), "-o", str(results / "demo")]) == 0
+    bench_file(results)
+    (results / "notes.json").write_text('{"something": "else"}')
+    capsys.readouterr()
+    assert main(["-q", "report", str(results)]) == 0
+    out = capsys.readouterr().out.strip()
+    page = (results / "report.html").read_text()
+    assert out == str(results / "report.html") and not list(results.glob("*.tmp"))
+    # the experiment: both systems with their measured means, as stored by the run
+    stored = json.loads((results / "demo" / "results.json").read_text())
+    for system in stored["systems"]:
+        assert f"<td>{system['name']}</td>" in page
+        assert f"{system['means']['nDCG@10']:.4g}" in page
+    # the benchmark: environment line, rows (nested ones too), published numbers marked
+    assert "Test CPU (2 cores)" in page and "commit abc1234" in page
+    assert "concurrent" in page and "published reference numbers (not measured here)" in page
+    assert "listwise &lt;b&gt;sliding&lt;/b&gt;" in page and "<b>sliding</b>" not in page  # escaped
+    # plots: quality vs cost for both groups; calls/tokens and latency for the benchmark group
+    images = pngs(page)
+    assert len(images) == 4 and all(img.startswith(PNG_MAGIC) and len(img) > 2000 for img in images)
+    assert "dl19 subset: nDCG@10 against cost per method" in page
+    assert "dl19 subset: per-query latency distribution" in page
+    assert "notes.json (not experiment or benchmark results)" in page  # nothing silently dropped
+
+
+def test_experiment_usage_becomes_cost_and_latency(tmp_path):
+    usage = {"listwise": {"total": {"calls": 18, "prompt_tokens": 2000, "output_tokens": 200, "latency_s": 3.0},
+                          "per_query": {"q1": {"latency_s": 1.0}, "q2": {"latency_s": 2.0}}}}  # fmt: skip
+    data = {
+        "measures": ["nDCG@10"],
+        "baseline": "bm25",
+        "systems": [
+            {"name": "bm25", "means": {"nDCG@10": 0.4}, "queries": 2, "ms_per_query": 0.01},
+            {"name": "listwise", "means": {"nDCG@10": 0.6}, "queries": 2, "ms_per_query": 1500.0, "usage": usage},
+        ],
+    }
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    sections, skipped = collect(tmp_path)
+    points = {p.method: p for p in sections[0].groups["results.json"]}
+    assert skipped == []
+    assert points["listwise"].calls == 9 and points["listwise"].tokens == 1100
+    assert points["listwise"].latencies == [1.0, 2.0] and points["listwise"].seconds == 1.5
+    assert points["bm25"].calls is None and points["bm25"].latencies == []
+    page = write_report(tmp_path).read_text()
+    assert len(pngs(page)) == 3  # quality vs cost (tokens axis), calls/tokens, latency
+
+
+def test_bad_folders_and_files_are_clear_errors(tmp_path, capsys):
+    with pytest.raises(DataError, match="results folder not found"):
+        collect(tmp_path / "missing")
+    (tmp_path / "other.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="no experiment or benchmark result files"):
+        collect(tmp_path)
+    (tmp_path / "broken.json").write_text('{"benchmark": "x",\n  "rows": [}')
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.json:2" in err and "invalid JSON" in err
+    assert not (tmp_path / "report.html").exists()
