@@ -159,7 +159,13 @@ class HFBackend(LLMBackend):
             ids[row, width - len(s) :] = torch.tensor(s)
             mask[row, width - len(s) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return ids.to(self.device), mask.to(self.device), positions.to(self.device)
+        if self.device != "cpu" and torch.cuda.is_available():  # pinned: the copies do not wait for the device
+            ids, mask, positions = ids.pin_memory(), mask.pin_memory(), positions.pin_memory()
+        return (
+            ids.to(self.device, non_blocking=True),
+            mask.to(self.device, non_blocking=True),
+            positions.to(self.device, non_blocking=True),
+        )
 
     def _score_batch(self, items: list[_Scoring]) -> list[list[float]]:
         """Log-probabilities of each item's targets (labels at the next position, or the
@@ -167,15 +173,26 @@ class HFBackend(LLMBackend):
         import torch
 
         out: list[list[float]] = [[] for _ in items]
+        waiting: tuple[list[int], list[_Scoring], Any, int] | None = None
+
+        def collect(batch: list[int], rows: list[_Scoring], logp: Any, keep: int) -> None:
+            for i, values in zip(batch, self._targets_logprobs(logp, rows, keep), strict=True):
+                out[i] = values
+
+        # The device runs batch k while the host pads and launches batch k+1; batch k's results
+        # are copied back only then, so the device does not idle between batches.
         for batch in plan_batches([len(x.ids) for x in items], self.max_batch_tokens, self.max_batch_size):
             rows = [items[i] for i in batch]
             keep = max(r.keep for r in rows)
             ids, mask, pos = self._padded([r.ids for r in rows])
             with torch.inference_mode():
                 logits = self._scorer(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for i, values in zip(batch, self._targets_logprobs(logp, rows, keep), strict=True):
-                out[i] = values
+                logp = torch.log_softmax(logits.float(), dim=-1)
+            if waiting is not None:
+                collect(*waiting)
+            waiting = (batch, rows, logp, keep)
+        if waiting is not None:
+            collect(*waiting)
         return out
 
     @staticmethod
