@@ -117,7 +117,8 @@ def main() -> int:
         orders, seconds = (side_rankllm if args.side == "rankllm" else side_rerankflow)(model, batch, args.depth)
         Path(args.out_file).write_text(json.dumps({"orders": orders, "seconds": seconds}))
         return 0
-    qrels = read_qrels(folder / "qrels.dl19-passage.txt")
+    judged = read_qrels(folder / "qrels.dl19-passage.txt")
+    qrels = {r.query.qid: judged[r.query.qid] for r in batch}  # nDCG over the queries run, not all 43
     sides: dict[str, dict[str, Any]] = {}
     for side in ("rankllm", "rerankflow"):
         with tempfile.NamedTemporaryFile(suffix=".json") as tmp:

@@ -138,3 +138,58 @@ def test_real_tokenizer_labels_and_truncation(hf_backend):
     assert hf_backend.truncate(text, 1000) == text and hf_backend.truncate(text, 0) == ""
     rendered = tokens.render(tok, Prompt.chat("hello"))
     assert "hello" in rendered and rendered != "hello"  # the model's chat template was applied
+    texts = [text, "short", "", "Another sentence that is long enough to be cut somewhere in the middle."]
+    assert hf_backend.truncate_many(texts, 5) == [hf_backend.truncate(t, 5) for t in texts]
+
+
+@pytest.mark.slow
+def test_hf_mixed_batch_of_labels_and_continuations_matches_separate_calls(hf_backend):
+    """Label and continuation requests that arrive together share forward passes; each result
+    must equal what the request gets on its own (the gather picks the right positions)."""
+    prompts = [Prompt.chat(f"Is {w} a fruit? Answer yes or no.") for w in ("an apple", "a brick", "a pear tree")]
+    raw = [Prompt.raw(f"A short note about {w}:") for w in ("rivers", "the moon")]
+    alone_labels = hf_backend.label_logprobs(prompts, ["yes", "no"])
+    alone_conts = hf_backend.continuation_logprobs(raw, [" water flows downhill", ""])
+
+    async def together():
+        return await asyncio.gather(
+            hf_backend.alabel_logprobs(prompts, ["yes", "no"]),
+            hf_backend.acontinuation_logprobs(raw, [" water flows downhill", ""]),
+        )
+
+    labels, conts = run_sync(together())
+    for a, b in zip(alone_labels, labels, strict=True):
+        assert a.logprobs.keys() == b.logprobs.keys()
+        assert all(abs(a.logprobs[k] - b.logprobs[k]) < 0.1 for k in a.logprobs)
+    assert len(conts[0].token_logprobs) == len(alone_conts[0].token_logprobs) > 2 and conts[1].token_logprobs == ()
+    assert max(abs(x - y) for x, y in zip(alone_conts[0].token_logprobs, conts[0].token_logprobs, strict=True)) < 0.1
+
+
+@pytest.mark.slow
+def test_hf_concurrent_generate_calls_share_one_generate_per_settings(hf_backend, monkeypatch):
+    """The window scheduler's concurrent calls must reach transformers as one batch (the GPU
+    benchmark measured no gain from the scheduler before they did)."""
+    from rerankflow.backends.base import GenerationParams
+
+    batch_sizes = []
+    real = hf_backend.hf_model.generate
+
+    def counting(**kwargs):
+        batch_sizes.append(int(kwargs["input_ids"].shape[0]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(hf_backend.hf_model, "generate", counting)
+    short, longer = GenerationParams(max_tokens=3), GenerationParams(max_tokens=5)
+    words = ("one", "two", "three")
+
+    async def calls(params_each):
+        return await asyncio.gather(
+            *(hf_backend.agenerate([Prompt.chat(f"Say {w}.")], p) for w, p in zip(words, params_each, strict=True))
+        )
+
+    same = run_sync(calls([short, short, short]))
+    assert batch_sizes == [3] and all(len(c) == 1 and c[0].stats.output_tokens <= 3 for c in same)
+    batch_sizes.clear()
+    mixed = run_sync(calls([short, longer, short]))
+    assert sorted(batch_sizes) == [1, 2]  # different settings never share a generate call
+    assert mixed[1][0].stats.output_tokens <= 5 and all(c[0].stats.output_tokens <= 3 for c in (mixed[0], mixed[2]))

@@ -1,0 +1,33 @@
+"""bench/gpu_speed.py in its CPU smoke mode: the GPU benchmark's code paths run, and rerankflow's
+batched scoring gives the naive loop's scores (float32 on the CPU, so they must match closely)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+
+
+def test_gpu_speed_smoke_runs_every_part_and_agrees_with_the_naive_loop(trec_dl, smollm2, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "gpu_speed.py", "--smoke", "--out", str(tmp_path), "--parts", "peak,pointwise,listwise"],
+        cwd=ROOT / "bench",
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "gpu_speed-smoke.json").read_text())
+    rows = {r["method"]: r for r in result["pointwise"]["rows"]}
+    assert {"naive", "rerankflow", "rerankflow, compiled"} <= rows.keys()
+    assert all(r["prompts"] == 40 and r["seconds"] > 0 for r in rows.values() if "uniform" not in r["method"])
+    for agreement in result["pointwise"]["agreement"].values():
+        assert agreement["max_abs_margin_diff"] < 1e-3 and agreement["mean_spearman_per_query"] == 1.0
+    listwise = result["listwise"]
+    assert listwise["identical_rankings"] == "2/2" and [r["calls"] for r in listwise["rows"]] == [2, 2]
+    assert result["environment"]["git_commit"]
