@@ -159,7 +159,7 @@ class HFBackend(LLMBackend):
             ids[row, width - len(s) :] = torch.tensor(s)
             mask[row, width - len(s) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        if self.device != "cpu" and torch.cuda.is_available():  # pinned: the copies do not wait for the device
+        if str(self.device).startswith("cuda"):  # pinned: the copies do not wait for the device
             ids, mask, positions = ids.pin_memory(), mask.pin_memory(), positions.pin_memory()
         return (
             ids.to(self.device, non_blocking=True),
@@ -173,53 +173,52 @@ class HFBackend(LLMBackend):
         import torch
 
         out: list[list[float]] = [[] for _ in items]
-        waiting: tuple[list[int], list[_Scoring], Any, int] | None = None
+        waiting: tuple[list[int], list[_Scoring], int, Any, Any] | None = None
 
-        def collect(batch: list[int], rows: list[_Scoring], logp: Any, keep: int) -> None:
-            for i, values in zip(batch, self._targets_logprobs(logp, rows, keep), strict=True):
-                out[i] = values
+        def collect(batch: list[int], rows: list[_Scoring], keep: int, last: Any, along: Any) -> None:
+            last, along = last.cpu(), None if along is None else along.cpu()  # waits for this batch only
+            for j, (i, r) in enumerate(zip(batch, rows, strict=True)):
+                n = len(r.targets)
+                if r.labels:  # every label scored as the token after the prompt
+                    out[i] = last[j, :n].tolist()
+                else:  # positions keep-1-n .. keep-2 predict the continuation's n tokens
+                    out[i] = along[j, keep - 1 - n : keep - 1].tolist() if n and along is not None else []
 
         # The device runs batch k while the host pads and launches batch k+1; batch k's results
-        # are copied back only then, so the device does not idle between batches.
+        # are copied back only then, so the device does not idle between batches. Only the
+        # gathered target values are kept meanwhile, never a batch's logits.
         for batch in plan_batches([len(x.ids) for x in items], self.max_batch_tokens, self.max_batch_size):
             rows = [items[i] for i in batch]
             keep = max(r.keep for r in rows)
             ids, mask, pos = self._padded([r.ids for r in rows])
             with torch.inference_mode():
                 logits = self._scorer(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
-                logp = torch.log_softmax(logits.float(), dim=-1)
+                last, along = self._gather_targets(torch.log_softmax(logits.float(), dim=-1), rows, keep)
+                del logits
             if waiting is not None:
                 collect(*waiting)
-            waiting = (batch, rows, logp, keep)
+            waiting = (batch, rows, keep, last, along)
         if waiting is not None:
             collect(*waiting)
         return out
 
     @staticmethod
-    def _targets_logprobs(logp: Any, rows: list[_Scoring], keep: int) -> list[list[float]]:
-        """Each row's target log-probabilities, gathered on the device and copied to the host
-        once per batch (a copy per row would make the host wait for the device row by row)."""
+    def _gather_targets(logp: Any, rows: list[_Scoring], keep: int) -> tuple[Any, Any]:
+        """On the device: label log-probabilities at the last position (rows x labels) and, when
+        some row is a continuation, each kept position's continuation token (rows x keep)."""
         import torch
 
-        width = max(len(r.targets) for r in rows)
-        labels = torch.zeros((len(rows), max(width, 1)), dtype=torch.long)  # scored at the last position
-        steps = torch.zeros((len(rows), keep), dtype=torch.long)  # continuation token at each kept position
+        labels = torch.zeros((len(rows), max(max(len(r.targets) for r in rows), 1)), dtype=torch.long)
+        steps = torch.zeros((len(rows), keep), dtype=torch.long)
         for j, r in enumerate(rows):
             n = len(r.targets)
             if r.labels:
                 labels[j, :n] = torch.tensor(r.targets)
-            elif n:  # positions keep-1-n .. keep-2 predict the continuation's n tokens
+            elif n:
                 steps[j, keep - 1 - n : keep - 1] = torch.tensor(r.targets)
-        last = logp[:, -1, :].gather(-1, labels.to(logp.device)).cpu()
-        along = logp.gather(-1, steps.to(logp.device)[:, :, None]).squeeze(-1).cpu() if keep > 1 else None
-        values = []
-        for j, r in enumerate(rows):
-            n = len(r.targets)
-            if r.labels:
-                values.append(last[j, :n].tolist())
-            else:
-                values.append(along[j, keep - 1 - n : keep - 1].tolist() if n and along is not None else [])
-        return values
+        last = logp[:, -1, :].gather(-1, labels.to(logp.device))
+        along = logp.gather(-1, steps.to(logp.device)[:, :, None]).squeeze(-1) if keep > 1 else None
+        return last, along
 
     async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
         ids = tokens.label_ids(self.tokenizer, labels)
