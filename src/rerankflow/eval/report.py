@@ -19,13 +19,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, MissingDependencyError
+from ..io.jsonl import read_json
 
 log = logging.getLogger(__name__)
 QUALITY_KEYS = ("nDCG@10", "quality")
@@ -60,12 +60,7 @@ def collect(folder: Path) -> tuple[list[Section], list[str]]:
         raise DataError("results folder not found (give the folder that holds the result JSON files)", file=folder)
     sections, skipped = [], []
     for path in sorted(folder.rglob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON: {exc.msg}", file=path, line=exc.lineno) from exc
-        except UnicodeDecodeError as exc:
-            raise DataError(f"not UTF-8 text: {exc.reason}", file=path) from exc
+        data = read_json(path)
         name = str(path.relative_to(folder))
         if isinstance(data, dict) and isinstance(data.get("systems"), list) and "measures" in data:
             sections.append(_experiment(name, data))

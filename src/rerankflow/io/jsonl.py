@@ -87,6 +87,16 @@ def read_queries_jsonl(path: str | Path) -> list[Query]:
     return out
 
 
+def read_json(path: Path) -> Any:
+    """A whole JSON document; bad JSON or bad UTF-8 is a :class:`DataError` naming file and line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON: {exc.msg}", file=path, line=exc.lineno) from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not valid UTF-8 ({exc.reason})", file=path) from exc
+
+
 def read_hits(path: str | Path) -> list[Ranking]:
     """Read the JSON reranking format: a list of ``{"query": str, "hits": [{"qid", "docid",
     "content", "score", "rank"}, ...]}`` (as in ``../shared/data/trec-dl/bm25_dl19.json``).
@@ -95,12 +105,7 @@ def read_hits(path: str | Path) -> list[Ranking]:
     path = Path(path)
     if not path.is_file():
         raise DataError("hits file not found", file=path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON: {exc.msg}", file=path, line=exc.lineno) from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not valid UTF-8 ({exc.reason})", file=path) from exc
+    data = read_json(path)
     if not isinstance(data, list):
         raise DataError('expected a JSON list of {"query": ..., "hits": [...]} objects', file=path)
     rankings = []
