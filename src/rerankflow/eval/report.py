@@ -9,7 +9,10 @@ Reads every ``*.json`` under the folder:
 
 Methods that have a quality number are also plotted, per group (experiment, or dataset and
 query scope of a benchmark): quality against cost (tokens per query, else seconds per query),
-LLM calls and tokens per query, and the distribution of per-query latency. Plots are PNGs
+LLM calls and tokens per query, and the distribution of per-query latency (the latencies of a
+query's LLM calls summed: calls that ran side by side in one batch each count in full, so with
+a scheduler this exceeds the wall time per query; stages without LLM calls show their wall
+time per query). Plots are PNGs
 embedded as data URIs, so the page is one file that opens anywhere. Files that are neither kind
 are listed as skipped, not silently ignored; a file that is not valid JSON is an error.
 """
@@ -119,7 +122,10 @@ def _benchmark(name: str, data: dict[str, Any]) -> Section:
             quality = next((r[k] for k in QUALITY_KEYS if isinstance(r.get(k), (int, float))), None)
             if quality is None or "method" not in r:
                 continue
-            group = " ".join(str(r[k]) for k in ("dataset", "scope", "noise") if k in r) or label
+            group = " ".join(
+                f"{k} {r[k]}" if k == "noise" else str(r[k]) for k in ("dataset", "scope", "noise") if k in r
+            )
+            group = group or label
             tokens = [float(r[k]) for k in ("prompt tokens/q", "output tokens/q") if isinstance(r.get(k), (int, float))]
             section.groups.setdefault(group, []).append(
                 Point(
@@ -208,7 +214,10 @@ def plots(group: str, points: list[Point], measure: str) -> list[tuple[str, str]
         fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(timed) + 1.2))
         ax.boxplot([p.latencies for p in timed], orientation="horizontal")
         ax.set_yticks(range(1, len(timed) + 1), [p.method for p in timed])
-        ax.set_xlabel("seconds per query")
+        values = [v for p in timed for v in p.latencies if v > 0]
+        if values and max(values) > 100 * min(values):
+            ax.set_xscale("log")
+        ax.set_xlabel("LLM seconds per query (call latencies summed; log scale when they span 100x)")
         ax.set_title(f"{group}: per-query latency")
         out.append((f"{group}: per-query latency distribution", _png(fig)))
     return out
