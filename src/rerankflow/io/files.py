@@ -20,13 +20,17 @@ def numbered_lines(path: str | Path, *, what: str) -> Iterator[tuple[int, str]]:
     if not path.is_file():
         raise DataError(f"{what} file not found" + ("" if path.exists() else "; check the path"), file=path)
     opener = gzip.open if path.suffix == ".gz" else open
-    lineno = 0
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
+        with opener(path, "rb") as fh:
+            # lines are decoded one by one, so a bad byte is reported on its own line
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        f"{what} file is not valid UTF-8 ({exc.reason}); save it as UTF-8", file=path, line=lineno
+                    ) from exc
                 yield lineno, line.rstrip("\r\n")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{what} file is not valid UTF-8 ({exc.reason})", file=path, line=lineno + 1) from exc
     except (OSError, EOFError) as exc:
         raise DataError(f"cannot read {what} file: {exc}", file=path) from exc
 
