@@ -4,6 +4,7 @@ traceback from deep inside), and prompt rendering never interprets what it inser
 
 from __future__ import annotations
 
+import re
 import string
 import tempfile
 from pathlib import Path
@@ -125,3 +126,29 @@ def test_a_bad_byte_is_reported_on_its_own_line(good):
         raise AssertionError("a run file with a non-UTF-8 byte was accepted")
     finally:
         path.unlink()
+
+
+CITED = st.lists(
+    st.one_of(
+        st.text(alphabet=string.ascii_letters + " .,;[]()", max_size=12),
+        st.integers(0, 12).map(lambda n: f"[{n}]"),
+        st.lists(st.integers(0, 12), min_size=1, max_size=3).map(lambda ns: "[" + ", ".join(map(str, ns)) + "]"),
+        st.integers(0, 10**30).map(lambda n: f"[passage {n}]"),
+    ),
+    max_size=10,
+).map("".join)
+
+
+@FUZZ
+@given(text=CITED, size=st.integers(0, 6))
+def test_citations_are_each_number_once_and_none_is_missed(text, size):
+    from rerankflow.generators.answer import parse_citations
+    from rerankflow.types import Document
+
+    context = [Document(f"d{i}", f"passage {i}") for i in range(size)]
+    cites = parse_citations(text, context)
+    numbers = [c.number for c in cites]
+    assert len(numbers) == len(set(numbers))
+    assert {int(n) for n in re.findall(r"\[(\d+)\]", text)} <= set(numbers)  # no plain marker missed
+    for c in cites:  # in range: that passage; out of range: kept, marked unknown
+        assert c.docid == (context[c.number - 1].docid if 1 <= c.number <= size else None)
