@@ -128,6 +128,14 @@ class Flops:
         return 2 * self.body * length + 2 * self.layers * length**2 * self.hidden + 2 * self.hidden * self.vocab
 
 
+def hf_backend(args: argparse.Namespace, model: Any, tokenizer: Any, *, compile: bool = False) -> HFBackend:
+    """The benchmark's backend around the in-memory model, with the batching options asked for."""
+    return HFBackend.from_model(
+        model, tokenizer, name="qwen2.5-7b-shape-random", max_batch_tokens=args.max_batch_tokens,
+        max_batch_size=args.max_batch_size, compile=compile,
+    )  # fmt: skip
+
+
 def pointwise_prompts(reranker: PointwiseReranker, batch: list[Ranking]) -> list[Any]:
     """The prompts the reranker sends (same template, same passage cut)."""
     return [
@@ -174,19 +182,13 @@ def spearman(a: list[float], b: list[float]) -> float:
 def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: list[Ranking], device: str,
                   peak: float) -> dict[str, Any]:  # fmt: skip
     flops = Flops(model)
-    backend = HFBackend.from_model(
-        model, tokenizer, name="qwen2.5-7b-shape-random", max_batch_tokens=args.max_batch_tokens,
-        max_batch_size=args.max_batch_size,
-    )  # fmt: skip
+    backend = hf_backend(args, model, tokenizer)
     reranker = PointwiseReranker(backend)
     lengths = [len(x) for x in tokens.prompt_ids_many(tokenizer, pointwise_prompts(reranker, batch))]
     useful = sum(flops.prompt(n) for n in lengths)
     reranker(batch[:2])  # warm-up: kernels, allocator
     naive_scores(model, tokenizer, reranker, batch[:1], device)
-    compiled = HFBackend.from_model(
-        model, tokenizer, name="qwen2.5-7b-shape-random", max_batch_tokens=args.max_batch_tokens,
-        max_batch_size=args.max_batch_size, compile=True,
-    )  # fmt: skip
+    compiled = hf_backend(args, model, tokenizer, compile=True)
     start = time.perf_counter()
     PointwiseReranker(compiled)(batch[:4])  # compiles (dynamic shapes)
     compile_seconds = time.perf_counter() - start
@@ -311,10 +313,7 @@ def _offsets(batch: list[Ranking]) -> list[int]:
 
 
 def run_listwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: list[Ranking]) -> dict[str, Any]:
-    backend = HFBackend.from_model(
-        model, tokenizer, name="qwen2.5-7b-shape-random", max_batch_tokens=args.max_batch_tokens,
-        max_batch_size=args.max_batch_size,
-    )  # fmt: skip
+    backend = hf_backend(args, model, tokenizer)
     rows, orders = [], {}
     ListwiseReranker(backend, window=20, stride=10)([batch[0].top(20)])  # warm-up: one window
     for mode in ("sequential", "concurrent"):

@@ -209,15 +209,15 @@ class HFBackend(LLMBackend):
         import torch
 
         labels = torch.zeros((len(rows), max(max(len(r.targets) for r in rows), 1)), dtype=torch.long)
-        steps = torch.zeros((len(rows), keep), dtype=torch.long)
+        steps = torch.zeros((len(rows), keep), dtype=torch.long) if keep > 1 else None  # label-only: none
         for j, r in enumerate(rows):
             n = len(r.targets)
             if r.labels:
                 labels[j, :n] = torch.tensor(r.targets)
-            elif n:
+            elif n and steps is not None:
                 steps[j, keep - 1 - n : keep - 1] = torch.tensor(r.targets)
         last = logp[:, -1, :].gather(-1, labels.to(logp.device))
-        along = logp.gather(-1, steps.to(logp.device)[:, :, None]).squeeze(-1) if keep > 1 else None
+        along = None if steps is None else logp.gather(-1, steps.to(logp.device)[:, :, None]).squeeze(-1)
         return last, along
 
     async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:

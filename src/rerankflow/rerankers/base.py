@@ -22,10 +22,17 @@ from ..backends.base import LLMBackend
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer
-from ..types import Candidate, Ranking, document_text, one_line, sort_candidates
+from ..types import Candidate, Document, Ranking, document_text, one_line, sort_candidates
 from .scheduler import Outcome, Plan, Scheduler
 
 SchedulerMode = Literal["concurrent", "sequential"]
+
+
+def shown_passages(backend: LLMBackend, docs: Sequence[Document], max_tokens: int | None) -> list[str]:
+    """Passages as every LLM reranker shows them: title and text on one line, cut to
+    ``max_tokens`` tokens of the backend's tokenizer in one call (``None``: uncut)."""
+    texts = [one_line(document_text(doc)) for doc in docs]
+    return texts if max_tokens is None else backend.truncate_many(texts, max_tokens)
 
 
 def passage_block(labels: Sequence[str], texts: Sequence[str]) -> str:
@@ -82,11 +89,8 @@ class PlannedReranker(Transformer):
         """The calls that rank ``texts`` (already truncated, one line each) for ``query``."""
 
     def passages(self, candidates: Sequence[Candidate]) -> list[str]:
-        """Passage texts as the model sees them: one line, cut to ``max_passage_tokens`` tokens."""
-        texts = [one_line(document_text(c.doc)) for c in candidates]  # the pointwise stage shows the same
-        if self.max_passage_tokens is None:
-            return texts
-        return self.backend.truncate_many(texts, self.max_passage_tokens)
+        """Passage texts as the model sees them (see :func:`shown_passages`)."""
+        return shown_passages(self.backend, [c.doc for c in candidates], self.max_passage_tokens)
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Rerank the head of every ranking; all queries' plans run through one scheduler."""

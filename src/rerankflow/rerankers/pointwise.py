@@ -22,7 +22,8 @@ from ..backends.base import CallStats, LLMBackend
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer
-from ..types import Document, Ranking, document_text, one_line, rescore
+from ..types import Document, Ranking, rescore
+from .base import shown_passages
 
 Mode = Literal["yes_no", "grade", "query_likelihood"]
 ScoreMode = Literal["margin", "p_yes"]
@@ -88,9 +89,8 @@ class PointwiseReranker(Transformer):
         self.backend.ensure_loaded()
 
     def passages(self, docs: Sequence[Document]) -> list[str]:
-        """The passages as shown: title and text on one line, cut to ``max_passage_tokens`` tokens."""
-        texts = [one_line(document_text(doc)) for doc in docs]
-        return texts if self.max_passage_tokens is None else self.backend.truncate_many(texts, self.max_passage_tokens)
+        """The passages as shown (see :func:`~rerankflow.rerankers.base.shown_passages`)."""
+        return shown_passages(self.backend, docs, self.max_passage_tokens)
 
     def _scores(self, batch: Sequence[Ranking]) -> tuple[list[float], list[CallStats]]:
         queries = [r.query.text for r in batch for _ in r.candidates]
