@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .backends.base import CallStats, Usage
 
@@ -20,6 +20,11 @@ class UsageByQuery:
         """Count calls made for query ``qid``."""
         with self._lock:
             self.by_query.setdefault(qid, Usage()).add(stats)
+
+    def restore(self, qid: str, usage: Usage) -> None:
+        """Set the record of query ``qid`` (a stage-cache hit brings back the original usage)."""
+        with self._lock:
+            self.by_query[qid] = usage
 
     def forget(self, qids: Iterable[str]) -> None:
         """Drop the records of these queries."""
@@ -44,4 +49,13 @@ class ReportsUsage(Protocol):
     @property
     def name(self) -> str:
         """Stage name used in reports."""
+        ...
+
+
+@runtime_checkable
+class ReportsCacheUse(Protocol):
+    """A stage answered partly from the stage cache (``pipelines.cache.CachedStage``)."""
+
+    def cache_report(self) -> dict[str, Any]:
+        """Counts of cache hits, computed queries and corrupt entries."""
         ...

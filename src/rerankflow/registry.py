@@ -22,6 +22,7 @@ from .paths import resolve_path
 from .types import Document
 
 if TYPE_CHECKING:
+    from .pipelines.cache import StageCache
     from .stage import Transformer
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,14 @@ class ResourcePool:
 
 @dataclass
 class BuildContext:
-    """What a build function may use: the dataset's corpus, the job folder, shared resources."""
+    """What a build function may use: the dataset's corpus, the job folder, shared resources,
+    and the stage cache that model stages are wrapped in (``None``: no caching).
+    """
 
     corpus: Sequence[Document] | None = None
     base_dir: Path = field(default_factory=Path.cwd)
     resources: ResourcePool = field(default_factory=ResourcePool)
+    cache: StageCache | None = None
 
     def require_corpus(self, stage: str) -> Sequence[Document]:
         """The corpus, or a clear error saying the stage needs one."""

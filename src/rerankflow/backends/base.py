@@ -370,5 +370,14 @@ class LLMBackend(ABC):
         """A :class:`CallStats` naming this backend and model."""
         return CallStats(self.kind, self.model, prompt_tokens, output_tokens, latency_s, self.revision)
 
+    @property
+    def identity(self) -> str:
+        """What this backend's outputs depend on besides the prompt (a stage-cache key part):
+        the backend class and the model's identity (see ``models.model_identity``).
+        """
+        from .models import model_identity
+
+        return f"{type(self).__name__}:{model_identity(self.model, self.revision)}"
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r})"

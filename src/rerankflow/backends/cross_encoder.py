@@ -55,5 +55,12 @@ class CrossEncoderModel:
         scores = self._ce.predict(list(pairs), batch_size=self.batch_size, show_progress_bar=False)
         return [float(s) for s in scores]
 
+    @property
+    def identity(self) -> str:
+        """What the scores depend on (a stage-cache key part)."""
+        from .models import model_identity
+
+        return f"cross-encoder:{model_identity(self.model)}:max_length={self.max_length}"
+
     def __repr__(self) -> str:
         return f"CrossEncoderModel({self.model!r})"

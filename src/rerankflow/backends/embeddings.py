@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import BackendError, MissingDependencyError
 from ..progress import is_quiet
-from .models import resolve_embedder
+from .models import model_identity, resolve_embedder
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class SentenceTransformerEncoder:
     @property
     def identity(self) -> str:
         """What the embeddings depend on (cache key part)."""
-        key = f"st:{self.model}:max_length={self.max_length}"
+        key = f"st:{model_identity(self.model)}:max_length={self.max_length}"
         return key if self.dtype is None else f"{key}:dtype={self.dtype}"
 
     def load(self) -> None:

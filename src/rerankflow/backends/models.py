@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import logging
 import shutil
@@ -68,6 +70,30 @@ def resolve_llm(name: str) -> str:
     if name.lower() in PACKAGED and PACKAGED[name.lower()].kind == "llm":
         return str(prepare(name.lower()))
     return name
+
+
+def model_identity(name: str, revision: str | None = None) -> str:
+    """A string that changes when the weights behind ``name`` change, without loading them:
+    a packaged model's package version; for a local folder, its ``config.json`` and the name
+    and size of every file; otherwise (a hub id or a served model) the name and revision.
+    """
+    packaged = PACKAGED.get(name.lower())
+    if packaged is not None:
+        try:
+            version = importlib.metadata.version(packaged.package)
+        except importlib.metadata.PackageNotFoundError:
+            version = "not installed"
+        return f"{packaged.name}:{packaged.package}=={version}"
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(folder)}\0{f.stat().st_size}\n".encode())
+        config = folder / "config.json"
+        if config.is_file():
+            h.update(config.read_bytes())
+        return f"folder:{folder.resolve()}:{h.hexdigest()[:16]}"
+    return f"{name}@{revision or 'default'}"
 
 
 def prepare(name: str, *, force: bool = False) -> Path:

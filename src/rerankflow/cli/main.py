@@ -29,13 +29,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     job = load_job(args.job)
     out = Path(args.output) if args.output else None
-    result = run_job(job, Path(args.job).resolve().parent, out)
+    result = run_job(job, Path(args.job).resolve().parent, out, use_cache=not args.no_cache)
     print(f"job {job.name}: {len(result.result.systems)} pipelines, {result.result.systems[0].queries} queries")
     for name, pipeline in result.pipelines.items():
         print(f"  {name}: {pipeline!r}")
     print()
     print(result.result.table())
     _print_answers(result.result.systems, args.answers, args.show)
+    hits = sum(c["hits"] for s in result.result.systems for c in s.cache.values())
+    if hits:
+        total = sum(c["hits"] + c["computed"] for s in result.result.systems for c in s.cache.values())
+        print(f"\nstage cache: {hits} of {total} stage outputs reused (times include that; --no-cache recomputes)")
     print(f"\noutputs in {result.output_dir}")
     return 0
 
@@ -154,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="output folder (overrides output.dir)")
     p.add_argument("--answers", type=int, default=1, metavar="N", help="print the first N answers of each RAG pipeline")
     p.add_argument("--show", nargs="+", metavar="QID", help="print the answers to these query ids instead")
+    p.add_argument("--no-cache", action="store_true", help="compute every stage again (ignore the stage cache)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("serve", help="serve a job's pipelines: OpenAI-compatible chat, rerank API")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..accounting import ReportsUsage
+from ..accounting import ReportsCacheUse, ReportsUsage
 from ..compressors.base import Compressor
 from ..errors import ConfigError
 from ..io.files import atomic_write
@@ -43,6 +43,9 @@ class SystemResult:
     load_seconds: float = 0.0
     usage: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per LLM stage: ``{"total": {...}, "per_query": {qid: {...}}}`` (calls, tokens, latency)."""
+    cache: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per cached stage: queries answered from the stage cache (``hits``), ``computed``, ``corrupt``.
+    With hits, ``seconds`` is the time of a resumed run, not of computing everything."""
 
     def calls_per_query(self) -> float | None:
         """LLM calls per query over all stages (``None`` without LLM stages)."""
@@ -151,6 +154,7 @@ class ExperimentResult:
                     "queries": s.queries,
                     "ms_per_query": s.ms_per_query,
                     "usage": s.usage,
+                    "cache": s.cache,
                     "per_query": s.per_query,
                 }
                 for s in self.systems
@@ -331,6 +335,7 @@ class Experiment:
                     rankings,
                     load_seconds=load_seconds,
                     usage=usage,
+                    cache=stage_cache_use(system),
                 )
             )
         names = self.measure_names + [m for m in RAG_MEASURES if any(m in r.per_query for r in results)]
@@ -365,14 +370,29 @@ def context_flow(system: Transformer) -> dict[str, ContextFlow]:
     return {q: ContextFlow(first[q].tokens_in, last[q].tokens_out) for q in first if q in last}
 
 
+def stage_cache_use(system: Transformer) -> dict[str, dict[str, int]]:
+    """Stage-cache counts of every cached stage inside ``system`` (names made unique)."""
+    out: dict[str, dict[str, int]] = {}
+    for stage in leaf_stages(system):
+        if isinstance(stage, ReportsCacheUse):
+            out[unique_name(stage.name, out)] = stage.cache_report()
+    return out
+
+
+def unique_name(name: str, taken: Mapping[str, Any]) -> str:
+    """``name``, or ``name#2``, ``name#3``... whichever is not yet in ``taken``."""
+    out, n = name, 2
+    while out in taken:
+        out, n = f"{name}#{n}", n + 1
+    return out
+
+
 def stage_usage(system: Transformer) -> dict[str, dict[str, Any]]:
     """Usage of every LLM stage inside ``system`` (names made unique with ``#2``, ``#3``...)."""
     out: dict[str, dict[str, Any]] = {}
     for stage in leaf_stages(system):
         if isinstance(stage, ReportsUsage):
-            name, n = stage.name, 2
-            while name in out:
-                name, n = f"{stage.name}#{n}", n + 1
+            name = unique_name(stage.name, out)
             out[name] = {
                 "total": stage.usage.total().as_dict(),
                 "per_query": {q: u.as_dict() for q, u in stage.usage.by_query.items()},

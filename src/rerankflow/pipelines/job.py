@@ -152,6 +152,13 @@ class OutputSpec(_Strict):
     run_files: bool = Field(True, description="write one TREC run file per pipeline")
 
 
+class CacheSpec(_Strict):
+    """The on-disk stage cache of rerankers, compressors and generators (docs/reliability.md)."""
+
+    enabled: bool = Field(True, description="reuse stored stage outputs; a rerun after a crash resumes")
+    dir: str | None = Field(None, description="cache folder (default: $RERANKFLOW_HOME/stages)")
+
+
 class ServeSpec(_Strict):
     """How ``rerankflow serve`` exposes the job's pipelines (docs/serving.md)."""
 
@@ -189,6 +196,7 @@ class Job(_Strict):
     baseline: str | None = Field(None, description="pipeline that significance tests compare against")
     batch_size: int = Field(64, ge=1, description="queries per batch through each pipeline")
     output: OutputSpec = Field(default_factory=lambda: OutputSpec())
+    cache: CacheSpec = Field(default_factory=lambda: CacheSpec(), description="the stage cache of `rerankflow run`")
     serve: ServeSpec = Field(default_factory=lambda: ServeSpec(), description="settings of `rerankflow serve`")
 
     @field_validator("name")

@@ -9,9 +9,11 @@ from pathlib import Path
 from ..eval.experiment import Experiment, ExperimentResult
 from ..io.files import atomic_write
 from ..io.trec import write_run
+from ..paths import resolve_path
 from ..registry import BuildContext, ResourcePool
 from ..stage import Transformer
 from .build import build_pipeline
+from .cache import StageCache
 from .dataset import Dataset, load_dataset
 from .job import Job, dump_job
 
@@ -30,22 +32,37 @@ class JobResult:
 
 
 def build_job(
-    job: Job, base_dir: Path, resources: ResourcePool | None = None
+    job: Job, base_dir: Path, resources: ResourcePool | None = None, cache: StageCache | None = None
 ) -> tuple[Dataset, dict[str, Transformer]]:
     """Load the dataset and build every pipeline (models load later, on first use).
-    ``resources`` lets callers share engines across jobs (by default each job has its own).
+    ``resources`` lets callers share engines across jobs (by default each job has its own);
+    with ``cache``, model stages keep their outputs there.
     """
     dataset = load_dataset(job.dataset, base_dir)
-    ctx = BuildContext(corpus=dataset.corpus, base_dir=base_dir, resources=resources or ResourcePool())
+    ctx = BuildContext(corpus=dataset.corpus, base_dir=base_dir, resources=resources or ResourcePool(), cache=cache)
     pipelines = {name: build_pipeline(specs, ctx, ("pipelines", name)) for name, specs in job.pipelines.items()}
     return dataset, pipelines
 
 
+def job_cache(job: Job, base_dir: Path) -> StageCache | None:
+    """The job's stage cache, or ``None`` when ``cache.enabled`` is false."""
+    if not job.cache.enabled:
+        return None
+    return StageCache(resolve_path(job.cache.dir, base_dir) if job.cache.dir else None)
+
+
 def run_job(
-    job: Job, base_dir: Path, output_dir: Path | None = None, resources: ResourcePool | None = None
+    job: Job,
+    base_dir: Path,
+    output_dir: Path | None = None,
+    resources: ResourcePool | None = None,
+    *,
+    use_cache: bool = True,
 ) -> JobResult:
-    """Run every pipeline of ``job`` and write runs and result tables."""
-    dataset, pipelines = build_job(job, base_dir, resources)
+    """Run every pipeline of ``job`` and write runs and result tables (each file complete or
+    absent: written to a temporary file and renamed). ``use_cache=False`` ignores the stage cache.
+    """
+    dataset, pipelines = build_job(job, base_dir, resources, job_cache(job, base_dir) if use_cache else None)
     out = output_dir or (base_dir / job.output.dir if job.output.dir else base_dir / "runs" / job.name)
     experiment = Experiment(
         pipelines,

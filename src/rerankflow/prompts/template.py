@@ -9,6 +9,7 @@ that prompts for the same query share a prefix (prefix caching).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from importlib import resources
@@ -91,6 +92,11 @@ class PromptTemplate(BaseModel):
                     "put {query} before the passages: prompts of one query then share a prefix (prefix caching)"
                 )
         return self
+
+    @property
+    def identity(self) -> str:
+        """A digest of everything in the template (a stage-cache key part)."""
+        return "template:" + hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
     def render(self, **values: str) -> Prompt:
         """Fill the placeholders; missing or unknown names are errors. Values are inserted
