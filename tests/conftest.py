@@ -1,13 +1,18 @@
-"""Shared fixtures: the demo collection, a real MiniLM encoder, and ../shared/data (skipped if absent)."""
+"""Shared fixtures: the demo collection, a real MiniLM encoder, ../shared/data (skipped if absent),
+server processes, and a scriptable OpenAI-compatible loopback server."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -154,3 +159,64 @@ def vllm_server(smollm2):
     url = f"http://127.0.0.1:{port}"
     with server_process(cmd, url + "/health", log, env=env):
         yield url + "/v1"
+
+
+class ModelServer:
+    """An OpenAI-compatible loopback server that answers yes/no log-probabilities from a hash
+    of the prompt; after ``die_after`` requests it drops the connection and stops listening.
+    With ``api_key`` it refuses other keys with 401 and, like some real servers, echoes the
+    key it was sent in the error message.
+    """
+
+    def __init__(self, port, die_after=None, api_key=None):
+        self.port, self.die_after, self.api_key, self.requests = port, die_after, api_key, 0
+        self.lock = threading.Lock()
+        self.httpd = None
+
+    def answer(self, body):
+        text = json.dumps(body.get("messages") or body.get("prompt"), sort_keys=True)
+        yes = -int(hashlib.sha256(text.encode()).hexdigest()[:4], 16) / 9000.0
+        top = [{"token": "yes", "logprob": yes}, {"token": "no", "logprob": -1.0}]
+        return {
+            "choices": [{"message": {"content": "yes"}, "logprobs": {"content": [{"top_logprobs": top}]}}],
+            "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": 1},
+        }
+
+    def start(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.requests += 1
+                    dying = server.die_after is not None and server.requests > server.die_after
+                if dying:
+                    self.close_connection = True
+                    self.connection.close()
+                    threading.Thread(target=server.stop, daemon=True).start()
+                    return
+                sent = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                if server.api_key is not None and sent != server.api_key:
+                    answer, status = {"error": {"message": f"invalid API key {sent!r}"}}, 401
+                else:
+                    answer, status = server.answer(body), 200
+                raw = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self.httpd is not None:
+            httpd, self.httpd = self.httpd, None
+            httpd.shutdown()
+            httpd.server_close()

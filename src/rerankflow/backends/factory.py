@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
+from ..paths import JobPath
 from ..registry import ResourcePool
 from .base import LLMBackend
 
@@ -23,7 +24,7 @@ class BackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: BackendKind = "vllm"
-    model: str = Field(..., description="packaged name (smollm2-135m-instruct), HF id or local folder")
+    model: JobPath = Field(..., description="packaged name (smollm2-135m-instruct), HF id or local folder")
     revision: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 

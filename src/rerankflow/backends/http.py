@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import BackendError, MissingDependencyError
 from . import tokens
@@ -70,6 +71,10 @@ class OpenAIHTTPBackend(LLMBackend):
         super().__init__(model)
         if max_concurrency < 1:
             raise BackendError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if urlsplit(base_url).password is not None:
+            raise BackendError(
+                "base_url holds a password; put the credential in an environment variable and name it in api_key_env"
+            )
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.tokenizer_name = tokenizer
@@ -144,18 +149,36 @@ class OpenAIHTTPBackend(LLMBackend):
                                 yield StreamChunk(piece)
             except httpx.HTTPError as exc:
                 raise BackendError(f"{url}: the stream failed: {_describe(exc)}") from exc
+            except BackendError as exc:
+                if (safe := self._redacted(exc)) is None:
+                    raise
+                raise safe from None
         stats = self.stats(
             int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), time.perf_counter() - start
         )
         yield StreamChunk("", Completion(text, stats, finish))
 
     # -- transport ------------------------------------------------------------------------
+    def _api_key(self) -> str | None:
+        if not self.api_key_env:
+            return None
+        return os.environ.get(self.api_key_env) or None
+
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        key = self._api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers
+
+    def _redacted(self, exc: BackendError) -> BackendError | None:
+        """A copy of ``exc`` with the API key blanked out, or ``None`` if it does not show the
+        key (servers may echo a refused key in their answer).
+        """
+        key = self._api_key()
+        if not key or key not in str(exc):
+            return None
+        return BackendError(str(exc).replace(key, "***"))
 
     async def _post_all(self, path: str, bodies: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
         """POST every body (bounded concurrency, retries); answers and latencies in order."""
@@ -172,7 +195,12 @@ class OpenAIHTTPBackend(LLMBackend):
                     data = await self._post_with_retries(client, path, body)
                     return data, time.perf_counter() - start
 
-            return list(await asyncio.gather(*(one(b) for b in bodies)))
+            try:
+                return list(await asyncio.gather(*(one(b) for b in bodies)))
+            except BackendError as exc:
+                if (safe := self._redacted(exc)) is None:
+                    raise
+                raise safe from None
 
     async def _post_with_retries(self, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ..backends.factory import BackendConfig
+from ..paths import JobPath, OptionalJobPath
 from ..registry import BuildContext, StageConfig, register
 from ..retrievers.dense import TextEncoder
 from ..stage import Cutoff, Identity, Transformer
@@ -24,7 +25,7 @@ class BM25Config(StageConfig):
     lowercase: bool = True
     stopwords: Literal["english", "none"] = "english"
     stemmer: str = Field("porter", description="PyStemmer algorithm (porter, english, ...) or none")
-    index: str | None = Field(None, description="folder to save the index to, or load it from if it exists")
+    index: OptionalJobPath = Field(None, description="folder to save the index to, or load it from if it exists")
 
     @field_validator("stemmer")
     @classmethod
@@ -72,7 +73,7 @@ def _build_bm25(cfg: BM25Config, ctx: BuildContext, inputs: list[Transformer]) -
 class EncoderConfig(StageConfig):
     """Shared settings of a sentence-transformers encoder."""
 
-    model: str = Field("all-minilm-l6-v2", description="packaged short name, local folder or HF id")
+    model: JobPath = Field("all-minilm-l6-v2", description="packaged short name, local folder or HF id")
     batch_size: int = Field(64, ge=1)
     max_length: int | None = Field(None, ge=8, description="truncate inputs to this many tokens")
     device: str | None = Field(None, description="cpu, cuda, cuda:1, ... (default: best available)")
@@ -125,7 +126,7 @@ def _build_biencoder(cfg: BiEncoderConfig, ctx: BuildContext, inputs: list[Trans
 class CrossEncoderConfig(StageConfig):
     """Rerank with a sentence-transformers cross-encoder (a local folder offline, or a HF id)."""
 
-    model: str = Field(..., description="local folder or HF id, e.g. cross-encoder/ms-marco-MiniLM-L6-v2")
+    model: JobPath = Field(..., description="local folder or HF id, e.g. cross-encoder/ms-marco-MiniLM-L6-v2")
     batch_size: int = Field(32, ge=1)
     max_length: int | None = Field(512, ge=8, description="truncate query + passage to this many tokens")
     device: str | None = Field(None, description="cpu, cuda, ... (default: best available)")
@@ -204,7 +205,9 @@ class PointwiseConfig(StageConfig):
 
     backend: BackendConfig
     mode: Literal["yes_no", "grade", "query_likelihood"] = "yes_no"
-    template: str | None = Field(None, description="built-in template name or a YAML file (default: the mode's own)")
+    template: OptionalJobPath = Field(
+        None, description="built-in template name or a YAML file (default: the mode's own)"
+    )
     score: Literal["margin", "p_yes"] = Field("margin", description="yes_no only: log-odds margin or P(yes)")
     max_passage_tokens: int | None = Field(256, ge=1, description="cut passages to this many tokens")
 
@@ -229,7 +232,9 @@ class PlannedConfig(StageConfig):
     """Settings shared by the listwise, pairwise and setwise LLM rerankers."""
 
     backend: BackendConfig
-    template: str | None = Field(None, description="built-in template name or a YAML file (default: the method's own)")
+    template: OptionalJobPath = Field(
+        None, description="built-in template name or a YAML file (default: the method's own)"
+    )
     depth: int | None = Field(None, ge=1, description="rerank only the top depth candidates (the rest follow in order)")
     max_passage_tokens: int | None = Field(256, ge=1, description="cut passages to this many tokens")
     scheduler: Literal["concurrent", "sequential"] = Field(
@@ -428,7 +433,7 @@ class LLMCompressConfig(BudgetFields):
 
     backend: BackendConfig = Field(..., description="the judging language model")
     count_with: BackendConfig | None = Field(None, description="the generator's backend, if another model")
-    template: str | None = Field(None, description="built-in template name or a YAML file")
+    template: OptionalJobPath = Field(None, description="built-in template name or a YAML file")
 
     def counter(self, ctx: BuildContext) -> Any:
         """The token counter: the generator's backend if named, else the judge's."""
@@ -502,7 +507,7 @@ class GenerateConfig(StageConfig):
     """Generate an answer from the ranking's passages with numbered citations [n]."""
 
     backend: BackendConfig
-    template: str = Field("answer-cited", description="built-in template name or a YAML file")
+    template: JobPath = Field("answer-cited", description="built-in template name or a YAML file")
     max_tokens: int = Field(128, ge=1, description="longest answer, in tokens")
     temperature: float = Field(0.0, ge=0)
     seed: int | None = 0

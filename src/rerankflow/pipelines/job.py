@@ -28,6 +28,7 @@ from pydantic import (
 from .. import registry
 from ..errors import ConfigError
 from ..eval.measures import parse_measures
+from ..paths import OptionalJobPath, paths_outside
 from ..registry import StageConfig
 from ..yamlio import YamlDocument, validation_to_config_error
 
@@ -99,6 +100,17 @@ def parse_pipeline(raw: Any, path: Path_) -> Pipeline:
     return tuple(parse_stage(s, (*path, i)) for i, s in enumerate(raw))
 
 
+def stage_paths_outside(pipeline: Pipeline, where: Path_) -> list[tuple[Path_, str]]:
+    """Path parameters of a pipeline's stages (fusion inputs included) that leave the job's folder."""
+    found: list[tuple[Path_, str]] = []
+    for i, spec in enumerate(pipeline):
+        found += paths_outside(spec.config, (*where, i, spec.name))
+        nested = registry.get(spec.name).nested or "inputs"
+        for j, sub in enumerate(spec.inputs):
+            found += stage_paths_outside(sub, (*where, i, spec.name, nested, j))
+    return found
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -107,16 +119,16 @@ class DatasetSpec(_Strict):
     """Where queries, candidates, documents and judgments come from (paths relative to the job file)."""
 
     builtin: Literal["demo"] | None = Field(None, description="a dataset that ships with rerankflow")
-    corpus: str | None = Field(None, description="JSONL documents for retrievers")
-    topics: str | None = Field(None, description="TREC topics (qid<TAB>query) or queries.jsonl")
-    qrels: str | None = Field(None, description="TREC qrels for evaluation")
-    run: str | None = Field(None, description="initial candidates: TREC run (needs corpus) or hits JSON")
-    beir: str | None = Field(None, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    corpus: OptionalJobPath = Field(None, description="JSONL documents for retrievers")
+    topics: OptionalJobPath = Field(None, description="TREC topics (qid<TAB>query) or queries.jsonl")
+    qrels: OptionalJobPath = Field(None, description="TREC qrels for evaluation")
+    run: OptionalJobPath = Field(None, description="initial candidates: TREC run (needs corpus) or hits JSON")
+    beir: OptionalJobPath = Field(None, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     split: str = Field("test", description="BEIR qrels split")
     corpus_from_run: bool = Field(
         False, description="use the passages of the run's hit lists as the corpus (a pooled corpus)"
     )
-    questions: str | None = Field(
+    questions: OptionalJobPath = Field(
         None, description="QA JSONL(.gz): question, answers, optional ctxs (passages); NQ-open format"
     )
     distractors: int | None = Field(
@@ -148,7 +160,7 @@ class DatasetSpec(_Strict):
 class OutputSpec(_Strict):
     """What the job writes."""
 
-    dir: str | None = Field(None, description="output folder (default: runs/<job name> beside the job file)")
+    dir: OptionalJobPath = Field(None, description="output folder (default: runs/<job name> beside the job file)")
     run_files: bool = Field(True, description="write one TREC run file per pipeline")
 
 
@@ -156,7 +168,7 @@ class CacheSpec(_Strict):
     """The on-disk stage cache of rerankers, compressors and generators (docs/reliability.md)."""
 
     enabled: bool = Field(True, description="reuse stored stage outputs; a rerun after a crash resumes")
-    dir: str | None = Field(None, description="cache folder (default: $RERANKFLOW_HOME/stages)")
+    dir: OptionalJobPath = Field(None, description="cache folder (default: $RERANKFLOW_HOME/stages)")
 
 
 class ServeSpec(_Strict):
@@ -198,6 +210,10 @@ class Job(_Strict):
     output: OutputSpec = Field(default_factory=lambda: OutputSpec())
     cache: CacheSpec = Field(default_factory=lambda: CacheSpec(), description="the stage cache of `rerankflow run`")
     serve: ServeSpec = Field(default_factory=lambda: ServeSpec(), description="settings of `rerankflow serve`")
+    allow_outside_paths: bool = Field(
+        False,
+        description="let relative paths climb out of the job's folder (../data); absolute paths are always allowed",
+    )
 
     @field_validator("name")
     @classmethod
@@ -232,6 +248,23 @@ class Job(_Strict):
     def _measures_ok(cls, v: list[str]) -> list[str]:
         parse_measures(v)
         return v
+
+    @model_validator(mode="after")
+    def _paths_confined(self) -> Job:
+        if self.allow_outside_paths:
+            return self
+        found = [*paths_outside(self.dataset, ("dataset",)), *paths_outside(self.output, ("output",))]
+        found += paths_outside(self.cache, ("cache",))
+        for name, pipeline in self.pipelines.items():
+            found += stage_paths_outside(pipeline, ("pipelines", name))
+        if found:
+            where, value = found[0]
+            raise ConfigError(
+                f"{value!r} leaves the job's folder; give an absolute path, "
+                "or set 'allow_outside_paths: true' at the top of the job if it is meant to",
+                path=where,
+            )
+        return self
 
     @model_validator(mode="after")
     def _baseline_known(self) -> Job:
