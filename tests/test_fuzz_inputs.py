@@ -152,3 +152,61 @@ def test_citations_are_each_number_once_and_none_is_missed(text, size):
     assert {int(n) for n in re.findall(r"\[(\d+)\]", text)} <= set(numbers)  # no plain marker missed
     for c in cites:  # in range: that passage; out of range: kept, marked unknown
         assert c.docid == (context[c.number - 1].docid if 1 <= c.number <= size else None)
+
+
+# -- untrusted model output: every scoring mode keeps every candidate exactly once -------------
+REPLIES = st.one_of(
+    st.text(max_size=120),
+    st.lists(st.integers(-3, 14), max_size=16).map(lambda ns: " > ".join(f"[{n}]" for n in ns)),
+    st.sampled_from(["", "none", "[]", "A", "Passage B", "[1] > [1] > [1]", "0", "4", "yes", "Z Z Z"]),
+)
+LOGPROB = st.one_of(st.floats(allow_nan=False), st.just(float("-inf")), st.floats(-30, 0))
+
+
+def _rerankers(reply, logprob):
+    from rerankflow.backends.fake import FakeBackend
+    from rerankflow.rerankers.listwise import ListwiseReranker
+    from rerankflow.rerankers.pairwise import PairwiseReranker
+    from rerankflow.rerankers.pointwise import PointwiseReranker
+    from rerankflow.rerankers.setwise import SetwiseReranker
+
+    def fake():
+        return FakeBackend([reply], labels=lambda prompt, labels: {label: logprob(label) for label in labels})
+
+    common = {"max_passage_tokens": None}
+    return [
+        PointwiseReranker(fake(), mode="yes_no", **common),
+        PointwiseReranker(fake(), mode="yes_no", score="p_yes", **common),
+        PointwiseReranker(fake(), mode="grade", **common),
+        ListwiseReranker(fake(), window=4, stride=2, **common),
+        ListwiseReranker(fake(), window=4, stride=2, scorer="first_token", **common),
+        ListwiseReranker(fake(), method="jointrank", window=3, **common),
+        SetwiseReranker(fake(), num_child=2, top_k=3, **common),
+        SetwiseReranker(fake(), num_child=2, top_k=3, scorer="generate", **common),
+        PairwiseReranker(fake(), method="heapsort", top_k=3, **common),
+    ]
+
+
+@FUZZ
+@given(reply=REPLIES, logprobs=st.dictionaries(st.text(max_size=3), LOGPROB), default=LOGPROB, n=st.integers(0, 9))
+def test_any_model_output_keeps_every_candidate_exactly_once(reply, logprobs, default, n):
+    from rerankflow.types import Candidate, Document, Query, Ranking
+
+    docs = [Document(f"d{i}", f"passage {i}") for i in range(n)]
+    ranking = Ranking(Query("q", "question"), tuple(Candidate(d, float(n - i), "bm25") for i, d in enumerate(docs)))
+    for reranker in _rerankers(reply, lambda label: logprobs.get(label, default)):
+        (out,) = reranker([ranking])
+        assert sorted(out.docids) == sorted(ranking.docids), reranker
+        scores = [c.score for c in out.candidates]
+        assert not any(s != s for s in scores), (reranker, scores)  # no NaN
+        assert scores == sorted(scores, reverse=True), reranker
+
+
+@FUZZ
+@given(reply=REPLIES, n=st.integers(1, 8))
+def test_sentence_picks_from_any_reply_are_valid_and_distinct(reply, n):
+    from rerankflow.backends.fake import FakeBackend
+    from rerankflow.compressors.llm import LLMExtractor
+
+    picked = LLMExtractor(FakeBackend())._pick(reply, n)
+    assert picked is None or (len(set(picked)) == len(picked) and all(0 <= i < n for i in picked))

@@ -141,3 +141,62 @@ def test_no_unsafe_loader_or_code_execution_in_the_source():
         if UNSAFE.search(line.replace(".eval()", ""))
     ]
     assert found == []
+
+
+def candidates(n, qid="q1"):
+    from rerankflow.types import Candidate, Document, Query, Ranking
+
+    docs = [Document(f"d{i}", f"passage number {i}") for i in range(n)]
+    return Ranking(Query(qid, "a question"), tuple(Candidate(d, float(n - i)) for i, d in enumerate(docs)))
+
+
+def test_llm_stages_refuse_more_candidates_than_their_limit_and_say_how_to_fix_it():
+    from rerankflow.backends.fake import FakeBackend
+    from rerankflow.errors import DataError
+    from rerankflow.generators.answer import AnswerGenerator
+    from rerankflow.rerankers.listwise import ListwiseReranker
+    from rerankflow.rerankers.pointwise import PointwiseReranker
+
+    fake = FakeBackend(["[1] > [2]"])
+    pointwise = PointwiseReranker(fake, max_candidates=3, max_passage_tokens=None)
+    assert len(pointwise([candidates(3)])[0]) == 3
+    with pytest.raises(DataError, match=r"query 'q9' brings 4 candidates to pointwise.* at most 3 \(max_candidates\)"):
+        pointwise([candidates(2), candidates(4, "q9")])
+    listwise = ListwiseReranker(fake, window=4, max_candidates=3, max_passage_tokens=None)
+    with pytest.raises(DataError, match="'% 3'"):
+        listwise([candidates(5)])
+    deep = ListwiseReranker(fake, window=4, depth=3, max_candidates=3, max_passage_tokens=None)
+    assert len(deep([candidates(10)])[0]) == 10  # only the depth is sent to the model
+    generate = AnswerGenerator(FakeBackend(["an answer [1]"]), max_passages=2)
+    with pytest.raises(DataError, match=r"max_passages"):
+        generate([candidates(3)])
+    assert generate([candidates(2)])[0].answer.text == "an answer [1]"
+
+
+def test_documented_limits_match_the_code():
+    """docs/reliability.md's table of limits shows the defaults the configs really have."""
+    from rerankflow.backends.http import OpenAIHTTPBackend
+    from rerankflow.pipelines.components import GenerateConfig, PlannedConfig, PointwiseConfig
+    from rerankflow.pipelines.job import ServeSpec
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "reliability.md").read_text()
+    rows = dict(re.findall(r"^\| `([\w.]+)` \| ([^|]+?) \|", doc, flags=re.MULTILINE))
+    http = inspect.signature(OpenAIHTTPBackend.__init__).parameters
+    actual = {
+        "pointwise.max_candidates": PointwiseConfig.model_fields["max_candidates"].default,
+        "listwise.max_candidates": PlannedConfig.model_fields["max_candidates"].default,
+        "pointwise.max_passage_tokens": PointwiseConfig.model_fields["max_passage_tokens"].default,
+        "listwise.max_passage_tokens": PlannedConfig.model_fields["max_passage_tokens"].default,
+        "listwise.max_concurrency": PlannedConfig.model_fields["max_concurrency"].default,
+        "generate.max_passages": GenerateConfig.model_fields["max_passages"].default,
+        "generate.max_tokens": GenerateConfig.model_fields["max_tokens"].default,
+        "http.max_concurrency": http["max_concurrency"].default,
+        "http.timeout_s": http["timeout_s"].default,
+        "http.max_retries": http["max_retries"].default,
+        "http.retry_budget_s": http["retry_budget_s"].default,
+        **{f"serve.{k}": v.default for k, v in ServeSpec.model_fields.items() if k.startswith(("max_", "timeout"))},
+    }
+    for key, value in actual.items():
+        assert key in rows, f"docs/reliability.md does not list {key}"
+        expected = f"{value:g}" if isinstance(value, float) else str(value)
+        assert rows[key].replace(",", "") == expected, key

@@ -111,6 +111,28 @@ class Transformer(ABC):
     __rmul__ = __mul__
 
 
+def require_at_most(
+    batch: Sequence[Ranking],
+    limit: int | None,
+    stage: str,
+    *,
+    setting: str = "max_candidates",
+    depth: int | None = None,
+) -> None:
+    """Raise a :class:`DataError` naming the first query whose ranking holds more than ``limit``
+    candidates (only the first ``depth`` count when given); ``None`` means no limit.
+    """
+    if limit is None:
+        return
+    for r in batch:
+        n = len(r.candidates) if depth is None else min(len(r.candidates), depth)
+        if n > limit:
+            raise DataError(
+                f"query {r.query.qid!r} brings {n} candidates to {stage}, which takes at most {limit} ({setting}); "
+                f"cut the list before it (a retriever's k, or '% {limit}') or raise {setting}"
+            )
+
+
 def check_contract(stage: object, batch: Sequence[Ranking], out: Sequence[Ranking]) -> None:
     """Raise if ``out`` breaks the stage contract (same length, same queries, same order)."""
     name = getattr(stage, "name", type(stage).__name__)

@@ -102,17 +102,31 @@ class StreamChunk:
     completion: Completion | None = None
 
 
+LOGPROB_FLOOR = -1e4
+"""What a non-finite label log-probability is replaced by (vLLM reports -9999 for "none")."""
+
+
 @dataclass(frozen=True, slots=True)
 class LabelScores:
     """Next-token log-probabilities of each label (full-vocabulary normalisation).
 
     ``missing`` names labels the backend could not score exactly (an HTTP server that only
     returns its top-k); they hold the smallest returned log-probability, an upper bound.
+    Values that are not finite (a probability that underflowed to ``-inf``, a server's NaN)
+    become ``LOGPROB_FLOOR`` (``+inf`` becomes 0), so scores derived from them stay ordered.
     """
 
     logprobs: dict[str, float]
     stats: CallStats
     missing: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not all(math.isfinite(v) for v in self.logprobs.values()):
+            finite = {
+                k: (0.0 if v == math.inf else LOGPROB_FLOOR) if not math.isfinite(v) else v
+                for k, v in self.logprobs.items()
+            }
+            object.__setattr__(self, "logprobs", finite)
 
     def normalized(self) -> dict[str, float]:
         """Log-probabilities renormalised over the labels only (a log-softmax)."""

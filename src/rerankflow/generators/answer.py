@@ -25,7 +25,7 @@ from ..accounting import UsageByQuery
 from ..backends.base import Completion, GenerationParams, LLMBackend, Prompt, run_sync
 from ..errors import BackendError, ConfigError
 from ..prompts.template import PromptTemplate, as_template
-from ..stage import Transformer
+from ..stage import Transformer, require_at_most
 from ..types import Answer, Citation, Document, Ranking, one_line
 
 _MARKER = re.compile(r"\[\s*(?:passage\s*)?(\d+(?:\s*[,;]\s*(?:passage\s*)?\d+)*)\s*\]", re.IGNORECASE)
@@ -67,6 +67,7 @@ class AnswerGenerator(Transformer):
         max_tokens: int = 128,
         temperature: float = 0.0,
         seed: int | None = 0,
+        max_passages: int | None = 50,
         template_dir: Path | None = None,
     ) -> None:
         t = as_template(template, template_dir)
@@ -77,6 +78,7 @@ class AnswerGenerator(Transformer):
         self.backend = backend
         self.template = t
         self.params = GenerationParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        self.max_passages = max_passages
         self.usage = UsageByQuery()
         self.problems: Tally[str] = Tally()
 
@@ -94,6 +96,7 @@ class AnswerGenerator(Transformer):
 
     def prompt(self, ranking: Ranking) -> tuple[Prompt, str, tuple[Document, ...]]:
         """The prompt for a ranking, its user message, and the passages in it (in order)."""
+        require_at_most([ranking], self.max_passages, self.name, setting="max_passages")
         context = tuple(c.doc for c in ranking.candidates)
         block = "\n".join(passage_line(n, d) for n, d in enumerate(context, 1))
         prompt = self.template.render(query=ranking.query.text, passages=block)

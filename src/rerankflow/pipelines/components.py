@@ -210,6 +210,9 @@ class PointwiseConfig(StageConfig):
     )
     score: Literal["margin", "p_yes"] = Field("margin", description="yes_no only: log-odds margin or P(yes)")
     max_passage_tokens: int | None = Field(256, ge=1, description="cut passages to this many tokens")
+    max_candidates: int | None = Field(
+        1000, ge=1, description="longest candidate list accepted per query (error above)"
+    )
 
 
 @register("pointwise", kind="reranker", config=PointwiseConfig)
@@ -224,6 +227,7 @@ def _build_pointwise(cfg: PointwiseConfig, ctx: BuildContext, inputs: list[Trans
         mode=cfg.mode,
         score=cfg.score,
         max_passage_tokens=cfg.max_passage_tokens,
+        max_candidates=cfg.max_candidates,
         template_dir=ctx.base_dir,
     )
 
@@ -241,6 +245,9 @@ class PlannedConfig(StageConfig):
         "concurrent", description="concurrent: all queries' calls interleave; sequential: one call at a time"
     )
     max_concurrency: int = Field(64, ge=1, description="calls in flight at once")
+    max_candidates: int | None = Field(
+        1000, ge=1, description="longest candidate list (within depth) accepted per query (error above)"
+    )
 
     def common(self, ctx: BuildContext) -> dict[str, Any]:
         """Keyword arguments every planned reranker takes."""
@@ -249,6 +256,7 @@ class PlannedConfig(StageConfig):
             "max_passage_tokens": self.max_passage_tokens,
             "scheduler": self.scheduler,
             "max_concurrency": self.max_concurrency,
+            "max_candidates": self.max_candidates,
             "template_dir": ctx.base_dir,
         }
 
@@ -511,6 +519,9 @@ class GenerateConfig(StageConfig):
     max_tokens: int = Field(128, ge=1, description="longest answer, in tokens")
     temperature: float = Field(0.0, ge=0)
     seed: int | None = 0
+    max_passages: int | None = Field(
+        50, ge=1, description="most passages one prompt may show (error above: cut or compress first)"
+    )
 
 
 @register("generate", kind="generator", config=GenerateConfig)
@@ -524,5 +535,6 @@ def _build_generate(cfg: GenerateConfig, ctx: BuildContext, inputs: list[Transfo
         max_tokens=cfg.max_tokens,
         temperature=cfg.temperature,
         seed=cfg.seed,
+        max_passages=cfg.max_passages,
         template_dir=ctx.base_dir,
     )

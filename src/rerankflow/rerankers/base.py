@@ -21,7 +21,7 @@ from ..accounting import UsageByQuery
 from ..backends.base import LLMBackend
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, as_template
-from ..stage import Transformer
+from ..stage import Transformer, require_at_most
 from ..types import Candidate, Document, Ranking, document_text, one_line, sort_candidates
 from .scheduler import Outcome, Plan, Scheduler
 
@@ -55,6 +55,7 @@ class PlannedReranker(Transformer):
         max_passage_tokens: int | None = 256,
         scheduler: SchedulerMode = "concurrent",
         max_concurrency: int = 64,
+        max_candidates: int | None = 1000,
         template_dir: Path | None = None,
     ) -> None:
         if depth is not None and depth < 1:
@@ -70,6 +71,7 @@ class PlannedReranker(Transformer):
         self.backend = backend
         self.depth = depth
         self.max_passage_tokens = max_passage_tokens
+        self.max_candidates = max_candidates
         self.scheduler = Scheduler(backend, mode=scheduler, max_concurrency=max_concurrency)
         self.usage = UsageByQuery()
         self.problems: Counter[str] = Counter()
@@ -94,6 +96,7 @@ class PlannedReranker(Transformer):
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Rerank the head of every ranking; all queries' plans run through one scheduler."""
+        require_at_most(batch, self.max_candidates, self.name, depth=self.depth)
         heads = [r.candidates[: self.depth] if self.depth is not None else r.candidates for r in batch]
         plans = [self.plan(r.query.text, self.passages(head)) for r, head in zip(batch, heads, strict=True)]
         results = self.scheduler.run(plans)

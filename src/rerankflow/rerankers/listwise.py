@@ -133,6 +133,7 @@ class ListwiseReranker(PlannedReranker):
         max_passage_tokens: int | None = 256,
         scheduler: SchedulerMode = "concurrent",
         max_concurrency: int = 64,
+        max_candidates: int | None = 1000,
         template_dir: Path | None = None,
     ) -> None:
         if scorer not in DEFAULT_TEMPLATES:
@@ -155,6 +156,7 @@ class ListwiseReranker(PlannedReranker):
             max_passage_tokens=max_passage_tokens,
             scheduler=scheduler,
             max_concurrency=max_concurrency,
+            max_candidates=max_candidates,
             template_dir=template_dir,
         )
         labels = self.template.labels or []

@@ -54,6 +54,7 @@ class PairwiseReranker(PlannedReranker):
         max_passage_tokens: int | None = 256,
         scheduler: SchedulerMode = "concurrent",
         max_concurrency: int = 64,
+        max_candidates: int | None = 1000,
         template_dir: Path | None = None,
     ) -> None:
         if method not in ("allpairs", "heapsort", "bubble"):
@@ -72,6 +73,7 @@ class PairwiseReranker(PlannedReranker):
             max_passage_tokens=max_passage_tokens,
             scheduler=scheduler,
             max_concurrency=max_concurrency,
+            max_candidates=max_candidates,
             template_dir=template_dir,
         )
         if len(self.template.labels or []) != 2:

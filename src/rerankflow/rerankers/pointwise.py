@@ -21,7 +21,7 @@ from ..accounting import UsageByQuery
 from ..backends.base import CallStats, LLMBackend
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, as_template
-from ..stage import Transformer
+from ..stage import Transformer, require_at_most
 from ..types import Document, Ranking, rescore
 from .base import shown_passages
 
@@ -48,6 +48,7 @@ class PointwiseReranker(Transformer):
         mode: Mode = "yes_no",
         score: ScoreMode = "margin",
         max_passage_tokens: int | None = 256,
+        max_candidates: int | None = 1000,
         template_dir: Path | None = None,
     ) -> None:
         if mode not in DEFAULT_TEMPLATES:
@@ -60,6 +61,7 @@ class PointwiseReranker(Transformer):
         self.mode: Mode = mode
         self.score_mode: ScoreMode = score
         self.max_passage_tokens = max_passage_tokens
+        self.max_candidates = max_candidates
         self.usage = UsageByQuery()
         self._check_template()
 
@@ -118,6 +120,7 @@ class PointwiseReranker(Transformer):
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Score every candidate of every ranking and re-sort."""
+        require_at_most(batch, self.max_candidates, self.name)
         scores, stats = self._scores(batch)
         out, start = [], 0
         for r in batch:
