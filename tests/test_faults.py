@@ -12,10 +12,8 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from rerankflow.cli.main import main
-from rerankflow.errors import BackendError
 from rerankflow.io.trec import read_run
 from rerankflow.pipelines.cache import _verified
 from rerankflow.pipelines.job import load_job_text
@@ -151,5 +149,5 @@ def test_ctrl_c_leaves_no_partial_output_or_cache_entry(tmp_path, smollm2):
     job = load_job_text(job_file.read_text())
     resumed = run_job(job, tmp_path, out)
     assert resumed.result.systems[0].cache["pointwise"]["hits"] == done
-    fresh = run_job(job, tmp_path, tmp_path / "fresh", use_cache=False)
+    run_job(job, tmp_path, tmp_path / "fresh", use_cache=False)
     assert read_run(out / "judge.trec") == read_run(tmp_path / "fresh" / "judge.trec")

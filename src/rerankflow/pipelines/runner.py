@@ -62,7 +62,18 @@ def run_job(
     """Run every pipeline of ``job`` and write runs and result tables (each file complete or
     absent: written to a temporary file and renamed). ``use_cache=False`` ignores the stage cache.
     """
-    dataset, pipelines = build_job(job, base_dir, resources, job_cache(job, base_dir) if use_cache else None)
+    cache = job_cache(job, base_dir) if use_cache else None
+    if job.executor == "ray":
+        from .ray_executor import ray_pipeline
+
+        dataset = load_dataset(job.dataset, base_dir)
+        cache_dir = str(cache.folder.resolve()) if cache else None
+        pipelines: dict[str, Transformer] = {
+            name: ray_pipeline(specs, job, base_dir.resolve(), cache_dir, cache is not None)
+            for name, specs in job.pipelines.items()
+        }
+    else:
+        dataset, pipelines = build_job(job, base_dir, resources, cache)
     out = output_dir or (base_dir / job.output.dir if job.output.dir else base_dir / "runs" / job.name)
     experiment = Experiment(
         pipelines,
@@ -70,7 +81,7 @@ def run_job(
         dataset.qrels or {},
         job.measures,
         baseline=job.baseline,
-        batch_size=job.batch_size,
+        batch_size=max(len(dataset.topics), 1) if job.executor == "ray" else job.batch_size,  # one Ray Dataset
         answers=dataset.answers,
     )
     result = experiment.run()

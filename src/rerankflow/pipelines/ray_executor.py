@@ -1,0 +1,261 @@
+"""Run pipelines on a Ray cluster with Ray Data (``executor: ray`` in a job).
+
+A :class:`RayPipeline` is a stage like any other: the batch it receives becomes a Ray
+Dataset of serialised rankings, and each of its stages runs as ``map_batches`` over that
+dataset. A stage that holds a model runs in a pool of actors (``actors`` of them, each
+reserving ``num_cpus`` and ``num_gpus``) that build the stage once, from a picklable
+zero-argument factory: one engine per GPU, or per tensor-parallel group when ``num_gpus``
+equals the backend's ``tensor_parallel_size``. Other stages (retrievers, fusion, cut-offs)
+run as Ray tasks of ``task_cpus`` CPUs; each worker process builds such a stage once and
+keeps it for later tasks. Rows keep their position, so the
+output has the batch's length and order, and the usage each stage recorded per query comes
+back with the rows (reports look the same as in local mode).
+
+Failures: Ray Data restarts a dead actor and retries its batch (``max_restarts=-1``,
+``max_task_retries=-1`` are Ray Data's defaults for actor pools). With the stage cache on
+(a folder every node can see), a rerun after a driver crash also resumes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..accounting import ReportsUsage, UsageByQuery
+from ..backends.base import Usage
+from ..errors import ConfigError, MissingDependencyError, PipelineTypeError
+from ..io.rankings import ranking_from_dict, ranking_to_dict
+from ..stage import Transformer, check_contract
+from ..types import Ranking
+
+log = logging.getLogger(__name__)
+
+StageFactory = Callable[[], Transformer]
+"""Builds a stage inside a Ray actor; must be picklable (a module-level function or a
+``functools.partial`` of one; Ray pickles lambdas and closures with cloudpickle)."""
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
+    """The ``ray`` module, connected: to ``address`` (``auto``, ``ray://host:10001``), or to
+    a new local cluster when ``None``. An existing connection in this process is reused.
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingDependencyError("ray[data]", "ray") from exc
+    if not ray.is_initialized():
+        started = time.perf_counter()
+        try:
+            ray.init(address=address, num_cpus=num_cpus if address is None else None, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise ConfigError(
+                f"cannot connect to the Ray cluster at {address!r}: {exc}", path=("ray", "address")
+            ) from None
+        log.info("connected to Ray (%s) in %.1f s", address or "local cluster", time.perf_counter() - started)
+    return ray
+
+
+def _stage_records(stage: Transformer, qid: str) -> list[dict[str, Any]]:
+    """Usage of ``qid`` in every LLM stage inside ``stage`` (pre-order, like the reports)."""
+    out, todo = [], [stage]
+    while todo:
+        s = todo.pop(0)
+        todo[:0] = s.children()
+        if isinstance(s, ReportsUsage):
+            usage = s.usage.by_query.get(qid)
+            out.append({"stage": s.name, "usage": usage.as_dict() if usage else None})
+    return out
+
+
+def _run_rows(stage: Transformer, batch: dict[str, Any]) -> dict[str, list[Any]]:
+    """Run ``stage`` on a Ray Data batch of rows; append each query's usage to its records."""
+    rankings = [ranking_from_dict(json.loads(s)) for s in batch["ranking"]]
+    out = stage(rankings)
+    records = [json.loads(s) for s in batch["records"]]
+    for r, rec in zip(out, records, strict=True):
+        rec.append(_stage_records(stage, r.query.qid))
+    stage.forget([r.query for r in out])  # a worker lives for many batches
+    return {
+        "position": list(batch["position"]),
+        "ranking": [json.dumps(ranking_to_dict(r)) for r in out],
+        "records": [json.dumps(rec) for rec in records],
+    }
+
+
+class StageWorker:
+    """The Ray Data callable class of a model stage: one per actor, holding one built stage."""
+
+    def __init__(self, factory: StageFactory) -> None:
+        self.stage = factory()
+        self.stage.warm_up()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        """Run the stage on one batch of rows."""
+        return _run_rows(self.stage, batch)
+
+
+_BUILT: dict[str, Transformer] = {}
+"""Stages built by tasks in this worker process, by factory key (kept for later tasks)."""
+
+
+def run_stage_task(batch: dict[str, Any], factory: StageFactory, key: str) -> dict[str, list[Any]]:
+    """The Ray Data function of a stage without a model (built once per worker process)."""
+    if key not in _BUILT:
+        _BUILT[key] = factory()
+    return _run_rows(_BUILT[key], batch)
+
+
+@dataclass(frozen=True)
+class RayStage:
+    """One stage of a :class:`RayPipeline`: how to build it, its name, and whether it holds a
+    model (an actor pool, loaded once per actor) or not (stateless Ray tasks)."""
+
+    factory: StageFactory
+    name: str = "stage"
+    holds_model: bool = True
+
+
+class UsageRecord(Transformer):
+    """What a remote LLM stage reported, gathered on the driver (for reports; not runnable)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self.usage = UsageByQuery()
+
+    @property
+    def name(self) -> str:
+        """The remote stage's name."""
+        return self._name
+
+    def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
+        """Never called: the stage ran in a Ray actor."""
+        raise PipelineTypeError(f"{self._name} ran on Ray; this record only holds its usage")
+
+
+class RayPipeline(Transformer):
+    """A chain of stages run on Ray (see the module docstring). ``batch_size`` is the number
+    of queries per ``map_batches`` call (also the unit a retry repeats)."""
+
+    def __init__(
+        self,
+        stages: Sequence[RayStage],
+        *,
+        actors: int = 1,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+        task_cpus: float = 1.0,
+        batch_size: int = 16,
+        address: str | None = None,
+        local_cpus: int | None = None,
+    ) -> None:
+        if not stages:
+            raise PipelineTypeError("a Ray pipeline needs at least one stage")
+        if actors < 1 or batch_size < 1:
+            raise ConfigError(f"actors and batch_size must be at least 1, got {actors} and {batch_size}")
+        self.stages = list(stages)
+        self.actors = actors
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.task_cpus = task_cpus
+        self.batch_size = batch_size
+        self.address = address
+        self.local_cpus = local_cpus
+        self.records: dict[str, UsageRecord] = {}
+
+    def children(self) -> list[Transformer]:
+        """The usage records of the remote LLM stages (filled after a run)."""
+        return list(self.records.values())
+
+    def warm_up(self) -> None:
+        """Connect to the cluster (actors load their models when the first batch runs)."""
+        connect(self.address, num_cpus=self.local_cpus)
+
+    def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
+        """Run every stage over ``batch`` on the cluster; same length and order out."""
+        if not batch:
+            return []
+        ray = connect(self.address, num_cpus=self.local_cpus)
+        rows = [
+            {"position": i, "ranking": json.dumps(ranking_to_dict(r)), "records": "[]"} for i, r in enumerate(batch)
+        ]
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // self.batch_size)))
+        for stage in self.stages:
+            if stage.holds_model:
+                ds = ds.map_batches(
+                    StageWorker,
+                    fn_constructor_args=(stage.factory,),
+                    batch_size=self.batch_size,
+                    compute=ray.data.ActorPoolStrategy(size=self.actors),
+                    num_cpus=self.num_cpus,
+                    num_gpus=self.num_gpus or None,
+                )
+            else:
+                key = hashlib.sha256(ray.cloudpickle.dumps(stage.factory)).hexdigest()
+                ds = ds.map_batches(
+                    run_stage_task,
+                    fn_kwargs={"factory": stage.factory, "key": key},
+                    batch_size=self.batch_size,
+                    num_cpus=self.task_cpus,
+                )
+        done = sorted(ds.take_all(), key=lambda row: int(row["position"]))
+        out = [ranking_from_dict(json.loads(row["ranking"])) for row in done]
+        check_contract(self, batch, out)
+        for row, ranking in zip(done, out, strict=True):
+            for rec in (r for per_stage in json.loads(row["records"]) for r in per_stage):
+                holder = self.records.setdefault(rec["stage"], UsageRecord(rec["stage"]))
+                if rec["usage"] is not None:
+                    holder.usage.restore(ranking.query.qid, Usage(**rec["usage"]))
+        return out
+
+    def __repr__(self) -> str:
+        return f"RayPipeline({' >> '.join(s.name for s in self.stages)}, actors={self.actors})"
+
+
+def build_on_worker(spec: Any, dataset: Any, base_dir: Path, cache_dir: str | None, cached: bool) -> Transformer:
+    """Build one YAML stage inside an actor: its own dataset corpus (retrievers and fusion
+    only), its own resources, the job's stage cache when ``cached``.
+    """
+    from .. import registry
+    from ..registry import BuildContext
+    from .build import build_stage
+    from .cache import StageCache
+    from .dataset import load_dataset
+
+    needs_corpus = registry.get(spec.name).kind in ("retriever", "fusion")
+    corpus = load_dataset(dataset, base_dir).corpus if needs_corpus else None
+    cache = StageCache(cache_dir) if cached else None
+    return build_stage(spec, BuildContext(corpus=corpus, base_dir=base_dir, cache=cache))
+
+
+def ray_pipeline(specs: Sequence[Any], job: Any, base_dir: Path, cache_dir: str | None, cached: bool) -> RayPipeline:
+    """A job pipeline (validated stage specs) as a :class:`RayPipeline` with the job's ``ray``
+    settings; rerankers, compressors and generators run in actor pools, the rest as tasks."""
+    from .. import registry
+    from .build import CACHED_KINDS
+
+    stages = [
+        RayStage(
+            functools.partial(build_on_worker, s, job.dataset, base_dir, cache_dir, cached),
+            s.name,
+            holds_model=registry.get(s.name).kind in CACHED_KINDS,
+        )
+        for s in specs
+    ]
+    opts = job.ray
+    return RayPipeline(
+        stages,
+        actors=opts.actors,
+        num_cpus=opts.num_cpus,
+        num_gpus=opts.num_gpus,
+        task_cpus=opts.task_cpus,
+        batch_size=opts.batch_size or job.batch_size,
+        address=opts.address,
+        local_cpus=opts.local_cpus,
+    )
