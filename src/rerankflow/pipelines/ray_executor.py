@@ -31,6 +31,7 @@ from typing import Any
 from ..accounting import ReportsUsage, UsageByQuery
 from ..backends.base import Usage
 from ..errors import ConfigError, MissingDependencyError, PipelineTypeError
+from ..eval.experiment import leaf_stages
 from ..io.rankings import ranking_from_dict, ranking_to_dict
 from ..stage import Transformer, check_contract
 from ..types import Ranking
@@ -63,15 +64,12 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
 
 
 def _stage_records(stage: Transformer, qid: str) -> list[dict[str, Any]]:
-    """Usage of ``qid`` in every LLM stage inside ``stage`` (pre-order, like the reports)."""
-    out, todo = [], [stage]
-    while todo:
-        s = todo.pop(0)
-        todo[:0] = s.children()
-        if isinstance(s, ReportsUsage):
-            usage = s.usage.by_query.get(qid)
-            out.append({"stage": s.name, "usage": usage.as_dict() if usage else None})
-    return out
+    """Usage of ``qid`` in every LLM stage inside ``stage`` (in the order reports use)."""
+    return [
+        {"stage": s.name, "usage": u.as_dict() if (u := s.usage.by_query.get(qid)) else None}
+        for s in leaf_stages(stage)
+        if isinstance(s, ReportsUsage)
+    ]
 
 
 def _run_rows(stage: Transformer, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -167,11 +165,12 @@ class RayPipeline(Transformer):
         self.batch_size = batch_size
         self.address = address
         self.local_cpus = local_cpus
-        self.records: dict[str, UsageRecord] = {}
+        self.records: dict[tuple[int, int], UsageRecord] = {}
+        """Usage of the remote LLM stages, by (pipeline stage, LLM stage inside it)."""
 
     def children(self) -> list[Transformer]:
-        """The usage records of the remote LLM stages (filled after a run)."""
-        return list(self.records.values())
+        """The usage records of the remote LLM stages (filled after a run), in pipeline order."""
+        return [self.records[key] for key in sorted(self.records)]
 
     def warm_up(self) -> None:
         """Connect to the cluster (actors load their models when the first batch runs)."""
@@ -208,10 +207,11 @@ class RayPipeline(Transformer):
         out = [ranking_from_dict(json.loads(row["ranking"])) for row in done]
         check_contract(self, batch, out)
         for row, ranking in zip(done, out, strict=True):
-            for rec in (r for per_stage in json.loads(row["records"]) for r in per_stage):
-                holder = self.records.setdefault(rec["stage"], UsageRecord(rec["stage"]))
-                if rec["usage"] is not None:
-                    holder.usage.restore(ranking.query.qid, Usage(**rec["usage"]))
+            for k, per_stage in enumerate(json.loads(row["records"])):
+                for j, rec in enumerate(per_stage):
+                    holder = self.records.setdefault((k, j), UsageRecord(rec["stage"]))
+                    if rec["usage"] is not None:
+                        holder.usage.restore(ranking.query.qid, Usage(**rec["usage"]))
         return out
 
     def __repr__(self) -> str:
