@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SHARED_DATA, table, write_result
-
 from rerankflow.io.trec import read_run
 from rerankflow.pipelines.job import load_job_text
 from rerankflow.pipelines.runner import run_job
+
+from common import SHARED_DATA, table, write_result
 
 DL19 = SHARED_DATA / "trec-dl" / "bm25_dl19.json"
 
@@ -74,7 +74,8 @@ def main() -> None:
         r["wall_vs_local"] = round(r["wall_s"] / local["wall_s"], 2)
         r["rank_vs_local"] = round(r["rank_s"] / local["rank_s"], 2)
         r["same_order_as_local"] = all(
-            sorted(r["run"][q], key=lambda d: -r["run"][q][d]) == sorted(local["run"][q], key=lambda d: -local["run"][q][d])
+            sorted(r["run"][q], key=lambda d: -r["run"][q][d])
+            == sorted(local["run"][q], key=lambda d: -local["run"][q][d])
             for q in local["run"]
         )
     for r in rows:
