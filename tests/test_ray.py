@@ -150,3 +150,13 @@ def test_a_killed_worker_is_restarted_and_the_job_completes_with_the_same_output
 
     expected = (demo_bm25(20) >> BiEncoderReranker(SentenceTransformerEncoder("all-minilm-l6-v2"))).search(queries)
     assert_same_runs(rankings_to_run(out), rankings_to_run(expected))
+
+
+def test_ray_workers_fill_the_stage_cache_that_a_local_rerun_reads(cluster, tmp_path, minilm):
+    text = JOB.replace("LIMIT", "4").replace("cache: {enabled: false}", f"cache: {{dir: {tmp_path / 'cache'}}}")
+    text = text[: text.index("  judge:")]  # the MiniLM pipeline only
+    run_job(load_job_text(text.replace("EXECUTOR", "ray")), tmp_path, tmp_path / "ray")
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 4  # written by the actors
+    local = run_job(load_job_text(text.replace("EXECUTOR", "local")), tmp_path, tmp_path / "local")
+    assert local.result.systems[0].cache == {"biencoder": {"hits": 4, "computed": 0, "corrupt": 0}}
+    assert read_run(tmp_path / "local" / "minilm.trec") == read_run(tmp_path / "ray" / "minilm.trec")

@@ -218,9 +218,9 @@ class RayPipeline(Transformer):
         return f"RayPipeline({' >> '.join(s.name for s in self.stages)}, actors={self.actors})"
 
 
-def build_on_worker(spec: Any, dataset: Any, base_dir: Path, cache_dir: str | None, cached: bool) -> Transformer:
+def build_on_worker(spec: Any, dataset: Any, base_dir: Path, cache_dir: str | None) -> Transformer:
     """Build one YAML stage inside an actor: its own dataset corpus (retrievers and fusion
-    only), its own resources, the job's stage cache when ``cached``.
+    only), its own resources, the job's stage cache in ``cache_dir`` (``None``: no cache).
     """
     from .. import registry
     from ..registry import BuildContext
@@ -230,11 +230,11 @@ def build_on_worker(spec: Any, dataset: Any, base_dir: Path, cache_dir: str | No
 
     needs_corpus = registry.get(spec.name).kind in ("retriever", "fusion")
     corpus = load_dataset(dataset, base_dir).corpus if needs_corpus else None
-    cache = StageCache(cache_dir) if cached else None
+    cache = StageCache(cache_dir) if cache_dir is not None else None
     return build_stage(spec, BuildContext(corpus=corpus, base_dir=base_dir, cache=cache))
 
 
-def ray_pipeline(specs: Sequence[Any], job: Any, base_dir: Path, cache_dir: str | None, cached: bool) -> RayPipeline:
+def ray_pipeline(specs: Sequence[Any], job: Any, base_dir: Path, cache_dir: str | None) -> RayPipeline:
     """A job pipeline (validated stage specs) as a :class:`RayPipeline` with the job's ``ray``
     settings; rerankers, compressors and generators run in actor pools, the rest as tasks."""
     from .. import registry
@@ -242,7 +242,7 @@ def ray_pipeline(specs: Sequence[Any], job: Any, base_dir: Path, cache_dir: str 
 
     stages = [
         RayStage(
-            functools.partial(build_on_worker, s, job.dataset, base_dir, cache_dir, cached),
+            functools.partial(build_on_worker, s, job.dataset, base_dir, cache_dir),
             s.name,
             holds_model=registry.get(s.name).kind in CACHED_KINDS,
         )

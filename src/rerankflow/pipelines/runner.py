@@ -69,8 +69,7 @@ def run_job(
         dataset = load_dataset(job.dataset, base_dir)
         cache_dir = str(cache.folder.resolve()) if cache else None
         pipelines: dict[str, Transformer] = {
-            name: ray_pipeline(specs, job, base_dir.resolve(), cache_dir, cache is not None)
-            for name, specs in job.pipelines.items()
+            name: ray_pipeline(specs, job, base_dir.resolve(), cache_dir) for name, specs in job.pipelines.items()
         }
     else:
         dataset, pipelines = build_job(job, base_dir, resources, cache)
