@@ -133,6 +133,8 @@ def test_ctrl_c_leaves_no_partial_output_or_cache_entry(tmp_path, smollm2):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as in a terminal: a shell running CI in the background makes its children ignore SIGINT
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
     while len(list(cache.rglob("*.json"))) < 4 and proc.poll() is None and time.monotonic() < deadline:
