@@ -16,7 +16,7 @@ from rerankflow.pipelines.ray_executor import RayPipeline, RayStage
 from rerankflow.pipelines.runner import run_job
 from rerankflow.stage import Transformer
 
-from .conftest import ROOT
+from .conftest import ROOT, assert_same_runs
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs the 'ray' extra")
 
@@ -53,17 +53,6 @@ pipelines:
 
 def job(executor, limit=12):
     return load_job_text(JOB.replace("EXECUTOR", executor).replace("LIMIT", str(limit)))
-
-
-def assert_same_runs(a, b):
-    """Same queries, same documents in the same order, scores equal to 1e-5 (the encoder
-    batches texts differently in each process, which moves float32 scores by ~1e-7)."""
-    assert a.keys() == b.keys()
-    for qid in a:
-        ranked_a = sorted(a[qid].items(), key=lambda kv: -kv[1])
-        ranked_b = sorted(b[qid].items(), key=lambda kv: -kv[1])
-        assert [d for d, _ in ranked_a] == [d for d, _ in ranked_b], qid
-        assert [s for _, s in ranked_a] == pytest.approx([s for _, s in ranked_b], abs=1e-5), qid
 
 
 def test_ray_executor_gives_the_local_output_query_for_query(cluster, tmp_path, minilm, smollm2):
