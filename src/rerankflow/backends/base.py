@@ -106,6 +106,13 @@ LOGPROB_FLOOR = -1e4
 """What a non-finite label log-probability is replaced by (vLLM reports -9999 for "none")."""
 
 
+def _finite_logprob(value: float) -> float:
+    """``value`` if finite; ``+inf`` becomes 0, ``-inf`` and NaN become ``LOGPROB_FLOOR``."""
+    if math.isfinite(value):
+        return value
+    return 0.0 if value == math.inf else LOGPROB_FLOOR
+
+
 @dataclass(frozen=True, slots=True)
 class LabelScores:
     """Next-token log-probabilities of each label (full-vocabulary normalisation).
@@ -122,11 +129,7 @@ class LabelScores:
 
     def __post_init__(self) -> None:
         if not all(math.isfinite(v) for v in self.logprobs.values()):
-            finite = {
-                k: (0.0 if v == math.inf else LOGPROB_FLOOR) if not math.isfinite(v) else v
-                for k, v in self.logprobs.items()
-            }
-            object.__setattr__(self, "logprobs", finite)
+            object.__setattr__(self, "logprobs", {k: _finite_logprob(v) for k, v in self.logprobs.items()})
 
     def normalized(self) -> dict[str, float]:
         """Log-probabilities renormalised over the labels only (a log-softmax)."""

@@ -23,7 +23,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -125,34 +126,31 @@ class OpenAIHTTPBackend(LLMBackend):
         url = f"{self.base_url}{path}"
         start = time.perf_counter()
         text, finish, usage = "", None, {}
-        async with httpx.AsyncClient(timeout=timeout, headers=self._headers()) as client:
-            try:
-                async with client.stream("POST", url, json=body) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        self._decode(response)  # raises the same errors as a plain request
-                    async for line in response.aiter_lines():
-                        event = _sse_event(line, url)
-                        if event is None:
-                            continue
-                        if event.get("usage"):
-                            usage = event["usage"]
-                        for choice in event.get("choices") or []:
-                            piece = (
-                                choice.get("text")
-                                if path == "/completions"
-                                else (choice.get("delta") or {}).get("content")
-                            )
-                            finish = choice.get("finish_reason") or finish
-                            if piece:
-                                text += piece
-                                yield StreamChunk(piece)
-            except httpx.HTTPError as exc:
-                raise BackendError(f"{url}: the stream failed: {_describe(exc)}") from exc
-            except BackendError as exc:
-                if (safe := self._redacted(exc)) is None:
-                    raise
-                raise safe from None
+        with self._key_blanked():
+            async with httpx.AsyncClient(timeout=timeout, headers=self._headers()) as client:
+                try:
+                    async with client.stream("POST", url, json=body) as response:
+                        if response.status_code >= 400:
+                            await response.aread()
+                            self._decode(response)  # raises the same errors as a plain request
+                        async for line in response.aiter_lines():
+                            event = _sse_event(line, url)
+                            if event is None:
+                                continue
+                            if event.get("usage"):
+                                usage = event["usage"]
+                            for choice in event.get("choices") or []:
+                                piece = (
+                                    choice.get("text")
+                                    if path == "/completions"
+                                    else (choice.get("delta") or {}).get("content")
+                                )
+                                finish = choice.get("finish_reason") or finish
+                                if piece:
+                                    text += piece
+                                    yield StreamChunk(piece)
+                except httpx.HTTPError as exc:
+                    raise BackendError(f"{url}: the stream failed: {_describe(exc)}") from exc
         stats = self.stats(
             int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), time.perf_counter() - start
         )
@@ -171,14 +169,17 @@ class OpenAIHTTPBackend(LLMBackend):
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _redacted(self, exc: BackendError) -> BackendError | None:
-        """A copy of ``exc`` with the API key blanked out, or ``None`` if it does not show the
-        key (servers may echo a refused key in their answer).
-        """
-        key = self._api_key()
-        if not key or key not in str(exc):
-            return None
-        return BackendError(str(exc).replace(key, "***"))
+    @contextmanager
+    def _key_blanked(self) -> Iterator[None]:
+        """Re-raise a :class:`BackendError` that shows the API key with the key blanked out
+        (servers may echo a refused key in their answer); other errors pass unchanged."""
+        try:
+            yield
+        except BackendError as exc:
+            key = self._api_key()
+            if not key or key not in str(exc):
+                raise
+            raise BackendError(str(exc).replace(key, "***")) from None
 
     async def _post_all(self, path: str, bodies: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
         """POST every body (bounded concurrency, retries); answers and latencies in order."""
@@ -195,12 +196,8 @@ class OpenAIHTTPBackend(LLMBackend):
                     data = await self._post_with_retries(client, path, body)
                     return data, time.perf_counter() - start
 
-            try:
+            with self._key_blanked():
                 return list(await asyncio.gather(*(one(b) for b in bodies)))
-            except BackendError as exc:
-                if (safe := self._redacted(exc)) is None:
-                    raise
-                raise safe from None
 
     async def _post_with_retries(self, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx

@@ -222,12 +222,12 @@ class CachedStage(Transformer):
             if payload is not None:
                 try:
                     cached = ranking_from_dict(payload["ranking"])
-                    restore_records(self.stage, ranking.query.qid, payload.get("records", {}))
+                    if cached.query == ranking.query:
+                        restore_records(self.stage, ranking.query.qid, payload.get("records", {}))
+                        out[i] = cached
+                        continue
                 except (DataError, KeyError, TypeError):
-                    cached = None
-                if cached is not None and cached.query == ranking.query:
-                    out[i] = cached
-                    continue
+                    pass
                 bad = True
             corrupt += bad
             todo.append(i)

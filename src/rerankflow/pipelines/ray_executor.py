@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from ..accounting import ReportsUsage, UsageByQuery
-from ..backends.base import Usage
 from ..errors import ConfigError, MissingDependencyError, PipelineTypeError
 from ..eval.experiment import leaf_stages
 from ..io.rankings import ranking_from_dict, ranking_to_dict
 from ..stage import Transformer, check_contract
 from ..types import Ranking
+from .cache import export_records, restore_records
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
 
 
 def _stage_records(stage: Transformer, qid: str) -> list[dict[str, Any]]:
-    """Usage of ``qid`` in every LLM stage inside ``stage`` (in the order reports use)."""
-    return [
-        {"stage": s.name, "usage": u.as_dict() if (u := s.usage.by_query.get(qid)) else None}
-        for s in leaf_stages(stage)
-        if isinstance(s, ReportsUsage)
-    ]
+    """What every LLM stage inside ``stage`` recorded for ``qid`` (in the order reports use)."""
+    return [{"stage": s.name, **export_records(s, qid)} for s in leaf_stages(stage) if isinstance(s, ReportsUsage)]
 
 
 def _run_rows(stage: Transformer, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -210,8 +206,7 @@ class RayPipeline(Transformer):
             for k, per_stage in enumerate(json.loads(row["records"])):
                 for j, rec in enumerate(per_stage):
                     holder = self.records.setdefault((k, j), UsageRecord(rec["stage"]))
-                    if rec["usage"] is not None:
-                        holder.usage.restore(ranking.query.qid, Usage(**rec["usage"]))
+                    restore_records(holder, ranking.query.qid, rec)
         return out
 
     def __repr__(self) -> str:
