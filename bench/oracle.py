@@ -1,6 +1,6 @@
 """Every LLM reranking method against a judge that answers from the TREC DL19 qrels.
 
-The judge (rerankflow.backends.oracle.OracleJudge) perceives each passage's grade plus
+The judge (rerankflow.testing.oracle.OracleJudge) perceives each passage's grade plus
 Gaussian noise (per prompt, seeded). With noise 0 every method must reach the nDCG@10 of the
 ideal reordering of the BM25 top-100; with noise, the table shows how each method degrades,
 and how many LLM calls (and, for PRP, comparisons) it spends per query.
@@ -17,13 +17,14 @@ import math
 import sys
 import time
 
-from rerankflow.backends.oracle import OracleJudge
 from rerankflow.eval.measures import evaluate
+from rerankflow.eval.trace import usage_total
 from rerankflow.io.jsonl import read_hits
 from rerankflow.io.trec import rankings_to_run, read_qrels
 from rerankflow.rerankers.listwise import ListwiseReranker
 from rerankflow.rerankers.pairwise import PairwiseReranker
 from rerankflow.rerankers.setwise import SetwiseReranker
+from rerankflow.testing.oracle import OracleJudge
 
 from common import SHARED_DATA, table, write_result
 
@@ -92,7 +93,7 @@ def main() -> int:
             start = time.perf_counter()
             out = reranker(first)
             seconds = time.perf_counter() - start
-            calls = reranker.usage.total().calls / len(first)
+            calls = usage_total(out).calls / len(first)
             pairwise = isinstance(reranker, PairwiseReranker)
             rows.append(
                 {

@@ -31,7 +31,6 @@ from rerankflow import Ranking
 from rerankflow.backends.base import LLMBackend
 from rerankflow.backends.embeddings import SentenceTransformerEncoder
 from rerankflow.backends.factory import BackendConfig, create_backend
-from rerankflow.backends.oracle import OracleJudge
 from rerankflow.eval.measures import parse_measures, per_query
 from rerankflow.io.jsonl import read_hits
 from rerankflow.io.trec import rankings_to_run, read_qrels
@@ -41,6 +40,7 @@ from rerankflow.rerankers.pairwise import PairwiseReranker
 from rerankflow.rerankers.pointwise import PointwiseReranker
 from rerankflow.rerankers.setwise import SetwiseReranker
 from rerankflow.stage import Identity, Transformer
+from rerankflow.testing.oracle import OracleJudge
 
 from common import SHARED_DATA, table, write_result
 
@@ -76,8 +76,8 @@ def measure(name: str, family: str, stage: Transformer, batch: list[Ranking], qr
     seconds = time.perf_counter() - start
     ndcg = per_query(parse_measures(["nDCG@10"]), qrels, rankings_to_run(out))["nDCG@10"]
     values = [ndcg.get(r.query.qid, 0.0) for r in batch]  # every query in these files is judged
-    usage = getattr(stage, "usage", None)
-    per_q = [usage.by_query.get(r.query.qid) if usage else None for r in batch]
+    per_q = [next((rec.usage for rec in r.trace if rec.usage is not None), None) for r in out]
+    usage = any(u is not None for u in per_q)
     n = len(batch)
     return {
         "method": name,
@@ -90,7 +90,7 @@ def measure(name: str, family: str, stage: Transformer, batch: list[Ranking], qr
         "s/q": seconds / n,
         "seconds": seconds,
         "per_query_ndcg": values,
-        "per_query_latency_s": [u.latency_s for u in per_q] if usage else [seconds / n] * n,
+        "per_query_latency_s": [u.latency_s if u else 0.0 for u in per_q] if usage else [seconds / n] * n,
     }
 
 

@@ -20,8 +20,9 @@ import time
 
 from rerankflow import Ranking
 from rerankflow.backends.vllm_offline import VLLMOfflineBackend
+from rerankflow.eval.trace import usage_total
+from rerankflow.io.dataset import demo_dataset
 from rerankflow.io.jsonl import read_hits
-from rerankflow.pipelines.dataset import demo_dataset
 from rerankflow.rerankers.listwise import ListwiseReranker
 from rerankflow.retrievers.bm25 import BM25Retriever
 
@@ -66,7 +67,7 @@ def main() -> int:
             out = rr(batch)
             seconds = time.perf_counter() - start
             orders.setdefault(mode, [r.docids for r in out])
-            usage = rr.usage.total()
+            usage = usage_total(out)
             rows.append(
                 {
                     "repeat": repeat,

@@ -47,14 +47,14 @@ def _serve(kind: str, port: int) -> None:
     import uvicorn
 
     from rerankflow.backends.factory import BackendConfig, create_backend
-    from rerankflow.backends.fake import FakeBackend
     from rerankflow.generators.answer import AnswerGenerator
-    from rerankflow.pipelines.dataset import demo_dataset
+    from rerankflow.io.dataset import demo_dataset
     from rerankflow.pipelines.job import ServeSpec
     from rerankflow.progress import set_quiet
     from rerankflow.retrievers.bm25 import BM25Retriever
     from rerankflow.serve.app import create_app
     from rerankflow.serve.served import serve_pipelines
+    from rerankflow.testing.fake import FakeBackend
 
     set_quiet(True)
     logging.disable(logging.INFO)

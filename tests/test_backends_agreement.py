@@ -4,8 +4,8 @@ on the real SmolLM2-135M-Instruct: same ranking of pairs, logprobs within a stat
 import numpy as np
 import pytest
 
-from rerankflow.backends.base import GenerationParams, Prompt
 from rerankflow.backends.http import OpenAIHTTPBackend
+from rerankflow.backends.types import GenerationParams, Prompt
 
 pytestmark = pytest.mark.slow
 

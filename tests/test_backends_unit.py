@@ -5,13 +5,14 @@ import math
 
 import pytest
 
-from rerankflow.backends.base import CallStats, LabelScores, Prompt, run_sync
+from rerankflow.backends.base import run_sync
 from rerankflow.backends.batching import Coalescer
 from rerankflow.backends.factory import BackendConfig, create_backend, shared_backend
-from rerankflow.backends.fake import FakeBackend
 from rerankflow.backends.hf import plan_batches
+from rerankflow.backends.types import CallStats, LabelScores, Prompt
 from rerankflow.errors import BackendError, ConfigError
 from rerankflow.registry import ResourcePool
+from rerankflow.testing.fake import FakeBackend
 
 
 def test_coalescer_merges_concurrent_submissions_and_keeps_order():
@@ -169,7 +170,7 @@ def test_hf_mixed_batch_of_labels_and_continuations_matches_separate_calls(hf_ba
 def test_hf_concurrent_generate_calls_share_one_generate_per_settings(hf_backend, monkeypatch):
     """The window scheduler's concurrent calls must reach transformers as one batch (the GPU
     benchmark measured no gain from the scheduler before they did)."""
-    from rerankflow.backends.base import GenerationParams
+    from rerankflow.backends.types import GenerationParams
 
     batch_sizes = []
     real = hf_backend.hf_model.generate

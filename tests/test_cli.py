@@ -67,6 +67,7 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys, make, needle):
     assert needle in one_line_error(err)
 
 
+@pytest.mark.slow
 def test_debug_shows_traceback(tmp_path):
     path = job(tmp_path, stage="nope")
     proc = subprocess.run(
@@ -75,6 +76,7 @@ def test_debug_shows_traceback(tmp_path):
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "unknown stage 'nope'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_console_script_exit_code(tmp_path):
     exe = Path(sys.executable).parent / "rerankflow"
     proc = subprocess.run([str(exe), "validate", str(job(tmp_path, stage="nope"))], capture_output=True, text=True)

@@ -6,6 +6,7 @@ from rerankflow import Candidate, Document, Query, Ranking
 from rerankflow.compressors.select import BudgetFilter, Reorder, ends_order
 from rerankflow.errors import ConfigError, DataError
 from rerankflow.eval.rag import answer_in_context, best_subspan_em, normalize_answer, token_f1
+from rerankflow.eval.trace import compression_of
 
 
 def words(text):
@@ -26,7 +27,7 @@ def ranking(lengths, scores=None):
 def test_budget_keeps_best_first_and_skips_what_does_not_fit():
     f = BudgetFilter(words, 10)
     (out,) = f([ranking([4, 8, 3, 2, 5])])
-    assert out.docids == ["d0", "d2", "d3"] and f.dropped == {"q": 2}
+    assert out.docids == ["d0", "d2", "d3"] and compression_of(out).dropped == {"budget": 2}
     (stop,) = BudgetFilter(words, 10, overflow="stop")([ranking([4, 8, 3])])
     assert stop.docids == ["d0"]
     (thr,) = BudgetFilter(words, 100, min_score=8.5)([ranking([1, 1, 1])])

@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rerankflow import Candidate, Document, Query, Ranking
-from rerankflow.backends.fake import FakeBackend, prompt_text
 from rerankflow.compressors.base import Budget, Unit, select_units
 from rerankflow.compressors.dedup import NearDuplicateFilter
 from rerankflow.compressors.llm import LLMExtractor, LLMFilter
@@ -15,6 +14,8 @@ from rerankflow.compressors.select import BudgetFilter
 from rerankflow.compressors.sentences import SentenceExtractor, split_sentences
 from rerankflow.compressors.surprisal import SurprisalPruner, word_units
 from rerankflow.errors import BackendError, ConfigError, DataError
+from rerankflow.eval.trace import compression_of, repairs, usage_total
+from rerankflow.testing.fake import FakeBackend, prompt_text
 from rerankflow.types import document_text
 
 FAKE = FakeBackend()
@@ -53,7 +54,7 @@ def test_budget_filter_by_ratio_records_tokens_in_and_out():
     f = BudgetFilter(WORDS, ratio=0.6)
     (out,) = f([rank("x", "a b c d", "e f g h", "i j")])
     assert out.docids == ["d0", "d2"]
-    c = f.compression["q1"]
+    c = compression_of(out)
     assert (c.tokens_in, c.tokens_out, c.passages_in, c.passages_out) == (10, 6, 3, 2)
     assert c.dropped == {"budget": 1}
 
@@ -76,7 +77,7 @@ def test_empty_contexts_stay_empty_for_every_compressor(minilm):
     ]
     for stage in stages:
         (out,) = stage(empty)
-        assert out.candidates == () and stage.compression["e"].tokens_in == 0
+        assert out.candidates == () and compression_of(out).tokens_in == 0
 
 
 # -- unit selection ------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def test_sentence_extractor_keeps_the_relevant_sentence_in_source_order(minilm):
     assert out.docids == ["d0"] and out.candidates[0].doc.title == "Telephone"
     assert out.candidates[0].doc.text == "Alexander Graham Bell was awarded the first patent for the telephone in 1876."
     assert out.candidates[0].score == r.candidates[0].score  # the score and id travel unchanged
-    assert stage.compression["q1"].dropped == {"budget": 1}
+    assert compression_of(out).dropped == {"budget": 1}
     # a larger budget keeps both sentences of the passage, in source order
     (more,) = SentenceExtractor(minilm, WORDS, CUT, Budget(30))([r])
     assert more.candidates[0].doc.text.startswith("The weather was cold in March. Alexander")
@@ -169,7 +170,7 @@ def test_near_duplicates_keep_the_better_ranked_copy(minilm):
     )
     stage = NearDuplicateFilter(minilm, WORDS, threshold=0.9)
     (out,) = stage([r])
-    assert out.docids == ["d0", "d2"] and stage.compression["q1"].dropped == {"duplicate": 1}
+    assert out.docids == ["d0", "d2"] and compression_of(out).dropped == {"duplicate": 1}
     (everything,) = NearDuplicateFilter(minilm, WORDS, threshold=1.0)([r])
     assert everything.docids == ["d0", "d1", "d2"]
     (capped,) = NearDuplicateFilter(minilm, WORDS, threshold=0.9, budget=Budget(12))([r])
@@ -200,7 +201,7 @@ def test_self_information_keeps_the_surprising_words_in_order():
     stage = SurprisalPruner(backend, Budget(3))
     (out,) = stage([rank("who", "Bell made the telephone in 1876")])
     assert out.candidates[0].doc.text == "Bell telephone 1876"
-    assert stage.usage.total().calls == 1
+    assert usage_total([out]).calls == 1
 
 
 def test_question_aware_mode_adds_the_contrastive_term_and_memoises():
@@ -211,11 +212,10 @@ def test_question_aware_mode_adds_the_contrastive_term_and_memoises():
     batch = [rank("capital of France", "Lyon Paris")]
     (out,) = stage(batch)
     assert out.candidates[0].doc.text == "Paris"
-    calls = stage.usage.total().calls
-    assert calls == 2  # one pass without, one with the question
+    assert usage_total([out]).calls == 2  # one pass without, one with the question
     stage.budget = Budget(2)
     (wider,) = stage(batch)  # a budget sweep: scores are memoised, no new calls
-    assert wider.candidates[0].doc.text == "Lyon Paris" and stage.usage.total().calls == calls
+    assert wider.candidates[0].doc.text == "Lyon Paris" and usage_total([wider]).calls == 0
     (selfinfo,) = SurprisalPruner(surprisal_backend(plain, asked), Budget(1))(batch)
     assert selfinfo.candidates[0].doc.text == "Lyon"  # a tie, broken by source order
 
@@ -239,10 +239,11 @@ def test_llm_filter_keeps_helpful_passages_in_rank_order():
     backend = judge(["Bell"])
     stage = LLMFilter(backend)
     (out,) = stage([rank("who", "Cats purr.", "Bell patented it.", "Dogs bark.", "Bell again.")])
-    assert out.docids == ["d1", "d3"] and stage.compression["q1"].dropped == {"judged not helpful": 2}
-    assert stage.usage.total().calls == 4
-    stage([rank("who", "Cats purr.", "Bell patented it.", "Dogs bark.", "Bell again.")])
-    assert stage.usage.total().calls == 4  # judged once per (question, passage)
+    assert out.docids == ["d1", "d3"] and compression_of(out).dropped == {"judged not helpful": 2}
+    assert usage_total([out]).calls == 4
+    (again,) = stage([rank("who", "Cats purr.", "Bell patented it.", "Dogs bark.", "Bell again.")])
+    assert usage_total([again]).calls == 0 and backend.ledger.calls == 4  # judged once per (question, passage)
+    assert again.docids == out.docids
 
 
 def test_llm_filter_keeps_at_least_the_best_judged_passage():
@@ -260,7 +261,7 @@ def test_llm_extractor_repairs_replies_deterministically():
     stage = LLMExtractor(FakeBackend(replies))
     (out,) = stage([rank("q", *passages)])
     assert [(c.docid, c.doc.text) for c in out.candidates] == [("d0", "One. Three."), ("d3", "Eight."), ("d4", "Ten.")]
-    assert stage.problems == {"sentence numbers out of range": 1, "no sentence numbers (passage kept whole)": 1}
-    assert stage.compression["q1"].dropped == {"no sentence picked": 2}
+    assert repairs([out]) == {"sentence numbers out of range": 1, "no sentence numbers (passage kept whole)": 1}
+    assert compression_of(out).dropped == {"no sentence picked": 2}
     first_prompt = prompt_text(stage.backend.seen[0])
     assert "[1] One.\n[2] Two.\n[3] Three." in first_prompt

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from rerankflow.cli.main import main
 from rerankflow.io.trec import read_run
@@ -21,7 +22,9 @@ from rerankflow.pipelines.runner import run_job
 from rerankflow.serve.app import create_app
 from rerankflow.serve.runner import job_pipelines_to_serve, serve_in_thread
 
-from .conftest import ModelServer, free_port
+from .support.servers import ModelServer, free_port
+
+pytestmark = pytest.mark.slow  # starts servers, subprocesses and real models
 
 
 def leftovers(*folders):

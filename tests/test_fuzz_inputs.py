@@ -164,11 +164,11 @@ LOGPROB = st.one_of(st.floats(allow_nan=False), st.just(float("-inf")), st.float
 
 
 def _rerankers(reply, logprob):
-    from rerankflow.backends.fake import FakeBackend
     from rerankflow.rerankers.listwise import ListwiseReranker
     from rerankflow.rerankers.pairwise import PairwiseReranker
     from rerankflow.rerankers.pointwise import PointwiseReranker
     from rerankflow.rerankers.setwise import SetwiseReranker
+    from rerankflow.testing.fake import FakeBackend
 
     def fake():
         return FakeBackend([reply], labels=lambda prompt, labels: {label: logprob(label) for label in labels})
@@ -205,8 +205,10 @@ def test_any_model_output_keeps_every_candidate_exactly_once(reply, logprobs, de
 @FUZZ
 @given(reply=REPLIES, n=st.integers(1, 8))
 def test_sentence_picks_from_any_reply_are_valid_and_distinct(reply, n):
-    from rerankflow.backends.fake import FakeBackend
+    from rerankflow.compressors.base import QueryNotes
     from rerankflow.compressors.llm import LLMExtractor
 
-    picked = LLMExtractor(FakeBackend())._pick(reply, n)
+    notes = QueryNotes(0, None)
+    picked = LLMExtractor._pick(reply, n, notes)
     assert picked is None or (len(set(picked)) == len(picked) and all(0 <= i < n for i in picked))
+    assert (picked is None) == (notes.repairs["no sentence numbers (passage kept whole)"] == 1)

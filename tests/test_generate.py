@@ -10,13 +10,15 @@ import pytest
 
 from rerankflow import Candidate, Document, Query, Ranking
 from rerankflow.backends.base import cut_at_stop
-from rerankflow.backends.fake import FakeBackend, prompt_text
 from rerankflow.compressors.select import BudgetFilter
 from rerankflow.errors import ConfigError, DataError
 from rerankflow.eval.experiment import Experiment
+from rerankflow.eval.trace import usage_total
 from rerankflow.generators.answer import AnswerGenerator, parse_citations
 from rerankflow.io.questions import mix_distractors, read_questions
 from rerankflow.pipelines.job import load_job_text
+from rerankflow.testing.fake import FakeBackend, prompt_text
+from rerankflow.types import LLMUsage, StageRecord
 
 DOCS = (Document("a", "Paris is the capital of France.", "France"), Document("b", "Berlin is in Germany."))
 
@@ -38,12 +40,14 @@ def test_generator_builds_the_prompt_and_returns_a_cited_answer():
     a = out.answer
     assert a.text == "Paris [1], not Lyon [7]." and [(c.number, c.docid) for c in a.citations] == [(1, "a"), (7, None)]
     assert a.cited_docids == ["a"] and a.context == DOCS and out.candidates == ctx().candidates
-    assert gen.problems == {"citations out of range": 1}
+    assert out.trace == (
+        StageRecord("generate", LLMUsage(1, out.answer.prompt_tokens, 5, 0.0), {"citations out of range": 1}),
+    )
     sent = prompt_text(backend.seen[0])
     assert "[1] France: Paris is the capital of France.\n[2] Berlin is in Germany." in sent
     assert sent.index("capital of France?") < sent.index("[1] France")  # the question before the passages
     assert a.prompt in sent and a.context_tokens == 13 and a.output_tokens == 5
-    assert gen.usage.total().calls == 1
+    assert usage_total([out]).calls == 1
 
 
 def test_generator_answers_with_an_empty_context_and_says_so_in_the_answer():

@@ -7,11 +7,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rerankflow.backends.base import Prompt
 from rerankflow.backends.http import OpenAIHTTPBackend
+from rerankflow.backends.types import Prompt
 from rerankflow.errors import BackendError
 
-from .conftest import free_port
+from .support.servers import free_port
+
+pytestmark = pytest.mark.slow  # starts a scripted model server on loopback
 
 OK = {"choices": [{"text": "fine", "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
 

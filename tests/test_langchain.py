@@ -12,10 +12,12 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 
-from rerankflow.backends.fake import FakeBackend
 from rerankflow.errors import ConfigError
 from rerankflow.generators.answer import AnswerGenerator
 from rerankflow.serve.langchain import PipelineRetriever, StageCompressor, job_pipeline
+from rerankflow.testing.fake import FakeBackend
+
+pytestmark = pytest.mark.slow  # the pipelines load the real MiniLM encoder
 
 JOB = """
 name: lc

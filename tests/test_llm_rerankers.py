@@ -11,10 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rerankflow import Candidate, Document, Query, Ranking
-from rerankflow.backends.fake import FakeBackend, prompt_text
-from rerankflow.backends.oracle import OracleJudge
 from rerankflow.errors import BackendError, ConfigError, DataError
 from rerankflow.eval.measures import evaluate
+from rerankflow.eval.trace import repairs, usage_total
 from rerankflow.io.trec import rankings_to_run
 from rerankflow.pipelines.job import dump_job, load_job_text
 from rerankflow.rerankers.listwise import ListwiseReranker, covering_blocks, replicated_blocks
@@ -25,6 +24,8 @@ from rerankflow.rerankers.scheduler import Scheduler
 from rerankflow.rerankers.setwise import SetwiseReranker
 from rerankflow.rerankers.sorting import heap_top_k
 from rerankflow.retrievers.bm25 import BM25Retriever
+from rerankflow.testing.fake import FakeBackend, prompt_text
+from rerankflow.testing.oracle import OracleJudge
 
 
 def ranking(n, qid="q", text="query"):
@@ -65,7 +66,7 @@ def test_sliding_window_reaches_every_position(n):
         assert out.docids[0] == f"d{n - 1}"
     assert all(c.rank_derived and c.stage == "listwise" for c in out.candidates)
     assert [c.score for c in out.candidates] == [1 / (r + 1) for r in range(n)]
-    assert not rr.problems
+    assert not repairs([out]) and out.trace[-1].repairs == {}
 
 
 def test_windows_are_submitted_back_to_front_and_each_waits_for_the_previous():
@@ -82,7 +83,7 @@ def test_malformed_permutations_are_repaired_and_counted():
     rr = ListwiseReranker(fake, window=3, stride=1, max_passage_tokens=None)
     (out,) = rr([ranking(4)])
     assert sorted(out.docids) == ["d0", "d1", "d2", "d3"]
-    assert rr.problems == {"duplicates": 1, "out_of_range": 1, "missing": 2 + 3}
+    assert repairs([out]) == {"duplicates": 1, "out_of_range": 1, "missing": 2 + 3}
 
 
 def test_single_pass_is_one_call_and_refuses_prompts_that_do_not_fit():
@@ -229,7 +230,7 @@ def test_setwise_labels_and_generation_agree_and_unparseable_answers_are_counted
     confused = SetwiseReranker(FakeBackend("no idea"), num_child=2, top_k=2, scorer="generate", max_passage_tokens=None)
     (c,) = confused([ranking(5)])
     assert sorted(c.docids) == sorted(f"d{i}" for i in range(5))
-    assert confused.problems["unparseable"] == confused.usage.total().calls > 0
+    assert repairs([c])["unparseable"] == usage_total([c]).calls > 0
     with pytest.raises(ConfigError, match="needs one label each"):
         SetwiseReranker(FakeBackend(), "listwise-first", num_child=30)
 
@@ -284,8 +285,12 @@ def test_sequential_mode_makes_one_call_at_a_time_in_query_order():
 def test_usage_is_recorded_per_query():
     fake = FakeBackend(by_doc_number)
     rr = ListwiseReranker(fake, window=4, stride=2, max_passage_tokens=None)
-    rr([ranking(8, "a"), ranking(2, "b"), ranking(0, "c")])
-    assert {q: u.calls for q, u in rr.usage.by_query.items()} == {"a": 3, "b": 1, "c": 0}
+    out = rr([ranking(8, "a"), ranking(2, "b"), ranking(0, "c")])
+    assert [[(rec.stage, rec.usage.calls) for rec in r.trace] for r in out] == [
+        [("listwise", 3)],
+        [("listwise", 1)],
+        [("listwise", 0)],
+    ]
 
 
 def test_passages_are_cut_by_tokens_and_flattened_to_one_line():
@@ -392,4 +397,4 @@ def test_dl19_perfect_oracle_reaches_ideal_within_the_call_budget(trec_dl):
     ]:
         out = reranker(first)
         assert evaluate(["nDCG@10"], qrels, rankings_to_run(out))["nDCG@10"] == pytest.approx(ideal_ndcg, abs=1e-9)
-        assert reranker.usage.total().calls / per_call / len(first) <= per_query_bar, reranker
+        assert usage_total(out).calls / per_call / len(first) <= per_query_bar, reranker

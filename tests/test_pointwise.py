@@ -6,12 +6,13 @@ import math
 import pytest
 
 from rerankflow import Ranking
-from rerankflow.backends.fake import FakeBackend, prompt_text
 from rerankflow.errors import ConfigError
+from rerankflow.eval.trace import usage_total
 from rerankflow.pipelines.job import load_job_text
 from rerankflow.pipelines.runner import run_job
 from rerankflow.rerankers.pointwise import PointwiseReranker
 from rerankflow.retrievers.bm25 import BM25Retriever
+from rerankflow.testing.fake import FakeBackend, prompt_text
 
 
 def judge(prompt, labels):
@@ -31,8 +32,8 @@ def test_scores_sort_and_account_per_query(demo):
         assert set(top.scores()) == {"bm25", "pointwise"}
         if "fusion" in top.doc.text.lower():
             assert top.score == pytest.approx(0.9)
-    assert {q: u.calls for q, u in rr.usage.by_query.items()} == {q.qid: 8 for q in queries[:3]}
-    assert rr.usage.total().calls == 24 == fake.ledger.calls
+    assert {r.query.qid: usage_total([r]).calls for r in out} == {q.qid: 8 for q in queries[:3]}
+    assert usage_total(out).calls == 24 == fake.ledger.calls
 
 
 def test_p_yes_and_truncation_and_errors():

@@ -16,7 +16,7 @@ from rerankflow.pipelines.ray_executor import RayPipeline, RayStage
 from rerankflow.pipelines.runner import run_job
 from rerankflow.stage import Transformer
 
-from .conftest import ROOT, assert_same_runs
+from .support import ROOT, assert_same_runs
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs the 'ray' extra")
 
@@ -75,7 +75,7 @@ def test_ray_executor_gives_the_local_output_query_for_query(cluster, tmp_path, 
 
 
 def demo_bm25(k):
-    from rerankflow.pipelines.dataset import demo_dataset
+    from rerankflow.io.dataset import demo_dataset
     from rerankflow.retrievers.bm25 import BM25Retriever
 
     return BM25Retriever(demo_dataset()[0], k=k)
@@ -149,3 +149,53 @@ def test_ray_workers_fill_the_stage_cache_that_a_local_rerun_reads(cluster, tmp_
     local = run_job(load_job_text(text.replace("EXECUTOR", "local")), tmp_path, tmp_path / "local")
     assert local.result.systems[0].cache == {"biencoder": {"hits": 4, "computed": 0, "corrupt": 0}}
     assert read_run(tmp_path / "local" / "minilm.trec") == read_run(tmp_path / "ray" / "minilm.trec")
+
+
+# -- compressor records under Ray (was: Ratio and Saved missing from Ray runs) -----------------
+
+RAG_JOB = """
+name: rag-scale
+dataset: {questions: q.jsonl.gz, distractors: 2}
+executor: EXECUTOR
+ray: {actors: 2, num_cpus: 0.5, task_cpus: 0.5}
+batch_size: 3
+cache: {enabled: false}
+pipelines:
+  squeeze:
+    - budget: {backend: {kind: hf, model: smollm2-135m-instruct}, max_tokens: 24}
+    - generate: {backend: {kind: hf, model: smollm2-135m-instruct}, max_tokens: 8}
+"""
+
+TIMINGS = {"seconds", "load_seconds", "ms_per_query", "latency_s"}
+
+
+def without_timings(data):
+    """results.json with wall-clock fields left out (they differ between any two runs)."""
+    if isinstance(data, dict):
+        return {k: without_timings(v) for k, v in data.items() if k not in TIMINGS}
+    if isinstance(data, list):
+        return [without_timings(v) for v in data]
+    return data
+
+
+def test_ray_brings_back_compressor_records_and_every_results_field(cluster, tmp_path, smollm2):
+    import gzip
+    import json
+
+    with gzip.open(tmp_path / "q.jsonl.gz", "wt") as fh:
+        for i in range(6):
+            ctx = {"title": f"Topic {i}", "text": f"The code word of topic {i} is answer{i}, said the report."}
+            fh.write(
+                json.dumps(
+                    {"question": f"what is the code word of topic {i}?", "answers": [f"answer{i}"], "ctxs": [ctx]}
+                )
+                + "\n"
+            )
+    results = {}
+    for executor in ("local", "ray"):
+        run = run_job(load_job_text(RAG_JOB.replace("EXECUTOR", executor)), tmp_path, tmp_path / executor)
+        (system,) = run.result.systems
+        assert {"Ratio", "Saved", "EM", "InContext"} <= set(system.means), executor
+        results[executor] = without_timings(json.loads((tmp_path / executor / "results.json").read_text()))
+    assert results["ray"] == results["local"]
+    assert set(results["ray"]["systems"][0]["usage"]) == {"generate"}

@@ -3,6 +3,10 @@
 import re
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs the README examples, which load real models
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 

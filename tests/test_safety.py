@@ -18,7 +18,8 @@ from rerankflow.pipelines.components import CrossEncoderConfig
 from rerankflow.pipelines.job import dump_job, load_job_text
 from rerankflow.pipelines.runner import run_job
 
-from .conftest import EXAMPLES, ModelServer, free_port
+from .support import EXAMPLES
+from .support.servers import ModelServer, free_port
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "rerankflow"
 
@@ -92,6 +93,7 @@ pipelines:
 SECRET = "sk-test-4f9a1c77e2b0d3"
 
 
+@pytest.mark.slow
 def test_the_api_key_comes_from_the_environment_and_is_never_echoed(tmp_path, monkeypatch, capsys, caplog):
     caplog.set_level(logging.DEBUG)
     port = free_port()
@@ -151,11 +153,11 @@ def candidates(n, qid="q1"):
 
 
 def test_llm_stages_refuse_more_candidates_than_their_limit_and_say_how_to_fix_it():
-    from rerankflow.backends.fake import FakeBackend
     from rerankflow.errors import DataError
     from rerankflow.generators.answer import AnswerGenerator
     from rerankflow.rerankers.listwise import ListwiseReranker
     from rerankflow.rerankers.pointwise import PointwiseReranker
+    from rerankflow.testing.fake import FakeBackend
 
     fake = FakeBackend(["[1] > [2]"])
     pointwise = PointwiseReranker(fake, max_candidates=3, max_passage_tokens=None)

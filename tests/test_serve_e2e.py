@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import free_port, server_process
+from .support.servers import free_port, server_process
 
 pytestmark = pytest.mark.slow
 

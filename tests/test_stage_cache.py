@@ -10,17 +10,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rerankflow.accounting import UsageByQuery
-from rerankflow.backends.base import CallStats
+from rerankflow.backends.types import CallStats
+from rerankflow.eval.trace import stage_cache_use
 from rerankflow.io.rankings import ranking_from_dict, ranking_to_dict
 from rerankflow.io.trec import read_run
 from rerankflow.pipelines.cache import CachedStage, StageCache, _verified
 from rerankflow.pipelines.job import load_job_text
 from rerankflow.pipelines.runner import run_job
 from rerankflow.stage import Transformer
-from rerankflow.types import Answer, Candidate, Citation, Document, Query, Ranking, rescore
+from rerankflow.types import (
+    Answer,
+    Candidate,
+    Citation,
+    Compression,
+    Document,
+    LLMUsage,
+    Query,
+    Ranking,
+    StageRecord,
+    rescore,
+)
 
-from .conftest import assert_same_runs
+from .support import assert_same_runs
 
 
 class Reverse(Transformer):
@@ -28,13 +39,16 @@ class Reverse(Transformer):
 
     def __init__(self):
         self.seen: list[str] = []
-        self.usage = UsageByQuery()
 
     def transform(self, batch):
         self.seen.extend(r.query.qid for r in batch)
-        for r in batch:
-            self.usage.add(r.query.qid, [CallStats("fake", "m", len(r), 1, 0.5)])
-        return [rescore(r, range(len(r)), "reverse") for r in batch]
+        usage = [LLMUsage.of([CallStats("fake", "m", len(r), 1, 0.5)]) for r in batch]
+        return [rescore(r, range(len(r)), "reverse").recorded(StageRecord("reverse", u)) for r, u in zip(batch, usage)]
+
+
+def plain(rankings):
+    """Rankings without their traces (what the stage computed)."""
+    return [Ranking(r.query, r.candidates, r.answer) for r in rankings]
 
 
 def ranking(qid, n=3, text="q"):
@@ -56,10 +70,11 @@ def test_second_run_reads_the_cache_and_restores_usage(tmp_path):
     out1 = first(batch)
     again = cached(tmp_path)  # a new process would build a new stage
     out2 = again(batch)
-    assert out2 == out1
+    assert plain(out2) == plain(out1)
     assert again.stage.seen == []
-    assert again.cache_report() == {"hits": 2, "computed": 0, "corrupt": 0}
-    assert again.stage.usage.by_query["a"].as_dict() == first.stage.usage.by_query["a"].as_dict()
+    assert stage_cache_use(out1) == {"reverse": {"hits": 0, "computed": 2, "corrupt": 0}}
+    assert stage_cache_use(out2) == {"reverse": {"hits": 2, "computed": 0, "corrupt": 0}}
+    assert [r.trace[0].usage for r in out2] == [r.trace[0].usage for r in out1] == [LLMUsage(1, 3, 1, 0.5)] * 2
     assert len(entries(tmp_path)) == 2
 
 
@@ -69,7 +84,7 @@ def test_only_missing_queries_are_computed_and_order_is_kept(tmp_path):
     out = stage([ranking("a"), ranking("b"), ranking("c")])
     assert [r.query.qid for r in out] == ["a", "b", "c"]
     assert stage.stage.seen == ["a", "c"]
-    assert stage.cache_report()["hits"] == 1
+    assert [r.trace[-1].cache for r in out] == ["computed", "hit", "computed"]
 
 
 @pytest.mark.parametrize(
@@ -120,8 +135,9 @@ def test_corrupt_entries_are_detected_deleted_and_recomputed(tmp_path, damage, c
     (path,) = entries(tmp_path)
     path.write_bytes(damage(path.read_bytes()))
     stage = cached(tmp_path)
-    assert stage([ranking("a")]) == expected
-    assert stage.cache_report() == {"hits": 0, "computed": 1, "corrupt": 1}
+    out = stage([ranking("a")])
+    assert plain(out) == plain(expected)
+    assert stage_cache_use(out) == {"reverse": {"hits": 0, "computed": 1, "corrupt": 1}}
     assert "corrupt" in caplog.text and str(path) in caplog.text
     assert _verified(path.read_bytes(), stage.key, path.stem) is not None  # rewritten whole
 
@@ -157,15 +173,27 @@ floats = st.floats(allow_nan=False)
     docs=st.lists(st.tuples(texts, texts, st.none() | texts, floats, texts), max_size=5),
     history=st.lists(st.tuples(texts, floats), max_size=3),
     answer=st.none() | st.tuples(texts, st.lists(st.tuples(st.integers(1, 99), st.none() | texts), max_size=3)),
+    trace=st.lists(
+        st.builds(
+            StageRecord,
+            texts,
+            st.none() | st.builds(LLMUsage, st.integers(0, 99), st.integers(0, 9999), st.integers(0, 999), floats),
+            st.none() | st.dictionaries(texts, st.integers(0, 9), max_size=2),
+            st.none()
+            | st.builds(Compression, *[st.integers(0, 999)] * 4, st.dictionaries(texts, st.integers(0, 9), max_size=2)),
+            st.sampled_from([None, "hit", "computed", "corrupt"]),
+        ),
+        max_size=3,
+    ),
 )
-def test_rankings_survive_the_json_round_trip_exactly(qid, query, docs, history, answer):
+def test_rankings_survive_the_json_round_trip_exactly(qid, query, docs, history, answer, trace):
     candidates = tuple(
         Candidate(Document(d, t, title), score, stage, tuple(history)) for d, t, title, score, stage in docs
     )
     ans = None
     if answer is not None:
         ans = Answer(answer[0], tuple(Citation(n, d) for n, d in answer[1]), tuple(c.doc for c in candidates))
-    r = Ranking(Query(qid, query), candidates, ans)
+    r = Ranking(Query(qid, query), candidates, ans, tuple(trace))
     data = json.loads(json.dumps(ranking_to_dict(r)))
     assert ranking_from_dict(data) == r
 

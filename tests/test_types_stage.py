@@ -43,7 +43,11 @@ def test_operators_and_parenthesised_repr():
     out = p([make(), make("q2", (1.0,))])
     assert [len(r) for r in out] == [2, 1]
     assert out[0].docids == ["d2", "d1"]
-    assert isinstance(p, Sequential) and [type(s).__name__ for s in p.stages()] == ["Identity", "Reverse", "Cutoff"]
+    assert isinstance(p, Sequential) and [type(s).__name__ for s in p.walk(chain=True)] == [
+        "Identity",
+        "Reverse",
+        "Cutoff",
+    ]
 
 
 def test_plain_functions_compose():

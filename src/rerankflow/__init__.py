@@ -4,8 +4,7 @@ Core names are re-exported here; importing this package loads no model and no he
 """
 
 from .errors import ConfigError, DataError, PipelineTypeError, RerankflowError
-from .pipelines.fusion import ConvexFusion, RRFFusion, rrf
-from .stage import Cutoff, Identity, Retriever, Sequential, Stage, Transformer
+from .stage import ConvexFusion, Cutoff, Identity, Retriever, RRFFusion, Sequential, Stage, Transformer, rrf
 from .types import FIRST_RANK, Candidate, Document, Query, Ranking
 
 __version__ = "0.1.0"

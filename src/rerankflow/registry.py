@@ -9,20 +9,16 @@ entry-point group: each entry point names a module whose import registers its co
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from .errors import ConfigError
-from .paths import resolve_path
-from .types import Document
 
 if TYPE_CHECKING:
-    from .pipelines.cache import StageCache
     from .stage import Transformer
 
 log = logging.getLogger(__name__)
@@ -47,30 +43,6 @@ class ResourcePool:
         if key not in self._items:
             self._items[key] = create()
         return self._items[key]
-
-
-@dataclass
-class BuildContext:
-    """What a build function may use: the dataset's corpus, the job folder, shared resources,
-    and the stage cache that model stages are wrapped in (``None``: no caching).
-    """
-
-    corpus: Sequence[Document] | None = None
-    base_dir: Path = field(default_factory=Path.cwd)
-    resources: ResourcePool = field(default_factory=ResourcePool)
-    cache: StageCache | None = None
-
-    def require_corpus(self, stage: str) -> Sequence[Document]:
-        """The corpus, or a clear error saying the stage needs one."""
-        if self.corpus is None:
-            raise ConfigError(
-                f"stage {stage!r} retrieves from a corpus, but the dataset names none; add dataset.corpus"
-            )
-        return self.corpus
-
-    def resolve(self, path: str) -> Path:
-        """A path from the job, relative to the job file's folder unless absolute."""
-        return resolve_path(path, self.base_dir)
 
 
 BuildFn = Callable[..., "Transformer"]
@@ -114,13 +86,20 @@ def register(
 
 
 def _load_components() -> None:
+    """Import every module of the ``rerankflow.stages`` entry-point group once; the built-in
+    stages come this way too (``builtin`` = ``rerankflow.pipelines.components``), so this
+    module never imports the layers above it."""
     global _plugins_loaded
-    from .pipelines import components  # noqa: F401  (registers the built-in stages)
-
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    for ep in entry_points(group="rerankflow.stages"):
+    found = entry_points(group="rerankflow.stages")
+    if "builtin" not in found.names:
+        raise ConfigError(
+            "rerankflow's built-in stages are not registered: its package metadata is missing or stale; "
+            "reinstall it (pip install -e . in a checkout)"
+        )
+    for ep in found:
         log.debug("loading stage plugin %s", ep.value)
         ep.load()
 

@@ -3,21 +3,26 @@
 A stage maps a batch of rankings to a list of rankings of the same length and order
 (PyTerrier's transformer contract). Retrievers are stages that ignore the incoming
 candidates and produce new ones from the query. Compose with ``a >> b`` (then) and cut with
-``a % k`` (keep the top ``k``); fusion lives in :mod:`rerankflow.pipelines.fusion` and is
-reachable through ``a + b`` and ``w * a`` (convex combination).
+``a % k`` (keep the top ``k``), fuse with ``a + b`` and ``w * a`` (a convex combination of
+normalised scores) or :func:`rrf`.
+
+Fusion runs every input stage on the same batch and merges the candidate lists (union of
+documents). A document missing from one input gets that input's floor (see each class).
+The fused score becomes the candidate's score; the inputs' scores are kept in its history,
+and what the inputs' stages recorded joins the ranking's trace (input by input).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import replace
+from typing import ClassVar, Literal, Protocol, runtime_checkable
+
+import numpy as np
 
 from .errors import DataError, PipelineTypeError
-from .types import Query, Ranking
-
-if TYPE_CHECKING:
-    from .pipelines.fusion import ConvexFusion, Weighted
+from .types import Candidate, Query, Ranking, sort_candidates
 
 
 @runtime_checkable
@@ -37,6 +42,8 @@ class Transformer(ABC):
     """
 
     _loaded: bool = False
+    is_chain: ClassVar[bool] = False
+    """True for ``a >> b``, whose children run one after another."""
 
     @property
     def name(self) -> str:
@@ -56,6 +63,15 @@ class Transformer(ABC):
         """Stages this one runs (composites override this)."""
         return []
 
+    def walk(self, *, chain: bool = False) -> list[Transformer]:
+        """This stage and every stage inside it, in execution order (composites before their
+        parts). With ``chain``: only the steps a ``>>`` chain runs one after another (a
+        fusion is one step; a stage that is no chain is a chain of one).
+        """
+        if chain:
+            return [s for c in self.children() for s in c.walk(chain=True)] if self.is_chain else [self]
+        return [self, *(s for c in self.children() for s in c.walk())]
+
     def warm_up(self) -> None:
         """Load this stage and everything it contains now, instead of on the first batch."""
         self.ensure_loaded()
@@ -65,12 +81,6 @@ class Transformer(ABC):
     @abstractmethod
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Transform a batch; same length and order as the input."""
-
-    def forget(self, queries: Sequence[Query]) -> None:  # noqa: B027  (optional hook, not abstract)
-        """Drop what this stage recorded about ``queries`` (reports, memos), so a long-running
-        server's memory does not grow with every request. Batch jobs never call it: their
-        reports read these records. Caches keyed by text may be cleared whole.
-        """
 
     def __call__(self, batch: Sequence[Ranking], /) -> list[Ranking]:
         """Run the stage on a batch, loading it first if needed, and check the contract."""
@@ -98,14 +108,9 @@ class Transformer(ABC):
         return Sequential(self, Cutoff(k))
 
     def __add__(self, other: Transformer | Weighted) -> ConvexFusion:
-        from .pipelines.fusion import Weighted, convex
-
-        left = self if isinstance(self, Weighted) else Weighted(self, 1.0)
-        return convex(left, other)
+        return convex(Weighted(self, 1.0), other)
 
     def __mul__(self, weight: float) -> Weighted:
-        from .pipelines.fusion import Weighted
-
         return Weighted(self, float(weight))
 
     __rmul__ = __mul__
@@ -181,6 +186,8 @@ def as_transformer(stage: Stage) -> Transformer:
 class Sequential(Transformer):
     """``first >> second``: run ``first``, feed its output to ``second``."""
 
+    is_chain = True
+
     def __init__(self, first: Transformer, second: Transformer) -> None:
         self.first = first
         self.second = second
@@ -192,13 +199,6 @@ class Sequential(Transformer):
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Run both parts in order."""
         return self.second(self.first(batch))
-
-    def stages(self) -> list[Transformer]:
-        """The leaf stages, in execution order."""
-        out: list[Transformer] = []
-        for part in (self.first, self.second):
-            out.extend(part.stages() if isinstance(part, Sequential) else [part])
-        return out
 
     def __repr__(self) -> str:
         if isinstance(self.second, Cutoff):
@@ -214,11 +214,6 @@ def chain(stages: Sequence[Transformer]) -> Transformer:
     for stage in stages[1:]:
         out = Sequential(out, stage)
     return out
-
-
-def chain_parts(pipeline: Transformer) -> list[Transformer]:
-    """The stages a ``>>`` chain runs one after another (a single stage is a chain of one)."""
-    return pipeline.stages() if isinstance(pipeline, Sequential) else [pipeline]
 
 
 class Cutoff(Transformer):
@@ -267,5 +262,185 @@ class Retriever(Transformer):
         """Subclasses rank the collection here (queries are non-empty, the index loaded)."""
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
-        """Retrieve for the queries of the batch."""
-        return self.retrieve([r.query for r in batch])
+        """Retrieve for the queries of the batch (each ranking keeps the trace it came with)."""
+        out = self.retrieve([r.query for r in batch])
+        return [replace(new, trace=old.trace) if old.trace else new for old, new in zip(batch, out, strict=True)]
+
+
+# -- fusion ---------------------------------------------------------------------------------
+
+Normalization = Literal["minmax", "zscore", "none"]
+
+
+class Weighted:
+    """``w * stage``: a stage with a weight, waiting to be added to another (``+``)."""
+
+    def __init__(self, stage: Transformer, weight: float) -> None:
+        self.stage = stage
+        self.weight = weight
+
+    def __add__(self, other: Transformer | Weighted) -> ConvexFusion:
+        return convex(self, other)
+
+    def __repr__(self) -> str:
+        return f"{self.weight:g} * {self.stage!r}"
+
+
+def convex(left: Weighted, right: Transformer | Weighted) -> ConvexFusion:
+    """``left + right`` as a min-max convex combination (the operator form)."""
+    right_w = right if isinstance(right, Weighted) else Weighted(right, 1.0)
+    return ConvexFusion([left.stage, right_w.stage], weights=[left.weight, right_w.weight])
+
+
+class _Fusion(Transformer):
+    """Shared machinery: run the inputs, align their candidates by document id."""
+
+    def __init__(self, inputs: Sequence[Transformer], weights: Sequence[float] | None, stage_name: str) -> None:
+        if len(inputs) < 2:
+            raise PipelineTypeError(f"{stage_name} fuses at least two inputs, got {len(inputs)}")
+        self.inputs = [as_transformer(s) for s in inputs]
+        w = [1.0] * len(self.inputs) if weights is None else [float(x) for x in weights]
+        if len(w) != len(self.inputs):
+            raise PipelineTypeError(
+                f"{stage_name} has {len(self.inputs)} inputs but {len(w)} weights; give one weight per input"
+            )
+        if any(x < 0 for x in w) or sum(w) <= 0:
+            raise PipelineTypeError(f"{stage_name} weights must be non-negative and not all zero, got {w}")
+        self.weights = w
+        self.stage_name = stage_name
+
+    @property
+    def name(self) -> str:
+        """Provenance name of the fused score."""
+        return self.stage_name
+
+    def children(self) -> list[Transformer]:
+        """The fused inputs."""
+        return list(self.inputs)
+
+    def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
+        """Run each input on the batch and fuse per query."""
+        outputs = [stage(batch) for stage in self.inputs]
+        return [self._fuse_one(q, [out[i] for out in outputs]) for i, q in enumerate(batch)]
+
+    def _fuse_one(self, incoming: Ranking, lists: list[Ranking]) -> Ranking:
+        first: dict[str, Candidate] = {}
+        scores: dict[str, dict[str, float]] = {}
+        for lst in lists:
+            for c in lst.candidates:
+                first.setdefault(c.docid, c)
+                scores.setdefault(c.docid, {}).update(c.scores())
+        fused = self._fused_scores(lists, list(first))
+        out = [
+            Candidate(first[d].doc, float(s), self.stage_name, tuple(scores[d].items()))
+            for d, s in zip(first, fused, strict=True)
+        ]
+        branch_records = [rec for lst in lists for rec in lst.trace[len(incoming.trace) :]]
+        return incoming.with_candidates(sort_candidates(out)).recorded(*branch_records)
+
+    def _fused_scores(self, lists: list[Ranking], docids: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RRFFusion(_Fusion):
+    r"""Reciprocal rank fusion (Cormack, Clarke and Büttcher, SIGIR 2009).
+
+    .. math:: s(d) = \sum_i w_i / (k + r_i(d))
+
+    where :math:`r_i(d)` is the rank of ``d`` in input ``i`` counted from ``rank_base``
+    (default 1, as in the paper: the best document has rank 1, so it adds ``w/(k+1)``),
+    ``k`` defaults to 60 and ``w_i`` to 1. A document absent from input ``i`` adds nothing.
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[Transformer],
+        *,
+        k: float = 60.0,
+        weights: Sequence[float] | None = None,
+        rank_base: int = 1,
+    ) -> None:
+        super().__init__(inputs, weights, "rrf")
+        if k < 0:
+            raise PipelineTypeError(f"rrf k must be >= 0, got {k}")
+        self.k = float(k)
+        self.rank_base = int(rank_base)
+
+    def _fused_scores(self, lists: list[Ranking], docids: list[str]) -> np.ndarray:
+        index = {d: i for i, d in enumerate(docids)}
+        total = np.zeros(len(docids))
+        for w, lst in zip(self.weights, lists, strict=True):
+            for rank, c in enumerate(lst.candidates):
+                total[index[c.docid]] += w / (self.k + rank + self.rank_base)
+        return total
+
+    def __repr__(self) -> str:
+        args = ", ".join(repr(s) for s in self.inputs)
+        return f"rrf({args}, k={self.k:g}, weights={self.weights})"
+
+
+class ConvexFusion(_Fusion):
+    r"""Convex combination of per-query normalised scores (Bruch, Gai and Ingber, "An Analysis
+    of Fusion Functions for Hybrid Retrieval", ACM TOIS 2023).
+
+    .. math:: s(d) = \sum_i \alpha_i\, \phi_i(s_i(d)), \quad \alpha_i = w_i / \sum_j w_j
+
+    ``normalization`` picks :math:`\phi`: ``"minmax"`` maps each query's scores of an input to
+    [0, 1] (all-equal scores map to 1); ``"zscore"`` subtracts the mean and divides by the
+    standard deviation (0 when it is 0); ``"none"`` uses raw scores. A document absent from an
+    input gets that input's lowest normalised score for the query (0 under min-max).
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[Transformer],
+        *,
+        weights: Sequence[float] | None = None,
+        normalization: Normalization = "minmax",
+    ) -> None:
+        super().__init__(inputs, weights, "convex")
+        if normalization not in ("minmax", "zscore", "none"):
+            raise PipelineTypeError(f"normalization must be minmax, zscore or none, got {normalization!r}")
+        self.normalization: Normalization = normalization
+        total = sum(self.weights)
+        self.alphas = [w / total for w in self.weights]
+
+    def _fused_scores(self, lists: list[Ranking], docids: list[str]) -> np.ndarray:
+        index = {d: i for i, d in enumerate(docids)}
+        total = np.zeros(len(docids))
+        for alpha, lst in zip(self.alphas, lists, strict=True):
+            if not lst.candidates:
+                continue
+            raw = np.array([c.score for c in lst.candidates], dtype=float)
+            norm = normalize(raw, self.normalization)
+            column = np.full(len(docids), norm.min())
+            for c, v in zip(lst.candidates, norm, strict=True):
+                column[index[c.docid]] = v
+            total += alpha * column
+        return total
+
+    def __repr__(self) -> str:
+        terms = " + ".join(f"{w:g} * {s!r}" for w, s in zip(self.weights, self.inputs, strict=True))
+        suffix = "" if self.normalization == "minmax" else f" [{self.normalization}]"
+        return f"({terms}){suffix}"
+
+
+def normalize(scores: np.ndarray, method: Normalization) -> np.ndarray:
+    """Normalise one query's scores (see :class:`ConvexFusion`)."""
+    if method == "none" or scores.size == 0:
+        return scores
+    if method == "minmax":
+        lo, hi = scores.min(), scores.max()
+        return np.ones_like(scores) if hi == lo else (scores - lo) / (hi - lo)
+    std = scores.std()
+    return np.zeros_like(scores) if std == 0 else (scores - scores.mean()) / std
+
+
+def rrf(
+    *inputs: Transformer,
+    k: float = 60.0,
+    weights: Sequence[float] | None = None,
+    rank_base: int = 1,
+) -> RRFFusion:
+    """Reciprocal rank fusion of ``inputs`` (see :class:`RRFFusion`)."""
+    return RRFFusion(inputs, k=k, weights=weights, rank_base=rank_base)

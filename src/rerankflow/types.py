@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, Protocol
 
 FIRST_RANK = 0
 """Rank of the best candidate of a ranking (ranks are tuple indices)."""
@@ -110,17 +110,109 @@ class Answer:
         return list(seen)
 
 
+class CallCost(Protocol):
+    """What a backend call reports about its cost (``backends.types.CallStats`` has it)."""
+
+    @property
+    def prompt_tokens(self) -> int: ...  # noqa: D102
+    @property
+    def output_tokens(self) -> int: ...  # noqa: D102
+    @property
+    def latency_s(self) -> float: ...  # noqa: D102
+
+
+@dataclass(frozen=True, slots=True)
+class LLMUsage:
+    """LLM calls one stage made for one query: count, tokens, summed call latency."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+
+    @classmethod
+    def of(cls, calls: Iterable[CallCost]) -> LLMUsage:
+        """The usage of these finished calls."""
+        n = p = o = 0
+        t = 0.0
+        for c in calls:
+            n, p, o, t = n + 1, p + c.prompt_tokens, o + c.output_tokens, t + c.latency_s
+        return cls(n, p, o, t)
+
+    def __add__(self, other: LLMUsage) -> LLMUsage:
+        return LLMUsage(
+            self.calls + other.calls,
+            self.prompt_tokens + other.prompt_tokens,
+            self.output_tokens + other.output_tokens,
+            self.latency_s + other.latency_s,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return {
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_s": self.latency_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Compression:
+    """What a compressor did to one query's context (tokens counted with the generator's
+    tokenizer); ``dropped`` counts passages left out, by reason (``budget``, ``duplicate``...)."""
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    passages_in: int = 0
+    passages_out: int = 0
+    dropped: Mapping[str, int] = field(default_factory=lambda: EMPTY)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return {
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "passages_in": self.passages_in,
+            "passages_out": self.passages_out,
+            "dropped": dict(self.dropped),
+        }
+
+
+CacheUse = Literal["hit", "computed", "corrupt"]
+"""How the stage cache answered a query: from disk, computed, or recomputed over a corrupt entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class StageRecord:
+    """What one stage learned about one query, kept in :attr:`Ranking.trace`.
+
+    ``usage`` is set by stages that call an LLM (zero calls included), ``repairs`` by stages
+    that repair model output (an empty mapping: nothing needed repair; ``None``: the stage
+    never repairs), ``compression`` by compressors, ``cache`` by the stage cache.
+    """
+
+    stage: str
+    usage: LLMUsage | None = None
+    repairs: Mapping[str, int] | None = None
+    compression: Compression | None = None
+    cache: CacheUse | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Ranking:
     """A query with its candidates, best first. ``candidates[i]`` has rank ``i`` (0-based).
 
     After a generator stage, ``answer`` holds the generated answer (``None`` before).
     A stage placed after a context-reordering stage sees candidates in reading order.
+    ``trace`` holds what the stages learned about this query (usage, repairs, compression,
+    cache use), one :class:`StageRecord` per reporting stage, in execution order.
     """
 
     query: Query
     candidates: tuple[Candidate, ...] = ()
     answer: Answer | None = None
+    trace: tuple[StageRecord, ...] = ()
 
     def __len__(self) -> int:
         return len(self.candidates)
@@ -141,6 +233,10 @@ class Ranking:
     def with_answer(self, answer: Answer) -> Ranking:
         """Same query and candidates, with a generated answer."""
         return replace(self, answer=answer)
+
+    def recorded(self, *records: StageRecord) -> Ranking:
+        """This ranking with ``records`` appended to its trace."""
+        return replace(self, trace=(*self.trace, *records))
 
 
 def document_text(doc: Document) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import BackendError, MissingDependencyError
+from .models import model_identity
 
 
 class CrossEncoderModel:
@@ -58,8 +59,6 @@ class CrossEncoderModel:
     @property
     def identity(self) -> str:
         """What the scores depend on (a stage-cache key part)."""
-        from .models import model_identity
-
         return f"cross-encoder:{model_identity(self.model)}:max_length={self.max_length}"
 
     def __repr__(self) -> str:

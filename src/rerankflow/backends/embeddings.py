@@ -7,7 +7,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -16,6 +16,19 @@ from ..progress import is_quiet
 from .models import model_identity, resolve_embedder
 
 log = logging.getLogger(__name__)
+
+
+class TextEncoder(Protocol):
+    """What dense stages need from an encoder (:class:`SentenceTransformerEncoder` is one)."""
+
+    @property
+    def identity(self) -> str:
+        """A string that changes whenever the embeddings would."""
+        ...
+
+    def encode(self, texts: Sequence[str], *, desc: str = ...) -> np.ndarray:
+        """L2-normalised float32 embeddings, one row per text."""
+        ...
 
 
 class SentenceTransformerEncoder:

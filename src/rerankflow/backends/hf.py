@@ -19,18 +19,10 @@ from typing import Any
 
 from ..errors import BackendError, MissingDependencyError
 from . import tokens
-from .base import (
-    Completion,
-    ContinuationScores,
-    GenerationParams,
-    LabelScores,
-    LLMBackend,
-    Prompt,
-    StreamChunk,
-    cut_at_stop,
-)
+from .base import LLMBackend, cut_at_stop
 from .batching import Coalescer
 from .models import resolve_llm
+from .types import Completion, ContinuationScores, GenerationParams, LabelScores, Prompt, StreamChunk
 
 log = logging.getLogger(__name__)
 

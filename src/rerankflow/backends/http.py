@@ -30,15 +30,9 @@ from urllib.parse import urlsplit
 
 from ..errors import BackendError, MissingDependencyError
 from . import tokens
-from .base import (
-    Completion,
-    ContinuationScores,
-    GenerationParams,
-    LabelScores,
-    LLMBackend,
-    Prompt,
-    StreamChunk,
-)
+from .base import LLMBackend
+from .models import resolve_llm
+from .types import Completion, ContinuationScores, GenerationParams, LabelScores, Prompt, StreamChunk
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +95,6 @@ class OpenAIHTTPBackend(LLMBackend):
             raise MissingDependencyError("httpx and tenacity", "serve") from exc
         if self.tokenizer_name:
             from transformers import AutoTokenizer
-
-            from .models import resolve_llm
 
             self.tokenizer = AutoTokenizer.from_pretrained(resolve_llm(self.tokenizer_name))
 

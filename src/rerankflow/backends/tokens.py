@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BackendError
-from .base import Prompt
+from .types import Prompt
 
 
 def render(tokenizer: Any, prompt: Prompt) -> str:

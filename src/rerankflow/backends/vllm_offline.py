@@ -18,9 +18,10 @@ from typing import Any
 
 from ..errors import BackendError, MissingDependencyError
 from . import tokens
-from .base import Completion, ContinuationScores, GenerationParams, LabelScores, LLMBackend, Prompt
+from .base import LLMBackend
 from .batching import Coalescer
 from .models import resolve_llm
+from .types import Completion, ContinuationScores, GenerationParams, LabelScores, Prompt
 
 log = logging.getLogger(__name__)
 

@@ -13,19 +13,23 @@ with both, the smaller limit applies.
 from __future__ import annotations
 
 import math
+import threading
 from abc import abstractmethod
 from collections import Counter as Tally
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import ClassVar, Generic, Literal, TypeVar
 
 from ..errors import ConfigError, DataError
 from ..stage import Transformer
-from ..types import Candidate, Document, Query, Ranking, document_text
+from ..types import CallCost, Candidate, Compression, Document, LLMUsage, Ranking, StageRecord, document_text
 
-Counter = Callable[[str], int]
+TokenCounter = Callable[[str], int]
 Truncator = Callable[[str, int], str]
 Overflow = Literal["skip", "stop"]
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -63,91 +67,110 @@ def require_budget(budget: Budget, who: str) -> Budget:
     return budget
 
 
-@dataclass
-class QueryCompression:
-    """What a compressor did to one query's context."""
+class Memo(Generic[K, V]):
+    """A bounded, thread-safe memo (least recently used entries go first), for answers keyed
+    by text that a compressor would otherwise ask the model again (a budget sweep re-runs
+    the same passages). Not per-query state: any query may read any entry."""
 
-    tokens_in: int = 0
-    tokens_out: int = 0
-    passages_in: int = 0
-    passages_out: int = 0
-    dropped: dict[str, int] | None = None
-    """Passages left out, by reason (e.g. ``budget``, ``duplicate``, ``not relevant``)."""
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data."""
-        return {
-            "tokens_in": self.tokens_in,
-            "tokens_out": self.tokens_out,
-            "passages_in": self.passages_in,
-            "passages_out": self.passages_out,
-            "dropped": dict(self.dropped or {}),
-        }
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: K) -> V:
+        """The value stored under ``key`` (a KeyError when absent)."""
+        with self._lock:
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def values(self) -> list[V]:
+        """The stored values, least recently used first."""
+        with self._lock:
+            return list(self._items.values())
+
+    def put(self, key: K, value: V) -> None:
+        """Store ``value``, evicting the least recently used entry past ``max_entries``."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+
+class QueryNotes:
+    """What a compressor notes about one query during one call: the incoming tokens, the
+    limit they give, passages dropped by reason, LLM calls made and outputs repaired.
+    Local to one :meth:`Compressor.transform` call; the results go to the ranking's trace.
+    """
+
+    def __init__(self, tokens_in: int, limit: int | None) -> None:
+        self.tokens_in = tokens_in
+        self.limit = limit
+        self.drops: Tally[str] = Tally()
+        self.calls: list[CallCost] = []
+        self.repairs: Tally[str] = Tally()
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Record ``n`` passages left out for ``reason``."""
+        if n:
+            self.drops[reason] += n
 
 
 class Compressor(Transformer):
     """Base class: subclasses implement :meth:`compress`; this class counts tokens in and
-    out and the passages dropped (by reason) per query, in ``compression``.
+    out and the passages dropped (by reason) per query, and appends them to each ranking's
+    trace (with the LLM usage of ``calls_llm`` compressors and the repairs of
+    ``repairs_output`` ones).
     """
 
     stage_name = "compressor"
+    calls_llm: ClassVar[bool] = False
+    repairs_output: ClassVar[bool] = False
 
-    def __init__(self, count_tokens: Counter, budget: Budget | None = None) -> None:
+    def __init__(self, count_tokens: TokenCounter, budget: Budget | None = None) -> None:
         self.count_tokens = count_tokens
         self.budget = budget or Budget()
-        self.compression: dict[str, QueryCompression] = {}
-        self._drops: dict[str, Tally[str]] = {}
-        self._tokens_in: dict[str, int] = {}
 
     @property
     def name(self) -> str:
         """Provenance name."""
         return self.stage_name
 
-    def forget(self, queries: Sequence[Query]) -> None:
-        """Drop the compression records of these queries."""
-        for q in queries:
-            for records in (self.compression, self._drops, self._tokens_in):
-                records.pop(q.qid, None)
-
     def context_tokens(self, candidates: Sequence[Candidate]) -> int:
         """Tokens the generator would read for these passages."""
         return sum(self.count_tokens(document_text(c.doc)) for c in candidates)
 
-    def limit(self, ranking: Ranking) -> int | None:
-        """The token limit for this ranking's incoming context (counted once, in :meth:`transform`)."""
-        return self.budget.limit(self._tokens_in[ranking.query.qid])
-
-    def drop(self, qid: str, reason: str, n: int = 1) -> None:
-        """Record ``n`` passages of query ``qid`` left out for ``reason``."""
-        if n:
-            self._drops.setdefault(qid, Tally())[reason] += n
-
-    def fit(
-        self, qid: str, candidates: Sequence[Candidate], limit: int | None, overflow: Overflow = "skip"
-    ) -> list[Candidate]:
-        """Keep candidates in order while they fit ``limit`` tokens (``None``: all). A passage
+    def fit(self, notes: QueryNotes, candidates: Sequence[Candidate], overflow: Overflow = "skip") -> list[Candidate]:
+        """Keep candidates in order while they fit the query's limit (``None``: all). A passage
         that does not fit is skipped (``skip``: later, shorter ones may fit) or ends the
         selection (``stop``); either way it is counted as dropped for ``budget``.
         """
-        if limit is None:
+        if notes.limit is None:
             return list(candidates)
         kept, used = [], 0
         for i, c in enumerate(candidates):
             size = self.count_tokens(document_text(c.doc))
-            if used + size > limit:
+            if used + size > notes.limit:
                 if overflow == "stop":
-                    self.drop(qid, "budget", len(candidates) - i)
+                    notes.drop("budget", len(candidates) - i)
                     break
-                self.drop(qid, "budget")
+                notes.drop("budget")
                 continue
             kept.append(c)
             used += size
         return kept
 
     @abstractmethod
-    def compress(self, batch: Sequence[Ranking]) -> list[list[Candidate]]:
-        """The kept (possibly shortened) candidates of each ranking, in reading order."""
+    def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
+        """The kept (possibly shortened) candidates of each ranking, in reading order;
+        ``notes[i]`` is where ranking ``i``'s limit is read and its drops and calls recorded."""
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Compress every ranking and record what was kept. A passage whose text (or title)
@@ -161,21 +184,26 @@ class Compressor(Transformer):
                         f"{type(c.doc.text).__name__} text and a {type(c.doc.title).__name__} title; "
                         "compressors need passages as strings (text, optional title)"
                     )
-            self._drops[r.query.qid] = Tally()
-            self._tokens_in[r.query.qid] = self.context_tokens(r.candidates)
-        kept_lists = self.compress(batch)
-        out = []
-        for r, kept in zip(batch, kept_lists, strict=True):
-            qid = r.query.qid
-            self.compression[qid] = QueryCompression(
-                self._tokens_in[qid],
-                self.context_tokens(kept),
-                len(r.candidates),
-                len(kept),
-                dict(self._drops.get(qid, {})),
-            )
-            out.append(r.with_candidates(kept))
-        return out
+        notes = []
+        for r in batch:
+            tokens_in = self.context_tokens(r.candidates)
+            notes.append(QueryNotes(tokens_in, self.budget.limit(tokens_in)))
+        kept_lists = self.compress(batch, notes)
+        return [
+            r.with_candidates(kept).recorded(self._record(r, kept, n))
+            for r, kept, n in zip(batch, kept_lists, notes, strict=True)
+        ]
+
+    def _record(self, ranking: Ranking, kept: Sequence[Candidate], notes: QueryNotes) -> StageRecord:
+        compression = Compression(
+            notes.tokens_in, self.context_tokens(kept), len(ranking.candidates), len(kept), dict(notes.drops)
+        )
+        return StageRecord(
+            self.name,
+            usage=LLMUsage.of(notes.calls) if self.calls_llm else None,
+            repairs=dict(notes.repairs) if self.repairs_output else None,
+            compression=compression,
+        )
 
 
 @dataclass(frozen=True)
@@ -244,28 +272,29 @@ class UnitCompressor(Compressor):
     that unit alone, without its title, cut to the limit (``meta["compressed"]["cut"]``).
     """
 
-    def __init__(self, count_tokens: Counter, truncate: Truncator, budget: Budget) -> None:
+    def __init__(self, count_tokens: TokenCounter, truncate: Truncator, budget: Budget) -> None:
         super().__init__(count_tokens, require_budget(budget, type(self).__name__))
         self.truncate = truncate
 
     @abstractmethod
-    def score_units(self, batch: Sequence[Ranking]) -> list[list[Unit]]:
+    def score_units(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Unit]]:
         """The units of every ranking's passages, with scores (higher: keep first)."""
 
-    def compress(self, batch: Sequence[Ranking]) -> list[list[Candidate]]:
+    def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
         """Select units per query within its limit and rebuild the passages."""
-        return [self._select(r, units) for r, units in zip(batch, self.score_units(batch), strict=True)]
+        scored = self.score_units(batch, notes)
+        return [self._select(r, units, n) for r, units, n in zip(batch, scored, notes, strict=True)]
 
-    def _select(self, ranking: Ranking, units: list[Unit]) -> list[Candidate]:
+    def _select(self, ranking: Ranking, units: list[Unit], notes: QueryNotes) -> list[Candidate]:
         cands = ranking.candidates
-        limit = self.limit(ranking)
+        limit = notes.limit
         if not units or limit is None:
-            self.drop(ranking.query.qid, "no text", len(cands))
+            notes.drop("no text", len(cands))
             return []
         titles = [self.count_tokens(c.doc.title) if c.doc.title else 0 for c in cands]
         kept = select_units(units, titles, limit)
         if not kept:
-            return self._cut_best(ranking, units, limit)
+            return self._cut_best(ranking, units, limit, notes)
         out = assemble(cands, units, kept)
         used = self.context_tokens(out)
         while used > limit and len(kept) > 1:
@@ -273,15 +302,15 @@ class UnitCompressor(Compressor):
             out = assemble(cands, units, kept)
             used = self.context_tokens(out)
         if used > limit:  # one unit and its title still too long together
-            return self._cut_best(ranking, units, limit)
-        self.drop(ranking.query.qid, "budget", len(cands) - len(out))
+            return self._cut_best(ranking, units, limit, notes)
+        notes.drop("budget", len(cands) - len(out))
         return out
 
-    def _cut_best(self, ranking: Ranking, units: list[Unit], limit: int) -> list[Candidate]:
+    def _cut_best(self, ranking: Ranking, units: list[Unit], limit: int, notes: QueryNotes) -> list[Candidate]:
         best = min(range(len(units)), key=lambda i: (-units[i].score, i))
         u = units[best]
         c = ranking.candidates[u.passage]
         text = self.truncate(c.doc.text[u.start : u.end].strip(), limit)
         meta = {**c.doc.meta, "compressed": {"spans": [(u.start, u.end)], "cut": True, "source_chars": len(c.doc.text)}}
-        self.drop(ranking.query.qid, "budget", len(ranking.candidates) - 1)
+        notes.drop("budget", len(ranking.candidates) - 1)
         return [replace(c, doc=Document(c.doc.docid, text, None, meta))]

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..backends.embeddings import TextEncoder
 from ..errors import ConfigError
-from ..retrievers.dense import TextEncoder
 from ..types import Candidate, Ranking, document_text
-from .base import Budget, Compressor, Counter
+from .base import Budget, Compressor, QueryNotes, TokenCounter
 
 
 class NearDuplicateFilter(Compressor):
@@ -23,7 +23,7 @@ class NearDuplicateFilter(Compressor):
     stage_name = "dedup"
 
     def __init__(
-        self, encoder: TextEncoder, count_tokens: Counter, *, threshold: float = 0.95, budget: Budget | None = None
+        self, encoder: TextEncoder, count_tokens: TokenCounter, *, threshold: float = 0.95, budget: Budget | None = None
     ) -> None:
         if not -1.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
@@ -34,12 +34,12 @@ class NearDuplicateFilter(Compressor):
     def __repr__(self) -> str:
         return f"NearDuplicateFilter(threshold={self.threshold}, {self.budget})"
 
-    def compress(self, batch: Sequence[Ranking]) -> list[list[Candidate]]:
+    def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
         """Remove near-duplicates per ranking, then fit the budget."""
         texts = [document_text(c.doc) for r in batch for c in r.candidates]
         vectors = self.encoder.encode(texts, desc="dedup") if texts else np.zeros((0, 1))
         out, row = [], 0
-        for r in batch:
+        for r, note in zip(batch, notes, strict=True):
             n = len(r.candidates)
             vecs = vectors[row : row + n]
             row += n
@@ -48,7 +48,7 @@ class NearDuplicateFilter(Compressor):
                 if kept and float(np.max(vecs[kept] @ vecs[i])) >= self.threshold:
                     continue
                 kept.append(i)
-            self.drop(r.query.qid, "duplicate", n - len(kept))
+            note.drop("duplicate", n - len(kept))
             survivors = [r.candidates[i] for i in kept]
-            out.append(self.fit(r.query.qid, survivors, self.limit(r)))
+            out.append(self.fit(note, survivors))
         return out

@@ -6,27 +6,26 @@
   so the generator is never left with an empty context by a timid judge.
 * :class:`LLMExtractor` shows each passage as numbered sentences and asks for the numbers
   of the helpful ones; only sentences of the source are ever kept (the model's words never
-  enter the context). Repair is deterministic and counted in ``problems``: numbers out of
+  enter the context). Repair is deterministic and counted in the trace's ``repairs``: numbers out of
   range are ignored; an answer with no number at all keeps the passage whole; ``[0]``,
   "none", or only out-of-range numbers drop the passage.
 
-Both then fit the optional budget in rank order, and record usage per query.
+Both then fit the optional budget in rank order, and record usage per query in its trace.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections import Counter as Tally
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..accounting import UsageByQuery
-from ..backends.base import GenerationParams, LLMBackend
+from ..backends.base import LLMBackend
+from ..backends.types import GenerationParams
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, as_template
-from ..types import Candidate, Query, Ranking, document_text, one_line
-from .base import Budget, Compressor, Counter, Unit, assemble
+from ..types import Candidate, Ranking, document_text, one_line
+from .base import Budget, Compressor, Memo, QueryNotes, TokenCounter, Unit, assemble
 from .sentences import split_sentences
 
 _NUMBER = re.compile(r"\[(\d+)\]")
@@ -46,14 +45,17 @@ def _pair_key(ranking: Ranking, candidate: Candidate) -> tuple[str, str, str]:
 
 
 class _LLMCompressor(Compressor):
-    """Shared parts: backend, template, passage cut, usage and repair counts."""
+    """Shared parts: backend, template, passage cut; usage and repairs go to the trace."""
+
+    calls_llm = True
+    repairs_output = True
 
     def __init__(
         self,
         backend: LLMBackend,
         template: PromptTemplate,
         *,
-        count_tokens: Counter | None,
+        count_tokens: TokenCounter | None,
         budget: Budget | None,
         max_passage_tokens: int | None,
     ) -> None:
@@ -61,8 +63,6 @@ class _LLMCompressor(Compressor):
         self.backend = backend
         self.template = template
         self.max_passage_tokens = max_passage_tokens
-        self.usage = UsageByQuery()
-        self.problems: Tally[str] = Tally()
 
     def load(self) -> None:
         """Start the backend."""
@@ -84,7 +84,7 @@ class LLMFilter(_LLMCompressor):
         *,
         threshold: float = 0.5,
         keep_at_least: int = 1,
-        count_tokens: Counter | None = None,
+        count_tokens: TokenCounter | None = None,
         budget: Budget | None = None,
         max_passage_tokens: int | None = 256,
         template_dir: Path | None = None,
@@ -102,38 +102,39 @@ class LLMFilter(_LLMCompressor):
         )
         self.threshold = threshold
         self.keep_at_least = keep_at_least
-        self.p_yes: dict[tuple[str, str, str], float] = {}
-        """P(yes) of every judged (query text, document id, text): each pair is judged once
-        per stage, so a budget sweep on the same stage costs no further calls."""
-
-    def forget(self, queries: Sequence[Query]) -> None:
-        """Drop the records of ``queries`` and every memoised judgement."""
-        super().forget(queries)
-        self.p_yes.clear()
+        self.p_yes: Memo[tuple[str, str, str], float] = Memo()
+        """P(yes) of judged (query text, document id, text): a pair is judged once while it
+        stays in the bounded memo, so a budget sweep on the same stage costs no further calls."""
 
     def __repr__(self) -> str:
         return f"LLMFilter({self.backend!r}, threshold={self.threshold}, {self.budget})"
 
-    def compress(self, batch: Sequence[Ranking]) -> list[list[Candidate]]:
+    def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
         """Judge every passage, keep the helpful ones (rank order kept), fit the budget."""
-        todo = {_pair_key(r, c): (r, c) for r in batch for c in r.candidates if _pair_key(r, c) not in self.p_yes}
+        todo = {
+            _pair_key(r, c): (i, c)
+            for i, r in enumerate(batch)
+            for c in r.candidates
+            if _pair_key(r, c) not in self.p_yes
+        }
         prompts = [
-            self.template.render(query=r.query.text, passage=self._cut(one_line(document_text(c.doc))))
-            for r, c in todo.values()
+            self.template.render(query=batch[i].query.text, passage=self._cut(one_line(document_text(c.doc))))
+            for i, c in todo.values()
         ]
         labels = self.template.labels or []
         results = self.backend.label_logprobs(prompts, labels) if prompts else []
-        for (key, (r, _)), res in zip(todo.items(), results, strict=True):
-            self.p_yes[key] = math.exp(res.normalized()[labels[0]])
-            self.usage.add(r.query.qid, [res.stats])
+        judged = {}
+        for (key, (i, _)), res in zip(todo.items(), results, strict=True):
+            judged[key] = math.exp(res.normalized()[labels[0]])
+            self.p_yes.put(key, judged[key])
+            notes[i].calls.append(res.stats)
         out = []
-        for r in batch:
-            qid = r.query.qid
-            p = [self.p_yes[_pair_key(r, c)] for c in r.candidates]
+        for r, note in zip(batch, notes, strict=True):
+            p = [judged[k] if k in judged else self.p_yes.get(k) for k in (_pair_key(r, c) for c in r.candidates)]
             best = set(sorted(range(len(p)), key=lambda i: (-p[i], i))[: self.keep_at_least])
             kept = [c for i, c in enumerate(r.candidates) if p[i] >= self.threshold or i in best]
-            self.drop(qid, "judged not helpful", len(r.candidates) - len(kept))
-            out.append(self.fit(qid, kept, self.limit(r)))
+            note.drop("judged not helpful", len(r.candidates) - len(kept))
+            out.append(self.fit(note, kept))
         return out
 
 
@@ -147,7 +148,7 @@ class LLMExtractor(_LLMCompressor):
         backend: LLMBackend,
         template: PromptTemplate | str = "context-extract",
         *,
-        count_tokens: Counter | None = None,
+        count_tokens: TokenCounter | None = None,
         budget: Budget | None = None,
         max_passage_tokens: int | None = None,
         max_output_tokens: int = 32,
@@ -161,13 +162,9 @@ class LLMExtractor(_LLMCompressor):
             max_passage_tokens=max_passage_tokens,
         )
         self.max_output_tokens = max_output_tokens
-        self.replies: dict[tuple[str, str, str], str] = {}
-        """The model's reply per (query text, document id, text), asked once per stage."""
-
-    def forget(self, queries: Sequence[Query]) -> None:
-        """Drop the records of ``queries`` and every memoised reply."""
-        super().forget(queries)
-        self.replies.clear()
+        self.replies: Memo[tuple[str, str, str], str] = Memo()
+        """The model's reply per (query text, document id, text), asked once while it stays
+        in the bounded memo."""
 
     def __repr__(self) -> str:
         return f"LLMExtractor({self.backend!r}, {self.budget})"
@@ -175,39 +172,44 @@ class LLMExtractor(_LLMCompressor):
     def _numbered(self, text: str, spans: list[tuple[int, int]]) -> str:
         return self._cut("\n".join(f"[{i}] {one_line(text[a:b])}" for i, (a, b) in enumerate(spans, 1)))
 
-    def _pick(self, reply: str, n: int) -> list[int] | None:
+    @staticmethod
+    def _pick(reply: str, n: int, notes: QueryNotes) -> list[int] | None:
         """0-based sentence indices chosen, ``None`` when the reply names no number at all."""
         numbers = [int(m) for m in _NUMBER.findall(reply)] or [int(m) for m in re.findall(r"\b\d+\b", reply)]
         if not numbers:
             if re.search(r"(?i)\bnone\b", reply):
                 return []
-            self.problems["no sentence numbers (passage kept whole)"] += 1
+            notes.repairs["no sentence numbers (passage kept whole)"] += 1
             return None
         bad = [x for x in numbers if not 0 <= x <= n]
         if bad:
-            self.problems["sentence numbers out of range"] += len(bad)
+            notes.repairs["sentence numbers out of range"] += len(bad)
         return sorted({x - 1 for x in numbers if 1 <= x <= n})
 
-    def compress(self, batch: Sequence[Ranking]) -> list[list[Candidate]]:
+    def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
         """Ask for the helpful sentences of every passage, rebuild, fit the budget."""
-        jobs = [(r, c, split_sentences(c.doc.text)) for r in batch for c in r.candidates]
-        todo = {_pair_key(r, c): (r, c, s) for r, c, s in jobs if _pair_key(r, c) not in self.replies}
+        jobs = [(i, r, c, split_sentences(c.doc.text)) for i, r in enumerate(batch) for c in r.candidates]
+        todo = {_pair_key(r, c): (i, c, s) for i, r, c, s in jobs if _pair_key(r, c) not in self.replies}
         prompts = [
-            self.template.render(query=r.query.text, passage=self._numbered(c.doc.text, s)) for r, c, s in todo.values()
+            self.template.render(query=batch[i].query.text, passage=self._numbered(c.doc.text, s))
+            for i, c, s in todo.values()
         ]
         params = GenerationParams(max_tokens=self.max_output_tokens)
         completions = self.backend.generate(prompts, params) if prompts else []
-        for (key, (r, _, _)), completion in zip(todo.items(), completions, strict=True):
-            self.replies[key] = completion.text
-            self.usage.add(r.query.qid, [completion.stats])
-        kept_by_query: dict[str, list[Candidate]] = {r.query.qid: [] for r in batch}
-        for r, c, spans in jobs:
-            picked = self._pick(self.replies[_pair_key(r, c)], len(spans))
+        replies = {}
+        for (key, (i, _, _)), completion in zip(todo.items(), completions, strict=True):
+            replies[key] = completion.text
+            self.replies.put(key, completion.text)
+            notes[i].calls.append(completion.stats)
+        kept: list[list[Candidate]] = [[] for _ in batch]
+        for i, r, c, spans in jobs:
+            key = _pair_key(r, c)
+            picked = self._pick(replies[key] if key in replies else self.replies.get(key), len(spans), notes[i])
             if picked is None:
-                kept_by_query[r.query.qid].append(c)
+                kept[i].append(c)
             elif not picked:
-                self.drop(r.query.qid, "no sentence picked")
+                notes[i].drop("no sentence picked")
             else:
                 units = [Unit(0, a, b, 0.0, 0) for a, b in spans]
-                kept_by_query[r.query.qid] += assemble([c], units, picked)
-        return [self.fit(r.query.qid, kept_by_query[r.query.qid], self.limit(r)) for r in batch]
+                kept[i] += assemble([c], units, picked)
+        return [self.fit(note, k) for note, k in zip(notes, kept, strict=True)]

@@ -6,7 +6,7 @@
   least ``min_score``. A passage that does not fit is
   skipped and later, shorter ones may still fit (``skip`` policy) or selection stops at the
   first that does not (``stop``). Kept candidates keep their scores; the rest are dropped
-  from the ranking, and how many were dropped, and why, is counted per query (``compression``).
+  from the ranking, and how many were dropped, and why, is recorded in each ranking's trace.
 * :class:`Reorder` puts the kept passages in the order the generator will read them:
   ``relevance`` (best first), ``ends`` (best at both ends, weakest in the middle, against
   "lost in the middle", Liu et al. 2024) or ``original`` (the first stage's order).
@@ -20,7 +20,7 @@ from typing import Literal
 from ..errors import ConfigError
 from ..stage import Transformer
 from ..types import Candidate, Ranking
-from .base import Budget, Compressor, Counter, Overflow, require_budget
+from .base import Budget, Compressor, Overflow, QueryNotes, TokenCounter, require_budget
 
 Policy = Literal["relevance", "ends", "original"]
 
@@ -32,7 +32,7 @@ class BudgetFilter(Compressor):
 
     def __init__(
         self,
-        count_tokens: Counter,
+        count_tokens: TokenCounter,
         max_tokens: int | None = None,
         *,
         ratio: float | None = None,
@@ -45,11 +45,6 @@ class BudgetFilter(Compressor):
         self.min_score = min_score
         self.overflow: Overflow = overflow
 
-    @property
-    def dropped(self) -> dict[str, int]:
-        """Candidates left out, per query id (budget or threshold)."""
-        return {q: c.passages_in - c.passages_out for q, c in self.compression.items()}
-
     def __repr__(self) -> str:
         b = self.budget
         return (
@@ -57,16 +52,16 @@ class BudgetFilter(Compressor):
             f"overflow={self.overflow!r})"
         )
 
-    def compress(self, batch: Sequence[Ranking]) -> list[list[Candidate]]:
+    def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
         """Threshold, then fit the budget in rank order."""
         out = []
-        for r in batch:
-            qid, cands = r.query.qid, list(r.candidates)
+        for r, note in zip(batch, notes, strict=True):
+            cands = list(r.candidates)
             if self.min_score is not None:
                 above = [c for c in cands if c.score >= self.min_score]
-                self.drop(qid, "below min_score", len(cands) - len(above))
+                note.drop("below min_score", len(cands) - len(above))
                 cands = above
-            out.append(self.fit(qid, cands, self.limit(r), self.overflow))
+            out.append(self.fit(note, cands, self.overflow))
         return out
 
 

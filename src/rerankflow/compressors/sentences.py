@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..retrievers.dense import TextEncoder
+from ..backends.embeddings import TextEncoder
 from ..types import Ranking
-from .base import Budget, Counter, Truncator, Unit, UnitCompressor
+from .base import Budget, QueryNotes, TokenCounter, Truncator, Unit, UnitCompressor
 
 # A sentence ends at . ! or ? (and any closing quotes/brackets) followed by whitespace and a
 # character that can start a sentence. Abbreviations and initials are rejoined afterwards.
@@ -98,7 +98,7 @@ class SentenceExtractor(UnitCompressor):
     def __init__(
         self,
         encoder: TextEncoder,
-        count_tokens: Counter,
+        count_tokens: TokenCounter,
         truncate: Truncator,
         budget: Budget,
         *,
@@ -111,7 +111,7 @@ class SentenceExtractor(UnitCompressor):
     def __repr__(self) -> str:
         return f"SentenceExtractor({self.budget}, min_similarity={self.min_similarity})"
 
-    def score_units(self, batch: Sequence[Ranking]) -> list[list[Unit]]:
+    def score_units(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Unit]]:
         """Sentences of every passage, scored by cosine similarity to the query."""
         spans = [[split_sentences(c.doc.text) for c in r.candidates] for r in batch]
         texts = [r.query.text for r in batch]

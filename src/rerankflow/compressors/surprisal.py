@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from ..accounting import UsageByQuery
-from ..backends.base import LLMBackend, Prompt
+from ..backends.base import LLMBackend
+from ..backends.types import Prompt
 from ..errors import BackendError, ConfigError
-from ..types import Document, Query, Ranking
-from .base import Budget, Unit, UnitCompressor
+from ..types import Document, Ranking
+from .base import Budget, Memo, QueryNotes, Unit, UnitCompressor
 
 SurprisalMode = Literal["self_info", "question"]
 
@@ -58,6 +58,7 @@ class SurprisalPruner(UnitCompressor):
     """Drop the least informative words until the context fits (see the module docstring)."""
 
     stage_name = "surprisal"
+    calls_llm = True
 
     def __init__(
         self,
@@ -75,15 +76,9 @@ class SurprisalPruner(UnitCompressor):
         self.backend = backend
         self.mode: SurprisalMode = mode
         self.question_weight = question_weight
-        self.usage = UsageByQuery()
-        self._memo: dict[tuple[str, str, str], list[tuple[int, int, float, int]]] = {}
-        """Scored words per (question or "", docid, text): a passage is scored once per stage,
-        so changing ``budget`` and running again (a budget sweep) costs no model calls."""
-
-    def forget(self, queries: Sequence[Query]) -> None:
-        """Drop the records of ``queries`` and every memoised passage score."""
-        super().forget(queries)
-        self._memo.clear()
+        self._memo: Memo[tuple[str, str, str], list[tuple[int, int, float, int]]] = Memo()
+        """Scored words per (question or "", docid, text): a passage is scored once while it
+        stays in the bounded memo, so a budget sweep on the same stage costs no model calls."""
 
     def __repr__(self) -> str:
         return f"SurprisalPruner({self.backend!r}, mode={self.mode!r}, {self.budget})"
@@ -99,7 +94,7 @@ class SurprisalPruner(UnitCompressor):
     def _key(self, query: str, doc: Document) -> tuple[str, str, str]:
         return (query if self.mode == "question" else "", doc.docid, doc.text)
 
-    def score_units(self, batch: Sequence[Ranking]) -> list[list[Unit]]:
+    def score_units(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Unit]]:
         """Words of every passage with their (question-aware) self-information."""
         todo = {
             self._key(r.query.text, c.doc): (qi, c.doc)
@@ -107,20 +102,25 @@ class SurprisalPruner(UnitCompressor):
             for c in r.candidates
             if c.doc.text.strip() and self._key(r.query.text, c.doc) not in self._memo
         }
-        self._score(batch, list(todo.values()))
+        scored = self._score(batch, list(todo.values()), notes)
         out: list[list[Unit]] = []
         for r in batch:
             units = []
             for p, c in enumerate(r.candidates):
                 if c.doc.text.strip():
-                    units += [Unit(p, a, b, score, n) for a, b, score, n in self._memo[self._key(r.query.text, c.doc)]]
+                    key = self._key(r.query.text, c.doc)
+                    words = scored[key] if key in scored else self._memo.get(key)
+                    units += [Unit(p, a, b, score, n) for a, b, score, n in words]
             out.append(units)
         return out
 
-    def _score(self, batch: Sequence[Ranking], jobs: list[tuple[int, Document]]) -> None:
-        """Score the passages of ``jobs`` (query index, document) into the memo."""
+    def _score(
+        self, batch: Sequence[Ranking], jobs: list[tuple[int, Document]], notes: Sequence[QueryNotes]
+    ) -> dict[tuple[str, str, str], list[tuple[int, int, float, int]]]:
+        """Score the passages of ``jobs`` (query index, document), also into the memo."""
+        out: dict[tuple[str, str, str], list[tuple[int, int, float, int]]] = {}
         if not jobs:
-            return
+            return out
         prompts = [Prompt.raw(self._prefix(doc)) for _, doc in jobs]
         if self.mode == "question":
             prompts += [Prompt.raw(f"Question: {batch[qi].query.text}\n{self._prefix(doc)}") for qi, doc in jobs]
@@ -141,8 +141,11 @@ class SurprisalPruner(UnitCompressor):
                 cond = scored[len(jobs) + j]
                 stats.append(cond.stats)
                 gain = [self.question_weight * (q - u) for q, u in zip(cond.token_logprobs, plain, strict=True)]
-            self.usage.add(batch[qi].query.qid, stats)
-            self._memo[self._key(batch[qi].query.text, doc)] = [
+            notes[qi].calls.extend(stats)
+            key = self._key(batch[qi].query.text, doc)
+            out[key] = [
                 (a, b, sum(-plain[t] + gain[t] for t in range(first, last)), last - first)
                 for a, b, first, last in word_units(doc.text, offsets)
             ]
+            self._memo.put(key, out[key])
+        return out

@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from ..accounting import ReportsCacheUse, ReportsUsage
-from ..compressors.base import Compressor
 from ..errors import ConfigError
 from ..io.files import atomic_write
 from ..io.trec import Qrels, rankings_to_run
@@ -27,7 +25,8 @@ from ..progress import progress
 from ..stage import Transformer
 from ..types import Ranking
 from .measures import mean_scores, parse_measures, per_query
-from .rag import RAG_MEASURES, ContextFlow, rag_per_query
+from .rag import RAG_MEASURES, rag_per_query
+from .trace import context_flow, stage_cache_use, stage_usage
 
 
 @dataclass
@@ -321,10 +320,9 @@ class Experiment:
             system.warm_up()
             load_seconds = time.perf_counter() - t0
             rankings, seconds = self.run_system(name, system)
-            usage = stage_usage(system)
             pq = per_query(self.measures, self.qrels, rankings_to_run(rankings)) if self.measures else {}
             if self.answers:
-                pq.update(rag_per_query(rankings, self.answers, context_flow(system)))
+                pq.update(rag_per_query(rankings, self.answers, context_flow(rankings)))
             results.append(
                 SystemResult(
                     name,
@@ -334,8 +332,8 @@ class Experiment:
                     len(self.topics),
                     rankings,
                     load_seconds=load_seconds,
-                    usage=usage,
-                    cache=stage_cache_use(system),
+                    usage=stage_usage(rankings),
+                    cache=stage_cache_use(rankings),
                 )
             )
         names = self.measure_names + [m for m in RAG_MEASURES if any(m in r.per_query for r in results)]
@@ -349,55 +347,3 @@ class Experiment:
                         if m in r.per_query and m in base.per_query
                     }
         return ExperimentResult(names, results, self.baseline, self.answers)
-
-
-def leaf_stages(system: Transformer) -> list[Transformer]:
-    """Every stage inside ``system``, composites included, in execution order (pre-order)."""
-    out, stack = [], [system]
-    while stack:
-        stage = stack.pop(0)
-        stack[:0] = stage.children()
-        out.append(stage)
-    return out
-
-
-def context_flow(system: Transformer) -> dict[str, ContextFlow]:
-    """Per query: context tokens entering the first compressor and leaving the last one."""
-    compressors = [s for s in leaf_stages(system) if isinstance(s, Compressor)]
-    if not compressors:
-        return {}
-    first, last = compressors[0].compression, compressors[-1].compression
-    return {q: ContextFlow(first[q].tokens_in, last[q].tokens_out) for q in first if q in last}
-
-
-def stage_cache_use(system: Transformer) -> dict[str, dict[str, int]]:
-    """Stage-cache counts of every cached stage inside ``system`` (names made unique)."""
-    out: dict[str, dict[str, int]] = {}
-    for stage in leaf_stages(system):
-        if isinstance(stage, ReportsCacheUse):
-            out[unique_name(stage.name, out)] = stage.cache_report()
-    return out
-
-
-def unique_name(name: str, taken: Mapping[str, Any]) -> str:
-    """``name``, or ``name#2``, ``name#3``... whichever is not yet in ``taken``."""
-    out, n = name, 2
-    while out in taken:
-        out, n = f"{name}#{n}", n + 1
-    return out
-
-
-def stage_usage(system: Transformer) -> dict[str, dict[str, Any]]:
-    """Usage of every LLM stage inside ``system`` (names made unique with ``#2``, ``#3``...)."""
-    out: dict[str, dict[str, Any]] = {}
-    for stage in leaf_stages(system):
-        if isinstance(stage, ReportsUsage):
-            name = unique_name(stage.name, out)
-            out[name] = {
-                "total": stage.usage.total().as_dict(),
-                "per_query": {q: u.as_dict() for q, u in stage.usage.by_query.items()},
-            }
-            repairs = getattr(stage, "problems", None)
-            if repairs is not None:
-                out[name]["repairs"] = dict(repairs)
-    return out

@@ -5,8 +5,8 @@ order they arrive (put a ``reorder`` stage before it to choose that order), numb
 ``[n] Title: text``. The prompt goes through the model's own chat template (the backend
 applies it). Markers ``[n]``, ``[n, m]`` and ``[Passage n]`` in the answer become
 :class:`~rerankflow.types.Citation` objects that map ``n`` back to the document id;
-numbers that were not in the context are kept with ``docid=None`` and counted in
-``problems``. The result travels with the ranking (``Ranking.answer``): answer text,
+numbers that were not in the context are kept with ``docid=None`` and counted as repairs in
+the ranking's trace. The result travels with the ranking (``Ranking.answer``): answer text,
 citations, the passages actually sent, the user message, token counts and latency.
 
 ``astream``/``stream`` give the same answer piece by piece as the backend produces it.
@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter as Tally
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..accounting import UsageByQuery
-from ..backends.base import Completion, GenerationParams, LLMBackend, Prompt, run_sync
+from ..backends.base import LLMBackend, run_sync
+from ..backends.types import Completion, GenerationParams, Prompt
 from ..errors import BackendError, ConfigError
 from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer, require_at_most
-from ..types import Answer, Citation, Document, Ranking, one_line
+from ..types import Answer, Citation, Document, LLMUsage, Ranking, StageRecord, one_line
 
 _MARKER = re.compile(r"\[\s*(?:passage\s*)?(\d+(?:\s*[,;]\s*(?:passage\s*)?\d+)*)\s*\]", re.IGNORECASE)
 
@@ -50,10 +49,12 @@ def passage_line(n: int, doc: Document) -> str:
 
 @dataclass(frozen=True)
 class AnswerChunk:
-    """A streamed piece of an answer; the last chunk has empty text and the whole ``answer``."""
+    """A streamed piece of an answer; the last chunk has empty text, the whole ``answer`` and
+    the answered ``ranking`` (its trace holds the generator's record)."""
 
     text: str
     answer: Answer | None = None
+    ranking: Ranking | None = None
 
 
 class AnswerGenerator(Transformer):
@@ -79,8 +80,6 @@ class AnswerGenerator(Transformer):
         self.template = t
         self.params = GenerationParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
         self.max_passages = max_passages
-        self.usage = UsageByQuery()
-        self.problems: Tally[str] = Tally()
 
     @property
     def name(self) -> str:
@@ -102,16 +101,18 @@ class AnswerGenerator(Transformer):
         prompt = self.template.render(query=ranking.query.text, passages=block)
         return prompt, prompt.messages[-1].content, context
 
-    def _answer(self, ranking: Ranking, completion: Completion, user: str, context: tuple[Document, ...]) -> Answer:
+    def _answered(
+        self, ranking: Ranking, completion: Completion, user: str, context: tuple[Document, ...], latency_s: float = 0.0
+    ) -> Ranking:
+        """``ranking`` with its answer and the generator's record (usage, out-of-range citations);
+        ``latency_s`` stands in when the backend reports no latency."""
         text = completion.text.strip()
         citations = parse_citations(text, context)
         bad = sum(c.docid is None for c in citations)
-        if bad:
-            self.problems["citations out of range"] += bad
-        self.usage.add(ranking.query.qid, [completion.stats])
+        record = StageRecord(self.name, LLMUsage.of([completion.stats]), {"citations out of range": bad} if bad else {})
         block_tokens = sum(self.backend.count_tokens(passage_line(n, d)) for n, d in enumerate(context, 1))
         s = completion.stats
-        return Answer(
+        answer = Answer(
             text,
             citations,
             context,
@@ -119,9 +120,10 @@ class AnswerGenerator(Transformer):
             s.prompt_tokens,
             block_tokens,
             s.output_tokens,
-            s.latency_s,
+            s.latency_s or latency_s,
             completion.finish_reason,
         )
+        return ranking.with_answer(answer).recorded(record)
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Answer every ranking with the stage's generation settings."""
@@ -133,10 +135,7 @@ class AnswerGenerator(Transformer):
         self.ensure_loaded()
         parts = [self.prompt(r) for r in batch]
         completions = self.backend.generate([p for p, _, _ in parts], params or self.params) if parts else []
-        return [
-            r.with_answer(self._answer(r, c, user, ctx))
-            for r, c, (_, user, ctx) in zip(batch, completions, parts, strict=True)
-        ]
+        return [self._answered(r, c, user, ctx) for r, c, (_, user, ctx) in zip(batch, completions, parts, strict=True)]
 
     async def astream(self, ranking: Ranking, params: GenerationParams | None = None) -> AsyncIterator[AnswerChunk]:
         """Answer one ranking, yielding text pieces as they are generated, then the answer."""
@@ -147,23 +146,21 @@ class AnswerGenerator(Transformer):
             if chunk.completion is None:
                 yield AnswerChunk(chunk.text)
             else:
-                answer = self._answer(ranking, chunk.completion, user, context)
-                if not answer.latency_s:
-                    answer = replace(answer, latency_s=time.perf_counter() - start)
-                yield AnswerChunk("", answer)
+                answered = self._answered(ranking, chunk.completion, user, context, time.perf_counter() - start)
+                yield AnswerChunk("", answered.answer, answered)
 
     def stream(self, ranking: Ranking, on_text: Callable[[str], None]) -> Ranking:
         """Sync streaming: call ``on_text`` with every piece; return the ranking with its answer."""
 
-        async def consume() -> Answer:
-            final: Answer | None = None
+        async def consume() -> Ranking:
+            final: Ranking | None = None
             async for chunk in self.astream(ranking):
-                if chunk.answer is not None:
-                    final = chunk.answer
+                if chunk.ranking is not None:
+                    final = chunk.ranking
                 elif chunk.text:
                     on_text(chunk.text)
             if final is None:  # every backend ends a stream with its completion
                 raise BackendError(f"{self.backend!r} ended a stream without a completion")
             return final
 
-        return ranking.with_answer(run_sync(consume()))
+        return run_sync(consume())

@@ -1,4 +1,4 @@
-"""Rankings as plain JSON data and back, losslessly (scores, history, answers, citations).
+"""Rankings as plain JSON data and back, losslessly (scores, history, answers, citations, trace).
 
 Used by the stage cache and by executors that move rankings between processes. Floats
 survive the round trip exactly (JSON keeps ``repr`` precision; infinities and NaN are written
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import DataError
-from ..types import Answer, Candidate, Citation, Document, Query, Ranking
+from ..types import Answer, Candidate, Citation, Compression, Document, LLMUsage, Query, Ranking, StageRecord
 
 
 def document_to_dict(doc: Document) -> dict[str, Any]:
@@ -28,8 +28,37 @@ def document_from_dict(data: Mapping[str, Any]) -> Document:
     return Document(data["docid"], data["text"], data.get("title"), dict(data.get("meta") or {}))
 
 
-def ranking_to_dict(ranking: Ranking) -> dict[str, Any]:
-    """Plain data of a ranking: query, candidates (score, stage, history), answer."""
+def record_to_dict(record: StageRecord) -> dict[str, Any]:
+    """Plain data of a trace record (only the fields that are set)."""
+    out: dict[str, Any] = {"stage": record.stage}
+    if record.usage is not None:
+        out["usage"] = record.usage.as_dict()
+    if record.repairs is not None:
+        out["repairs"] = dict(record.repairs)
+    if record.compression is not None:
+        out["compression"] = record.compression.as_dict()
+    if record.cache is not None:
+        out["cache"] = record.cache
+    return out
+
+
+def record_from_dict(data: Mapping[str, Any]) -> StageRecord:
+    """Inverse of :func:`record_to_dict` (malformed data raises KeyError/TypeError/ValueError)."""
+    usage = data.get("usage")
+    compression = data.get("compression")
+    repairs = data.get("repairs")
+    return StageRecord(
+        str(data["stage"]),
+        LLMUsage(**usage) if usage is not None else None,
+        {str(k): int(v) for k, v in repairs.items()} if repairs is not None else None,
+        Compression(**{**compression, "dropped": dict(compression["dropped"])}) if compression is not None else None,
+        data.get("cache"),
+    )
+
+
+def ranking_to_dict(ranking: Ranking, *, trace: bool = True) -> dict[str, Any]:
+    """Plain data of a ranking: query, candidates (score, stage, history), answer, and its
+    trace unless ``trace`` is false (the stage cache keys inputs without it)."""
     out: dict[str, Any] = {
         "qid": ranking.query.qid,
         "query": ranking.query.text,
@@ -57,6 +86,8 @@ def ranking_to_dict(ranking: Ranking) -> dict[str, Any]:
             "latency_s": a.latency_s,
             "finish_reason": a.finish_reason,
         }
+    if trace and ranking.trace:
+        out["trace"] = [record_to_dict(r) for r in ranking.trace]
     return out
 
 
@@ -87,6 +118,7 @@ def ranking_from_dict(data: Mapping[str, Any]) -> Ranking:
                 float(a["latency_s"]),
                 a["finish_reason"],
             )
-        return Ranking(Query(data["qid"], data["query"]), candidates, answer)
+        records = tuple(record_from_dict(r) for r in data.get("trace") or ())
+        return Ranking(Query(data["qid"], data["query"]), candidates, answer, records)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"not a serialised ranking ({type(exc).__name__}: {exc})") from None

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from .. import registry
 from ..errors import ConfigError, PipelineTypeError
-from ..registry import BuildContext
 from ..stage import Transformer, chain
 from .cache import CachedStage
+from .context import BuildContext
 from .job import Pipeline, StageSpec
 
 CACHED_KINDS = ("reranker", "compressor", "generator")

@@ -15,9 +15,11 @@ Ctrl-C never leaves half an entry, and several processes may share one folder (t
 complete write wins; readers never see a partial file). Every entry carries a checksum of
 its content; an entry that fails to parse or check is logged, deleted and recomputed.
 
-What the stage recorded for a query (LLM usage, compression counts) is stored with it and
-restored on a hit, so reports of a resumed run match an uninterrupted one; repair counters
-(``problems``) count only the queries computed in this run.
+What the stage recorded for a query (its records in the ranking's trace: LLM usage, repairs,
+compression counts) is stored with it and restored on a hit, so reports of a resumed run
+match an uninterrupted one. Every record the stage adds is marked with how the cache answered
+(``cache``: ``hit``, ``computed``, or ``corrupt`` when a corrupt entry was recomputed); a
+stage that records nothing gets a record holding just that mark.
 """
 
 from __future__ import annotations
@@ -25,26 +27,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ..accounting import ReportsUsage
-from ..backends.base import Usage
-from ..compressors.base import Compressor, QueryCompression
 from ..errors import DataError
 from ..io.files import atomic_write
-from ..io.rankings import ranking_from_dict, ranking_to_dict
+from ..io.rankings import ranking_from_dict, ranking_to_dict, record_from_dict, record_to_dict
 from ..paths import cache_home
 from ..stage import Transformer
-from ..types import Query, Ranking
+from ..types import CacheUse, Ranking, StageRecord
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bumped whenever the entry layout or the key recipe changes (old entries are then misses)."""
 
 
@@ -66,27 +64,6 @@ def component_identities(stage: object) -> list[str]:
             if isinstance(getattr(type(item), "identity", None), property):
                 found.add(str(item.identity))
     return sorted(found)
-
-
-@dataclass
-class CacheStats:
-    """How a cached stage's queries were answered (thread-safe counters)."""
-
-    hits: int = 0
-    computed: int = 0
-    corrupt: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def count(self, *, hits: int = 0, computed: int = 0, corrupt: int = 0) -> None:
-        """Add to the counters."""
-        with self._lock:
-            self.hits += hits
-            self.computed += computed
-            self.corrupt += corrupt
-
-    def as_dict(self) -> dict[str, int]:
-        """Plain data."""
-        return {"hits": self.hits, "computed": self.computed, "corrupt": self.corrupt}
 
 
 class StageCache:
@@ -149,24 +126,6 @@ def _verified(raw: bytes, stage_key: str, input_key: str) -> dict[str, Any] | No
     return payload if ok else None
 
 
-def export_records(stage: Transformer, qid: str) -> dict[str, Any]:
-    """What ``stage`` recorded about query ``qid`` (usage, compression), as plain data."""
-    out: dict[str, Any] = {}
-    if isinstance(stage, ReportsUsage) and qid in stage.usage.by_query:
-        out["usage"] = stage.usage.by_query[qid].as_dict()
-    if isinstance(stage, Compressor) and qid in stage.compression:
-        out["compression"] = stage.compression[qid].as_dict()
-    return out
-
-
-def restore_records(stage: Transformer, qid: str, records: Mapping[str, Any]) -> None:
-    """Put records saved by :func:`export_records` back into ``stage``."""
-    if isinstance(stage, ReportsUsage) and "usage" in records:
-        stage.usage.restore(qid, Usage(**records["usage"]))
-    if isinstance(stage, Compressor) and "compression" in records:
-        stage.compression[qid] = QueryCompression(**records["compression"])
-
-
 class CachedStage(Transformer):
     """``stage`` with its per-query outputs cached in ``cache`` (see the module docstring).
 
@@ -179,7 +138,6 @@ class CachedStage(Transformer):
         self.stage = stage
         self.cache = cache
         self.identity = dict(identity)
-        self.cache_stats = CacheStats()
 
     @property
     def name(self) -> str:
@@ -199,46 +157,44 @@ class CachedStage(Transformer):
             }
         )
 
-    def cache_report(self) -> dict[str, Any]:
-        """Queries answered from the cache, computed, and corrupt entries recomputed."""
-        return self.cache_stats.as_dict()
-
     def children(self) -> list[Transformer]:
         """The wrapped stage."""
         return [self.stage]
 
-    def forget(self, queries: Sequence[Query]) -> None:
-        """Forwarded to the wrapped stage."""
-        self.stage.forget(queries)
-
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Answer cached queries from disk, run the stage on the rest, store what it returns."""
-        inputs = [digest(ranking_to_dict(r)) for r in batch]
+        inputs = [digest(ranking_to_dict(r, trace=False)) for r in batch]
         out: list[Ranking | None] = [None] * len(batch)
-        todo: list[int] = []
-        corrupt = 0
+        todo: dict[int, CacheUse] = {}
         for i, (ranking, input_key) in enumerate(zip(batch, inputs, strict=True)):
             payload, bad = self.cache.get(self.key, input_key)
             if payload is not None:
                 try:
                     cached = ranking_from_dict(payload["ranking"])
+                    records = tuple(record_from_dict(r) for r in payload["records"])
                     if cached.query == ranking.query:
-                        restore_records(self.stage, ranking.query.qid, payload.get("records", {}))
-                        out[i] = cached
+                        out[i] = replace(cached, trace=ranking.trace + _marked(records, "hit"))
                         continue
-                except (DataError, KeyError, TypeError):
+                except (DataError, KeyError, TypeError, ValueError):
                     pass
                 bad = True
-            corrupt += bad
-            todo.append(i)
+            todo[i] = "corrupt" if bad else "computed"
         if todo:
             computed = self.stage([batch[i] for i in todo])
-            for i, ranking in zip(todo, computed, strict=True):
-                records = export_records(self.stage, ranking.query.qid)
-                self.cache.put(self.key, inputs[i], {"ranking": ranking_to_dict(ranking), "records": records})
-                out[i] = ranking
-        self.cache_stats.count(hits=len(batch) - len(todo), computed=len(todo), corrupt=corrupt)
+            for (i, use), ranking in zip(todo.items(), computed, strict=True):
+                records = ranking.trace[len(batch[i].trace) :] or (StageRecord(self.name),)
+                payload = {
+                    "ranking": ranking_to_dict(ranking, trace=False),
+                    "records": [record_to_dict(r) for r in records],
+                }
+                self.cache.put(self.key, inputs[i], payload)
+                out[i] = replace(ranking, trace=batch[i].trace + _marked(records, use))
         return [r for r in out if r is not None]
 
     def __repr__(self) -> str:
         return f"CachedStage({self.stage!r})"
+
+
+def _marked(records: Sequence[StageRecord], use: CacheUse) -> tuple[StageRecord, ...]:
+    """``records`` marked with how the cache answered."""
+    return tuple(replace(r, cache=use) for r in records)

@@ -6,11 +6,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from ..backends.embeddings import TextEncoder
 from ..backends.factory import BackendConfig
 from ..paths import JobPath, OptionalJobPath
-from ..registry import BuildContext, StageConfig, register
-from ..retrievers.dense import TextEncoder
+from ..registry import StageConfig, register
 from ..stage import Cutoff, Identity, Transformer
+from .context import BuildContext
 
 
 class BM25Config(StageConfig):
@@ -181,7 +182,7 @@ class RRFConfig(StageConfig):
 
 @register("rrf", kind="fusion", config=RRFConfig, nested="inputs")
 def _build_rrf(cfg: RRFConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
-    from .fusion import RRFFusion
+    from ..stage import RRFFusion
 
     return RRFFusion(inputs, k=cfg.k, weights=cfg.weights, rank_base=cfg.rank_base)
 
@@ -195,7 +196,7 @@ class ConvexConfig(StageConfig):
 
 @register("convex", kind="fusion", config=ConvexConfig, nested="inputs")
 def _build_convex(cfg: ConvexConfig, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
-    from .fusion import ConvexFusion
+    from ..stage import ConvexFusion
 
     return ConvexFusion(inputs, weights=cfg.weights, normalization=cfg.normalization)
 

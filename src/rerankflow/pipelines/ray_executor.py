@@ -8,8 +8,8 @@ zero-argument factory: one engine per GPU, or per tensor-parallel group when ``n
 equals the backend's ``tensor_parallel_size``. Other stages (retrievers, fusion, cut-offs)
 run as Ray tasks of ``task_cpus`` CPUs; each worker process builds such a stage once and
 keeps it for later tasks. Rows keep their position, so the
-output has the batch's length and order, and the usage each stage recorded per query comes
-back with the rows (reports look the same as in local mode).
+output has the batch's length and order, and each ranking's trace (usage, repairs,
+compression, cache use) comes back with it, so reports look the same as in local mode.
 
 Failures: Ray Data restarts a dead actor and retries its batch (``max_restarts=-1``,
 ``max_task_retries=-1`` are Ray Data's defaults for actor pools). With the stage cache on
@@ -28,13 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..accounting import ReportsUsage, UsageByQuery
 from ..errors import ConfigError, MissingDependencyError, PipelineTypeError
-from ..eval.experiment import leaf_stages
 from ..io.rankings import ranking_from_dict, ranking_to_dict
 from ..stage import Transformer, check_contract
 from ..types import Ranking
-from .cache import export_records, restore_records
 
 log = logging.getLogger(__name__)
 
@@ -63,24 +60,10 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     return ray
 
 
-def _stage_records(stage: Transformer, qid: str) -> list[dict[str, Any]]:
-    """What every LLM stage inside ``stage`` recorded for ``qid`` (in the order reports use)."""
-    return [{"stage": s.name, **export_records(s, qid)} for s in leaf_stages(stage) if isinstance(s, ReportsUsage)]
-
-
 def _run_rows(stage: Transformer, batch: dict[str, Any]) -> dict[str, list[Any]]:
-    """Run ``stage`` on a Ray Data batch of rows; append each query's usage to its records."""
-    rankings = [ranking_from_dict(json.loads(s)) for s in batch["ranking"]]
-    out = stage(rankings)
-    records = [json.loads(s) for s in batch["records"]]
-    for r, rec in zip(out, records, strict=True):
-        rec.append(_stage_records(stage, r.query.qid))
-    stage.forget([r.query for r in out])  # a worker lives for many batches
-    return {
-        "position": list(batch["position"]),
-        "ranking": [json.dumps(ranking_to_dict(r)) for r in out],
-        "records": [json.dumps(rec) for rec in records],
-    }
+    """Run ``stage`` on a Ray Data batch of rows (rankings travel with their traces)."""
+    out = stage([ranking_from_dict(json.loads(s)) for s in batch["ranking"]])
+    return {"position": list(batch["position"]), "ranking": [json.dumps(ranking_to_dict(r)) for r in out]}
 
 
 class StageWorker:
@@ -116,23 +99,6 @@ class RayStage:
     holds_model: bool = True
 
 
-class UsageRecord(Transformer):
-    """What a remote LLM stage reported, gathered on the driver (for reports; not runnable)."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self.usage = UsageByQuery()
-
-    @property
-    def name(self) -> str:
-        """The remote stage's name."""
-        return self._name
-
-    def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
-        """Never called: the stage ran in a Ray actor."""
-        raise PipelineTypeError(f"{self._name} ran on Ray; this record only holds its usage")
-
-
 class RayPipeline(Transformer):
     """A chain of stages run on Ray (see the module docstring). ``batch_size`` is the number
     of queries per ``map_batches`` call (also the unit a retry repeats)."""
@@ -161,12 +127,6 @@ class RayPipeline(Transformer):
         self.batch_size = batch_size
         self.address = address
         self.local_cpus = local_cpus
-        self.records: dict[tuple[int, int], UsageRecord] = {}
-        """Usage of the remote LLM stages, by (pipeline stage, LLM stage inside it)."""
-
-    def children(self) -> list[Transformer]:
-        """The usage records of the remote LLM stages (filled after a run), in pipeline order."""
-        return [self.records[key] for key in sorted(self.records)]
 
     def warm_up(self) -> None:
         """Connect to the cluster (actors load their models when the first batch runs)."""
@@ -177,9 +137,7 @@ class RayPipeline(Transformer):
         if not batch:
             return []
         ray = connect(self.address, num_cpus=self.local_cpus)
-        rows = [
-            {"position": i, "ranking": json.dumps(ranking_to_dict(r)), "records": "[]"} for i, r in enumerate(batch)
-        ]
+        rows = [{"position": i, "ranking": json.dumps(ranking_to_dict(r))} for i, r in enumerate(batch)]
         ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // self.batch_size)))
         for stage in self.stages:
             if stage.holds_model:
@@ -202,11 +160,6 @@ class RayPipeline(Transformer):
         done = sorted(ds.take_all(), key=lambda row: int(row["position"]))
         out = [ranking_from_dict(json.loads(row["ranking"])) for row in done]
         check_contract(self, batch, out)
-        for row, ranking in zip(done, out, strict=True):
-            for k, per_stage in enumerate(json.loads(row["records"])):
-                for j, rec in enumerate(per_stage):
-                    holder = self.records.setdefault((k, j), UsageRecord(rec["stage"]))
-                    restore_records(holder, ranking.query.qid, rec)
         return out
 
     def __repr__(self) -> str:
@@ -218,10 +171,10 @@ def build_on_worker(spec: Any, dataset: Any, base_dir: Path, cache_dir: str | No
     only), its own resources, the job's stage cache in ``cache_dir`` (``None``: no cache).
     """
     from .. import registry
-    from ..registry import BuildContext
+    from ..io.dataset import load_dataset
     from .build import build_stage
     from .cache import StageCache
-    from .dataset import load_dataset
+    from .context import BuildContext
 
     needs_corpus = registry.get(spec.name).kind in ("retriever", "fusion")
     corpus = load_dataset(dataset, base_dir).corpus if needs_corpus else None

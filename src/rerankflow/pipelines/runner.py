@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..eval.experiment import Experiment, ExperimentResult
+from ..io.dataset import Dataset, load_dataset
 from ..io.files import atomic_write
 from ..io.trec import write_run
 from ..paths import resolve_path
-from ..registry import BuildContext, ResourcePool
+from ..registry import ResourcePool
 from ..stage import Transformer
 from .build import build_pipeline
 from .cache import StageCache
-from .dataset import Dataset, load_dataset
+from .context import BuildContext
 from .job import Job, dump_job
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..backends.base import Message, Prompt
+from ..backends.types import Message, Prompt
 from ..errors import ConfigError
 from ..paths import resolve_path
 from ..yamlio import YamlDocument, validation_to_config_error

@@ -2,8 +2,8 @@
 
 A subclass only writes :meth:`PlannedReranker.plan` for one query; this class truncates
 passages by tokens, restricts reranking to the top ``depth`` candidates, runs every query's
-plan through the :class:`~rerankflow.rerankers.scheduler.Scheduler`, records usage per query
-and counts repaired model outputs.
+plan through the :class:`~rerankflow.rerankers.scheduler.Scheduler`, records each query's usage
+and repaired model outputs in its trace.
 
 Candidates below ``depth`` keep their incoming order under the reranked head; their score is
 ``(lowest head score) - (1 + position below the head)``, flagged rank-derived.
@@ -12,17 +12,15 @@ Candidates below ``depth`` keep their incoming order under the reranked head; th
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from ..accounting import UsageByQuery
 from ..backends.base import LLMBackend
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer, require_at_most
-from ..types import Candidate, Document, Ranking, document_text, one_line, sort_candidates
+from ..types import Candidate, Document, LLMUsage, Ranking, StageRecord, document_text, one_line, sort_candidates
 from .scheduler import Outcome, Plan, Scheduler
 
 SchedulerMode = Literal["concurrent", "sequential"]
@@ -73,9 +71,6 @@ class PlannedReranker(Transformer):
         self.max_passage_tokens = max_passage_tokens
         self.max_candidates = max_candidates
         self.scheduler = Scheduler(backend, mode=scheduler, max_concurrency=max_concurrency)
-        self.usage = UsageByQuery()
-        self.problems: Counter[str] = Counter()
-        """Repaired model outputs over all queries, by kind."""
 
     @property
     def name(self) -> str:
@@ -102,9 +97,8 @@ class PlannedReranker(Transformer):
         results = self.scheduler.run(plans)
         out = []
         for r, head, result in zip(batch, heads, results, strict=True):
-            self.usage.add(r.query.qid, result.stats)
-            self.problems.update(result.outcome.problems)
-            out.append(self._reranked(r, head, result.outcome))
+            record = StageRecord(self.name, LLMUsage.of(result.stats), dict(result.outcome.problems))
+            out.append(self._reranked(r, head, result.outcome).recorded(record))
         return out
 
     def _reranked(self, ranking: Ranking, head: Sequence[Candidate], outcome: Outcome) -> Ranking:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..retrievers.dense import TextEncoder
+from ..backends.embeddings import TextEncoder
 from ..stage import Transformer
 from ..types import Ranking, document_text, rescore
 

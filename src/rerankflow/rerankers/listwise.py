@@ -35,7 +35,8 @@ from typing import Literal
 
 import numpy as np
 
-from ..backends.base import GenerationParams, LLMBackend
+from ..backends.base import LLMBackend
+from ..backends.types import GenerationParams
 from ..errors import ConfigError, DataError
 from ..prompts.template import PromptTemplate
 from .base import PlannedReranker, SchedulerMode, passage_block

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from ..backends.base import LabelScores, LLMBackend
+from ..backends.base import LLMBackend
+from ..backends.types import LabelScores
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate
 from .base import PlannedReranker, SchedulerMode

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from ..accounting import UsageByQuery
-from ..backends.base import CallStats, LLMBackend
+from ..backends.base import LLMBackend
+from ..backends.types import CallStats
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer, require_at_most
-from ..types import Document, Ranking, rescore
+from ..types import Document, LLMUsage, Ranking, StageRecord, rescore
 from .base import shown_passages
 
 Mode = Literal["yes_no", "grade", "query_likelihood"]
@@ -62,7 +62,6 @@ class PointwiseReranker(Transformer):
         self.score_mode: ScoreMode = score
         self.max_passage_tokens = max_passage_tokens
         self.max_candidates = max_candidates
-        self.usage = UsageByQuery()
         self._check_template()
 
     def _check_template(self) -> None:
@@ -125,7 +124,7 @@ class PointwiseReranker(Transformer):
         out, start = [], 0
         for r in batch:
             n = len(r.candidates)
-            self.usage.add(r.query.qid, stats[start : start + n])
-            out.append(rescore(r, scores[start : start + n], self.name))
+            usage = LLMUsage.of(stats[start : start + n])
+            out.append(rescore(r, scores[start : start + n], self.name).recorded(StageRecord(self.name, usage)))
             start += n
         return out

@@ -25,7 +25,8 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from ..backends.base import CallStats, Completion, GenerationParams, LabelScores, LLMBackend, Prompt, run_sync
+from ..backends.base import LLMBackend, run_sync
+from ..backends.types import CallStats, Completion, GenerationParams, LabelScores, Prompt
 from ..errors import ConfigError, RerankflowError
 
 T = TypeVar("T")

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from ..backends.base import GenerationParams, LLMBackend
+from ..backends.base import LLMBackend
+from ..backends.types import GenerationParams
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate
 from .base import PlannedReranker, SchedulerMode, passage_block

@@ -7,10 +7,11 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from ..backends.embeddings import TextEncoder
 from ..errors import ConfigError, DataError, MissingDependencyError
 from ..io.files import atomic_write, atomic_write_binary
 from ..paths import cache_home, corpus_fingerprint
@@ -18,19 +19,6 @@ from ..stage import Retriever
 from ..types import Candidate, Document, Query, Ranking, document_text
 
 log = logging.getLogger(__name__)
-
-
-class TextEncoder(Protocol):
-    """What dense stages need from an encoder (see ``backends.embeddings``)."""
-
-    @property
-    def identity(self) -> str:
-        """A string that changes whenever the embeddings would."""
-        ...
-
-    def encode(self, texts: Sequence[str], *, desc: str = ...) -> np.ndarray:
-        """L2-normalised float32 embeddings, one row per text."""
-        ...
 
 
 class DenseRetriever(Retriever):

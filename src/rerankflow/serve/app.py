@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..backends.base import GenerationParams
+from ..backends.types import GenerationParams
 from ..errors import BackendError, DataError, RerankflowError
 from ..pipelines.job import ServeSpec
 from ..types import Query, Ranking

@@ -104,9 +104,7 @@ class StageCompressor(BaseDocumentCompressor):
 
     def model_post_init(self, context: Any, /) -> None:
         """Refuse stages that would ignore the documents (retrievers) or answer (generators)."""
-        from ..eval.experiment import leaf_stages
-
-        for s in leaf_stages(self.stage):
+        for s in self.stage.walk():
             if isinstance(s, Retriever | AnswerGenerator):
                 raise ConfigError(
                     f"{type(s).__name__} cannot compress given documents; use a reranker or compressor stage"

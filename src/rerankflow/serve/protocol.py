@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..backends.base import GenerationParams
+from ..backends.types import GenerationParams
 from ..types import Answer, Document, Ranking
 
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..accounting import ReportsUsage
-from ..backends.base import GenerationParams
 from ..backends.batching import Coalescer
+from ..backends.types import GenerationParams
 from ..errors import PipelineTypeError
-from ..eval.experiment import leaf_stages
 from ..generators.answer import AnswerChunk, AnswerGenerator
-from ..stage import Retriever, Transformer, chain, chain_parts
+from ..stage import Retriever, Transformer, chain
 from ..types import Candidate, Document, Query, Ranking
 
 
@@ -44,13 +42,13 @@ class ServedPipeline:
     def __init__(self, name: str, pipeline: Transformer) -> None:
         self.name = name
         self.pipeline = pipeline
-        stages = chain_parts(pipeline)
+        stages = pipeline.walk(chain=True)
         last = stages[-1]
         self.generator: AnswerGenerator | None = last if isinstance(last, AnswerGenerator) else None
         self.prefix: Transformer | None = pipeline
         if self.generator is not None:
             self.prefix = chain(stages[:-1]) if len(stages) > 1 else None
-        self.retrieves = any(isinstance(s, Retriever) for s in leaf_stages(pipeline))
+        self.retrieves = any(isinstance(s, Retriever) for s in pipeline.walk())
         self._batches: Coalescer[_Work, Ranking] = Coalescer(self._run_batch)
 
     @property
@@ -72,14 +70,9 @@ class ServedPipeline:
         self.pipeline.warm_up()
 
     def _run_batch(self, items: list[_Work]) -> list[Ranking]:
-        """Run one merged batch: the prefix on everything, then generation grouped by settings."""
+        """Run one merged batch: the prefix on everything, then generation grouped by settings.
+        Stages keep nothing per request: what they record travels in the returned rankings."""
         batch = [w.ranking for w in items]
-        try:
-            return self._run(items, batch)
-        finally:
-            self._forget([r.query for r in batch], leaf_stages(self.pipeline))
-
-    def _run(self, items: list[_Work], batch: list[Ranking]) -> list[Ranking]:
         out = self.prefix(batch) if self.prefix is not None else batch
         if self.generator is None:
             return out
@@ -93,15 +86,6 @@ class ServedPipeline:
                 out[i] = r
         return out
 
-    @staticmethod
-    def _forget(queries: Sequence[Query], stages: Sequence[Transformer]) -> None:
-        """Drop the stages' per-query records of answered requests (memory stays flat)."""
-        qids = [q.qid for q in queries]
-        for stage in stages:
-            if isinstance(stage, ReportsUsage):
-                stage.usage.forget(qids)
-            stage.forget(queries)
-
     async def answer(self, ranking: Ranking, params: GenerationParams) -> Ranking:
         """The whole pipeline for one chat request (merged with concurrent ones)."""
         return (await self._batches.submit([_Work(ranking, params)]))[0]
@@ -114,11 +98,8 @@ class ServedPipeline:
         """Generate the answer for a prepared ranking piece by piece."""
         if self.generator is None:
             raise PipelineTypeError(f"pipeline {self.name!r} does not end in 'generate'; it cannot stream answers")
-        try:
-            async for chunk in self.generator.astream(ranking, params):
-                yield chunk
-        finally:  # only the generator's records: a batch of the other stages may be running now
-            self._forget([ranking.query], [self.generator])
+        async for chunk in self.generator.astream(ranking, params):
+            yield chunk
 
 
 def serve_pipelines(

@@ -1,19 +1,66 @@
-"""Load a job's dataset: corpus, queries (with any initial candidates) and judgments."""
+"""A job's dataset: where it comes from (:class:`DatasetSpec`, the ``dataset:`` section of a
+YAML job) and loading it: corpus, queries (with any initial candidates), judgments, answers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import DataError
-from ..io.beir import read_beir
-from ..io.jsonl import read_documents, read_hits, read_queries_jsonl
-from ..io.questions import mix_distractors, own_contexts, read_questions
-from ..io.trec import Qrels, read_qrels, read_run, read_topics
-from ..paths import resolve_path
+from ..paths import OptionalJobPath, resolve_path
 from ..types import Candidate, Document, Query, Ranking
-from .job import DatasetSpec
+from .beir import read_beir
+from .jsonl import read_documents, read_hits, read_queries_jsonl
+from .questions import mix_distractors, own_contexts, read_questions
+from .trec import Qrels, read_qrels, read_run, read_topics
+
+
+class DatasetSpec(BaseModel):
+    """Where queries, candidates, documents and judgments come from (paths relative to the job file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    builtin: Literal["demo"] | None = Field(None, description="a dataset that ships with rerankflow")
+    corpus: OptionalJobPath = Field(None, description="JSONL documents for retrievers")
+    topics: OptionalJobPath = Field(None, description="TREC topics (qid<TAB>query) or queries.jsonl")
+    qrels: OptionalJobPath = Field(None, description="TREC qrels for evaluation")
+    run: OptionalJobPath = Field(None, description="initial candidates: TREC run (needs corpus) or hits JSON")
+    beir: OptionalJobPath = Field(None, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    split: str = Field("test", description="BEIR qrels split")
+    corpus_from_run: bool = Field(
+        False, description="use the passages of the run's hit lists as the corpus (a pooled corpus)"
+    )
+    questions: OptionalJobPath = Field(
+        None, description="QA JSONL(.gz): question, answers, optional ctxs (passages); NQ-open format"
+    )
+    distractors: int | None = Field(
+        None, ge=0, description="questions only: mix each question's first passage with N from other questions"
+    )
+    seed: int = Field(0, description="questions with distractors: shuffle seed")
+    judged_only: bool = Field(True, description="keep only queries that have judgments")
+    limit: int | None = Field(None, ge=1, description="use only the first N queries")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        if self.builtin and any((self.corpus, self.topics, self.qrels, self.beir)):
+            raise ValueError(
+                "builtin datasets bring their own corpus, topics and qrels; remove those keys or 'builtin'"
+            )
+        if self.beir and any((self.corpus, self.topics, self.qrels)):
+            raise ValueError("a BEIR folder brings its own corpus, queries and qrels; remove those keys or 'beir'")
+        if self.corpus_from_run and (not self.run or not self.run.endswith(".json") or self.corpus):
+            raise ValueError("corpus_from_run needs 'run' to be a hits .json file (with passage text) and no 'corpus'")
+        if self.questions and any((self.builtin, self.beir, self.topics, self.run)):
+            raise ValueError("a questions file brings its own questions and passages; remove builtin/beir/topics/run")
+        if self.distractors is not None and not self.questions:
+            raise ValueError("distractors mixes the passages of a questions file; set 'questions' too")
+        if not (self.builtin or self.beir or self.topics or self.run or self.questions):
+            raise ValueError("name the queries: set 'builtin', 'beir', 'topics', 'run' or 'questions'")
+        return self
 
 
 @dataclass

@@ -23,9 +23,10 @@ import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
+from ..backends.base import LLMBackend
+from ..backends.types import Completion, ContinuationScores, GenerationParams, LabelScores, Prompt
 from ..errors import BackendError
 from ..types import Document, Query, document_text, one_line
-from .base import Completion, ContinuationScores, GenerationParams, LabelScores, LLMBackend, Prompt
 from .fake import prompt_text
 
 _PASSAGE = re.compile(r"^(?:\[([^\]]{1,8})\]|Passage(?: ([A-Z]))?:) ?(.*)$")

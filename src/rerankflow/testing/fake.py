@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from .base import Completion, ContinuationScores, GenerationParams, LabelScores, LLMBackend, Prompt
+from ..backends.base import LLMBackend
+from ..backends.types import Completion, ContinuationScores, GenerationParams, LabelScores, Prompt
 
 Reply = str | Callable[[Prompt], str]
 LabelFn = Callable[[Prompt, Sequence[str]], dict[str, float]]

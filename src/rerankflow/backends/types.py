@@ -1,0 +1,189 @@
+"""The plain data of backend calls: prompts, generation settings, call records, results and
+usage totals. No heavy imports; everything that talks to a model imports this module."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import BackendError
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat turn."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """Chat messages (the backend applies the model's chat template) or raw text (sent as is)."""
+
+    messages: tuple[Message, ...] = ()
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (not self.messages):
+            raise BackendError("a Prompt has either messages or text, not both and not neither")
+
+    @classmethod
+    def chat(cls, user: str, system: str | None = None) -> Prompt:
+        """A prompt of an optional system message and one user message."""
+        msgs = ((Message("system", system),) if system else ()) + (Message("user", user),)
+        return cls(messages=msgs)
+
+    @classmethod
+    def raw(cls, text: str) -> Prompt:
+        """A prompt used verbatim (no chat template)."""
+        return cls(text=text)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """Sampling settings; the defaults are greedy and deterministic."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None
+    seed: int | None = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallStats:
+    """Provenance of one backend call (one prompt)."""
+
+    backend: str
+    model: str
+    prompt_tokens: int
+    output_tokens: int
+    latency_s: float
+    revision: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A generated text."""
+
+    text: str
+    stats: CallStats
+    finish_reason: str | None = None
+    top_logprobs: tuple[dict[str, float], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """A piece of streamed output; the last chunk of a stream carries the whole ``completion``
+    (its text is the concatenation of the pieces) and has empty ``text``.
+    """
+
+    text: str
+    completion: Completion | None = None
+
+
+LOGPROB_FLOOR = -1e4
+"""What a non-finite label log-probability is replaced by (vLLM reports -9999 for "none")."""
+
+
+def _finite_logprob(value: float) -> float:
+    """``value`` if finite; ``+inf`` becomes 0, ``-inf`` and NaN become ``LOGPROB_FLOOR``."""
+    if math.isfinite(value):
+        return value
+    return 0.0 if value == math.inf else LOGPROB_FLOOR
+
+
+@dataclass(frozen=True, slots=True)
+class LabelScores:
+    """Next-token log-probabilities of each label (full-vocabulary normalisation).
+
+    ``missing`` names labels the backend could not score exactly (an HTTP server that only
+    returns its top-k); they hold the smallest returned log-probability, an upper bound.
+    Values that are not finite (a probability that underflowed to ``-inf``, a server's NaN)
+    become ``LOGPROB_FLOOR`` (``+inf`` becomes 0), so scores derived from them stay ordered.
+    """
+
+    logprobs: dict[str, float]
+    stats: CallStats
+    missing: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not all(math.isfinite(v) for v in self.logprobs.values()):
+            object.__setattr__(self, "logprobs", {k: _finite_logprob(v) for k, v in self.logprobs.items()})
+
+    def normalized(self) -> dict[str, float]:
+        """Log-probabilities renormalised over the labels only (a log-softmax)."""
+        top = max(self.logprobs.values())
+        z = top + math.log(sum(math.exp(v - top) for v in self.logprobs.values()))
+        return {k: v - z for k, v in self.logprobs.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuationScores:
+    """Log-probability of each continuation token given the prompt and earlier tokens."""
+
+    token_logprobs: tuple[float, ...]
+    stats: CallStats
+
+    @property
+    def total(self) -> float:
+        """Sum of token log-probabilities."""
+        return float(sum(self.token_logprobs))
+
+    @property
+    def mean(self) -> float:
+        """Mean token log-probability (0 tokens: 0.0)."""
+        return self.total / len(self.token_logprobs) if self.token_logprobs else 0.0
+
+
+@dataclass
+class Usage:
+    """Totals of some backend calls: count, tokens, latency."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+
+    def add(self, stats: Iterable[CallStats]) -> None:
+        """Count finished calls."""
+        for s in stats:
+            self.calls += 1
+            self.prompt_tokens += s.prompt_tokens
+            self.output_tokens += s.output_tokens
+            self.latency_s += s.latency_s
+
+    def merge(self, other: Usage) -> None:
+        """Add another total to this one."""
+        self.calls += other.calls
+        self.prompt_tokens += other.prompt_tokens
+        self.output_tokens += other.output_tokens
+        self.latency_s += other.latency_s
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return {
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_s": self.latency_s,
+        }
+
+
+@dataclass
+class Ledger(Usage):
+    """A backend's running totals, safe to update from several threads."""
+
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, stats: Iterable[CallStats]) -> None:
+        """Count finished calls."""
+        with self._lock:
+            super().add(stats)

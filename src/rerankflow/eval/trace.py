@@ -1,0 +1,101 @@
+"""Reports read from the rankings' traces: LLM usage and repairs per stage, stage-cache use,
+and the context tokens that went through the compressors.
+
+A stage that appears twice in a pipeline (two ``pointwise`` rerankers) is reported as
+``pointwise`` and ``pointwise#2``, in execution order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ..types import Compression, LLMUsage, Ranking, StageRecord
+from .rag import ContextFlow
+
+
+def unique_name(name: str, taken: Iterable[str]) -> str:
+    """``name``, or ``name#2``, ``name#3``... whichever is not yet in ``taken``."""
+    used = set(taken)
+    out, n = name, 2
+    while out in used:
+        out, n = f"{name}#{n}", n + 1
+    return out
+
+
+def _named(ranking: Ranking, keep: Callable[[StageRecord], bool]) -> list[tuple[str, StageRecord]]:
+    """The records of ``ranking`` that ``keep`` selects, each with its report name."""
+    out: list[tuple[str, StageRecord]] = []
+    for rec in ranking.trace:
+        if keep(rec):
+            out.append((unique_name(rec.stage, (n for n, _ in out)), rec))
+    return out
+
+
+def stage_usage(rankings: Sequence[Ranking]) -> dict[str, dict[str, Any]]:
+    """Per LLM stage: ``{"total": {...}, "per_query": {qid: {...}}}`` (calls, tokens, latency),
+    plus ``"repairs"`` (summed over queries) for stages that repair model output."""
+    totals: dict[str, LLMUsage] = {}
+    per_query: dict[str, dict[str, dict[str, Any]]] = {}
+    repairs: dict[str, Counter[str]] = {}
+    for r in rankings:
+        for name, rec in _named(r, lambda rec: rec.usage is not None):
+            usage = rec.usage or LLMUsage()
+            totals[name] = totals.get(name, LLMUsage()) + usage
+            per_query.setdefault(name, {})[r.query.qid] = usage.as_dict()
+            if rec.repairs is not None:
+                repairs.setdefault(name, Counter()).update(rec.repairs)
+    out: dict[str, dict[str, Any]] = {}
+    for name, total in totals.items():
+        out[name] = {"total": total.as_dict(), "per_query": per_query[name]}
+        if name in repairs:
+            out[name]["repairs"] = {k: v for k, v in repairs[name].items() if v}
+    return out
+
+
+def stage_cache_use(rankings: Sequence[Ranking]) -> dict[str, dict[str, int]]:
+    """Per cached stage: queries answered from the cache (``hits``), ``computed`` (corrupt
+    entries included) and ``corrupt`` entries recomputed."""
+    out: dict[str, dict[str, int]] = {}
+    for r in rankings:
+        for name, rec in _named(r, lambda rec: rec.cache is not None):
+            counts = out.setdefault(name, {"hits": 0, "computed": 0, "corrupt": 0})
+            counts["hits" if rec.cache == "hit" else "computed"] += 1
+            counts["corrupt"] += rec.cache == "corrupt"
+    return out
+
+
+def context_flow(rankings: Sequence[Ranking]) -> dict[str, ContextFlow]:
+    """Per query: context tokens entering the first compressor and leaving the last one."""
+    out: dict[str, ContextFlow] = {}
+    for r in rankings:
+        steps = [rec.compression for rec in r.trace if rec.compression is not None]
+        if steps:
+            out[r.query.qid] = ContextFlow(steps[0].tokens_in, steps[-1].tokens_out)
+    return out
+
+
+def repairs(rankings: Sequence[Ranking]) -> dict[str, int]:
+    """Repaired model outputs over all stages and queries, by kind."""
+    total: Counter[str] = Counter()
+    for r in rankings:
+        for rec in r.trace:
+            total.update(rec.repairs or {})
+    return {k: v for k, v in total.items() if v}
+
+
+def usage_total(rankings: Sequence[Ranking], stage: str | None = None) -> LLMUsage:
+    """LLM usage summed over queries (and over stages, or only those named ``stage``)."""
+    out = LLMUsage()
+    for r in rankings:
+        for rec in r.trace:
+            if rec.usage is not None and (stage is None or rec.stage == stage):
+                out = out + rec.usage
+    return out
+
+
+def compression_of(ranking: Ranking, stage: str | None = None) -> Compression | None:
+    """The last compression record of ``ranking`` (of ``stage`` when given)."""
+    found = [rec.compression for rec in ranking.trace if rec.compression and stage in (None, rec.stage)]
+    return found[-1] if found else None

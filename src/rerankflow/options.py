@@ -1,0 +1,57 @@
+"""Stage settings, declared once.
+
+Every built-in stage declares its settings in one pydantic model next to its class (its
+``Options``): types, defaults, bounds, descriptions and cross-field rules. The constructor
+takes the objects the stage works with (a backend, an encoder, a corpus) plus either an
+``options`` object or the settings as keywords, and validates them once, here. The YAML
+layer derives each stage's config from the same model (adding the keys that name those
+objects: ``backend``, ``template``, ``model``...), so a setting has one default and one
+check wherever it is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ConfigError
+
+O = TypeVar("O", bound="StageOptions")
+
+
+class StageOptions(BaseModel):
+    """Base of every stage's settings: frozen, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def build(cls: type[O], given: O | None, settings: Mapping[str, Any], owner: str) -> O:
+        """``given`` (or the defaults) with ``settings`` applied, validated; a ConfigError names
+        ``owner``, each bad setting and what it should be."""
+        if given is not None and not isinstance(given, cls):
+            raise ConfigError(f"{owner} takes options of type {cls.__name__}, got {type(given).__name__}")
+        if given is not None and not settings:
+            return given
+        data = {**(given.model_dump(exclude_unset=True) if given is not None else {}), **settings}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{owner}: {describe(exc)}") from None
+
+    def pick(self, options: type[O]) -> O:
+        """The fields of ``options`` taken from this model (a YAML config is the stage's
+        options plus the keys that name its objects)."""
+        return options.model_validate({name: getattr(self, name) for name in options.model_fields})
+
+
+def describe(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``setting: problem (got value)`` for each problem."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "options"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = f" (got {err['input']!r})" if err["type"] not in ("value_error", "missing") else ""
+        parts.append(f"{where}: {msg}{got}")
+    return "; ".join(parts)

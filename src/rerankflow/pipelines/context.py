@@ -1,0 +1,38 @@
+"""What a YAML stage's build function may use: the dataset's corpus, the job folder, the
+job's shared resources and its stage cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..paths import resolve_path
+from ..registry import ResourcePool
+from ..types import Document
+from .cache import StageCache
+
+
+@dataclass
+class BuildContext:
+    """What a build function may use: the dataset's corpus, the job folder, shared resources,
+    and the stage cache that model stages are wrapped in (``None``: no caching).
+    """
+
+    corpus: Sequence[Document] | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+    resources: ResourcePool = field(default_factory=ResourcePool)
+    cache: StageCache | None = None
+
+    def require_corpus(self, stage: str) -> Sequence[Document]:
+        """The corpus, or a clear error saying the stage needs one."""
+        if self.corpus is None:
+            raise ConfigError(
+                f"stage {stage!r} retrieves from a corpus, but the dataset names none; add dataset.corpus"
+            )
+        return self.corpus
+
+    def resolve(self, path: str) -> Path:
+        """A path from the job, relative to the job file's folder unless absolute."""
+        return resolve_path(path, self.base_dir)
