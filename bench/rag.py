@@ -27,7 +27,7 @@ from statistics import mean
 
 from rerankflow.backends.embeddings import SentenceTransformerEncoder
 from rerankflow.backends.hf import HFBackend
-from rerankflow.compressors.base import Budget, Compressor, Unit, UnitCompressor
+from rerankflow.compressors.base import Compressor, QueryNotes, Tokenizes, Unit, UnitCompressor
 from rerankflow.compressors.dedup import NearDuplicateFilter
 from rerankflow.compressors.llm import LLMExtractor, LLMFilter
 from rerankflow.compressors.select import BudgetFilter
@@ -48,11 +48,11 @@ class RandomSentences(UnitCompressor):
 
     stage_name = "random_sentences"
 
-    def __init__(self, count_tokens: Callable[[str], int], truncate: Callable[[str, int], str], budget: Budget) -> None:
-        super().__init__(count_tokens, truncate, budget)
+    def __init__(self, *, tokenizer: Tokenizes, **settings: float) -> None:
+        super().__init__(tokenizer, None, settings)
         self.rng = random.Random(0)
 
-    def score_units(self, batch: Sequence[Ranking]) -> list[list[Unit]]:
+    def score_units(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Unit]]:
         return [
             [
                 Unit(p, a, b, self.rng.random(), self.count_tokens(c.doc.text[a:b]))
@@ -67,21 +67,19 @@ def compressors(lm: HFBackend, encoder: SentenceTransformerEncoder) -> dict[str,
     """Every compressor, as (stage to run, compressor whose budget is set). One instance per
     compressor serves every budget: model scores are memoised per passage, so a sweep scores once.
     """
-    b = Budget(ratio=1.0)
-    count, cut = lm.count_tokens, lm.truncate
     biencoder = BiEncoderReranker(encoder)
     plain: dict[str, Compressor] = {
-        "random passages": BudgetFilter(count, ratio=1.0),
-        "random sentences": RandomSentences(count, cut, b),
-        "sentences (MiniLM)": SentenceExtractor(encoder, count, cut, b),
-        "surprisal self-info (SmolLM2)": SurprisalPruner(lm, b, mode="self_info"),
-        "surprisal question-aware (SmolLM2)": SurprisalPruner(lm, b, mode="question"),
+        "random passages": BudgetFilter(tokenizer=lm, ratio=1.0),
+        "random sentences": RandomSentences(tokenizer=lm, ratio=1.0),
+        "sentences (MiniLM)": SentenceExtractor(encoder, tokenizer=lm, ratio=1.0),
+        "surprisal self-info (SmolLM2)": SurprisalPruner(lm, ratio=1.0, mode="self_info"),
+        "surprisal question-aware (SmolLM2)": SurprisalPruner(lm, ratio=1.0, mode="question"),
     }
     reranked: dict[str, Compressor] = {
-        "MiniLM rerank + budget": BudgetFilter(count, ratio=1.0),
-        "MiniLM rerank + dedup 0.95 + budget": NearDuplicateFilter(encoder, count, budget=b),
-        "MiniLM rerank + LLM filter (SmolLM2)": LLMFilter(lm, budget=b),
-        "MiniLM rerank + LLM extract (SmolLM2)": LLMExtractor(lm, budget=b),
+        "MiniLM rerank + budget": BudgetFilter(tokenizer=lm, ratio=1.0),
+        "MiniLM rerank + dedup 0.95 + budget": NearDuplicateFilter(encoder, tokenizer=lm, ratio=1.0),
+        "MiniLM rerank + LLM filter (SmolLM2)": LLMFilter(lm, ratio=1.0),
+        "MiniLM rerank + LLM extract (SmolLM2)": LLMExtractor(lm, ratio=1.0),
     }
     out: dict[str, tuple[Transformer, Compressor]] = {k: (c, c) for k, c in plain.items()}
     out.update({k: (biencoder >> c, c) for k, c in reranked.items()})
@@ -140,7 +138,7 @@ def main() -> int:
     stages = compressors(lm, encoder)
     for ratio in args.budgets:
         for name, (stage, compressor) in stages.items():
-            compressor.budget = Budget(ratio=ratio)
+            compressor.options = compressor.options.model_copy(update={"ratio": ratio})
             n = args.llm_questions if any(k in name for k in LLM_HEAVY) else args.questions
             batch = contexts[:n]
             start = time.perf_counter()

@@ -9,8 +9,17 @@ from rerankflow.eval.rag import answer_in_context, best_subspan_em, normalize_an
 from rerankflow.eval.trace import compression_of
 
 
-def words(text):
-    return len(text.split())
+class Words:
+    """A tokenizer of whitespace words."""
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def truncate(self, text, max_tokens):
+        return " ".join(text.split()[:max_tokens])
+
+
+words = Words()
 
 
 def ranking(lengths, scores=None):
@@ -25,18 +34,18 @@ def ranking(lengths, scores=None):
 
 
 def test_budget_keeps_best_first_and_skips_what_does_not_fit():
-    f = BudgetFilter(words, 10)
+    f = BudgetFilter(tokenizer=words, max_tokens=10)
     (out,) = f([ranking([4, 8, 3, 2, 5])])
     assert out.docids == ["d0", "d2", "d3"] and compression_of(out).dropped == {"budget": 2}
-    (stop,) = BudgetFilter(words, 10, overflow="stop")([ranking([4, 8, 3])])
+    (stop,) = BudgetFilter(tokenizer=words, max_tokens=10, overflow="stop")([ranking([4, 8, 3])])
     assert stop.docids == ["d0"]
-    (thr,) = BudgetFilter(words, 100, min_score=8.5)([ranking([1, 1, 1])])
+    (thr,) = BudgetFilter(tokenizer=words, max_tokens=100, min_score=8.5)([ranking([1, 1, 1])])
     assert thr.docids == ["d0", "d1"]
-    (none,) = BudgetFilter(words, 3)([ranking([4, 5])])
+    (none,) = BudgetFilter(tokenizer=words, max_tokens=3)([ranking([4, 5])])
     assert none.candidates == ()
-    assert BudgetFilter(words, 3)([Ranking(Query("e", "x"))])[0].candidates == ()
-    with pytest.raises(ConfigError, match="max_tokens"):
-        BudgetFilter(words, 0)
+    assert BudgetFilter(tokenizer=words, max_tokens=3)([Ranking(Query("e", "x"))])[0].candidates == ()
+    with pytest.raises(ConfigError, match="budget: max_tokens: Input should be greater than or equal to 1"):
+        BudgetFilter(tokenizer=words, max_tokens=0)
 
 
 def test_reorder_policies():
@@ -73,7 +82,7 @@ dataset: {builtin: demo, limit: 2}
 pipelines:
   ctx:
     - bm25: {k: 10}
-    - budget: {backend: {kind: hf, model: smollm2-135m-instruct}, max_tokens: 300}
+    - budget: {tokenizer: {kind: hf, model: smollm2-135m-instruct}, max_tokens: 300}
     - reorder: {policy: ends}
 """
     job = load_job_text(text)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rerankflow import Candidate, Document, Query, Ranking
-from rerankflow.compressors.base import Budget, Unit, select_units
+from rerankflow.compressors.base import CompressorOptions, Unit, select_units
 from rerankflow.compressors.dedup import NearDuplicateFilter
 from rerankflow.compressors.llm import LLMExtractor, LLMFilter
 from rerankflow.compressors.select import BudgetFilter
@@ -19,7 +19,7 @@ from rerankflow.testing.fake import FakeBackend, prompt_text
 from rerankflow.types import document_text
 
 FAKE = FakeBackend()
-WORDS, CUT = FAKE.count_tokens, FAKE.truncate
+WORDS = FAKE.count_tokens  # the fake backend counts words; it is the tokenizer of these tests
 
 
 def rank(query, *passages, titles=None):
@@ -35,23 +35,23 @@ def rank(query, *passages, titles=None):
 
 # -- budget -------------------------------------------------------------------------------
 def test_budget_limit_takes_the_smaller_of_tokens_and_ratio():
-    assert Budget(100).limit(1000) == 100
-    assert Budget(ratio=0.25).limit(1000) == 250
-    assert Budget(100, 0.05).limit(1000) == 50
-    assert Budget(ratio=0.01).limit(10) == 1  # never zero
-    assert Budget().limit(1000) is None and Budget().unlimited
-    with pytest.raises(ConfigError, match="ratio must be in"):
-        Budget(ratio=0)
-    with pytest.raises(ConfigError, match="max_tokens must be at least 1"):
-        Budget(0)
-    with pytest.raises(ConfigError, match="needs a budget"):
-        BudgetFilter(WORDS)
-    with pytest.raises(ConfigError, match="needs a budget"):
-        SentenceExtractor(None, WORDS, CUT, Budget())
+    assert CompressorOptions(max_tokens=100).limit(1000) == 100
+    assert CompressorOptions(ratio=0.25).limit(1000) == 250
+    assert CompressorOptions(max_tokens=100, ratio=0.05).limit(1000) == 50
+    assert CompressorOptions(ratio=0.01).limit(10) == 1  # never zero
+    assert CompressorOptions().limit(1000) is None and CompressorOptions().unlimited
+    with pytest.raises(ConfigError, match=r"budget: ratio: Input should be greater than 0 \(got 0\)"):
+        BudgetFilter(tokenizer=FAKE, ratio=0)
+    with pytest.raises(ConfigError, match=r"dedup: max_tokens: Input should be greater than or equal to 1"):
+        NearDuplicateFilter(None, tokenizer=FAKE, max_tokens=0)
+    with pytest.raises(ConfigError, match="budget: needs a budget"):
+        BudgetFilter(tokenizer=FAKE)
+    with pytest.raises(ConfigError, match="sentences: needs a budget"):
+        SentenceExtractor(None, tokenizer=FAKE)
 
 
 def test_budget_filter_by_ratio_records_tokens_in_and_out():
-    f = BudgetFilter(WORDS, ratio=0.6)
+    f = BudgetFilter(tokenizer=FAKE, ratio=0.6)
     (out,) = f([rank("x", "a b c d", "e f g h", "i j")])
     assert out.docids == ["d0", "d2"]
     c = compression_of(out)
@@ -62,16 +62,16 @@ def test_budget_filter_by_ratio_records_tokens_in_and_out():
 def test_non_text_passages_are_errors_naming_the_document():
     bad = Ranking(Query("q9", "x"), (Candidate(Document("d7", 42), 1.0),))  # type: ignore[arg-type]
     with pytest.raises(DataError, match=r"query 'q9', document 'd7' has a int text"):
-        BudgetFilter(WORDS, 10)([bad])
+        BudgetFilter(tokenizer=FAKE, max_tokens=10)([bad])
 
 
 def test_empty_contexts_stay_empty_for_every_compressor(minilm):
     empty = [Ranking(Query("e", "anything"))]
     stages = [
-        BudgetFilter(WORDS, 5),
-        SentenceExtractor(minilm, WORDS, CUT, Budget(5)),
-        NearDuplicateFilter(minilm, WORDS),
-        SurprisalPruner(FakeBackend(), Budget(5)),
+        BudgetFilter(tokenizer=FAKE, max_tokens=5),
+        SentenceExtractor(minilm, tokenizer=FAKE, max_tokens=5),
+        NearDuplicateFilter(minilm, tokenizer=FAKE),
+        SurprisalPruner(FakeBackend(), max_tokens=5),
         LLMFilter(FakeBackend()),
         LLMExtractor(FakeBackend()),
     ]
@@ -104,7 +104,7 @@ def test_sentence_extractor_never_exceeds_its_budget(sentences, limit):
             return v / np.linalg.norm(v, axis=1, keepdims=True)
 
     ranking = rank("q w", " ".join(sentences[: len(sentences) // 2]), " ".join(sentences[len(sentences) // 2 :]))
-    stage = SentenceExtractor(Encoder(), WORDS, CUT, Budget(limit))
+    stage = SentenceExtractor(Encoder(), tokenizer=FAKE, max_tokens=limit)
     (out,) = stage([ranking])
     assert sum(WORDS(document_text(c.doc)) for c in out.candidates) <= limit
     for c in out.candidates:  # every kept sentence comes from its own source passage
@@ -141,14 +141,14 @@ def test_sentence_extractor_keeps_the_relevant_sentence_in_source_order(minilm):
         "Bananas are rich in potassium. Many people eat them at breakfast.",
         titles=["Telephone", "Fruit"],
     )
-    stage = SentenceExtractor(minilm, WORDS, CUT, Budget(18))  # title 1 + 13 words fit, 6 more do not
+    stage = SentenceExtractor(minilm, tokenizer=FAKE, max_tokens=18)  # title 1 + 13 words fit, 6 more do not
     (out,) = stage([r])
     assert out.docids == ["d0"] and out.candidates[0].doc.title == "Telephone"
     assert out.candidates[0].doc.text == "Alexander Graham Bell was awarded the first patent for the telephone in 1876."
     assert out.candidates[0].score == r.candidates[0].score  # the score and id travel unchanged
     assert compression_of(out).dropped == {"budget": 1}
     # a larger budget keeps both sentences of the passage, in source order
-    (more,) = SentenceExtractor(minilm, WORDS, CUT, Budget(30))([r])
+    (more,) = SentenceExtractor(minilm, tokenizer=FAKE, max_tokens=30)([r])
     assert more.candidates[0].doc.text.startswith("The weather was cold in March. Alexander")
 
 
@@ -156,7 +156,7 @@ def test_budget_smaller_than_one_sentence_keeps_the_best_sentence_cut(minilm):
     r = rank(
         "telephone inventor", "Bell invented the telephone and patented it in the year 1876 in Boston.", titles=["Bell"]
     )
-    (out,) = SentenceExtractor(minilm, WORDS, CUT, Budget(4))([r])
+    (out,) = SentenceExtractor(minilm, tokenizer=FAKE, max_tokens=4)([r])
     (c,) = out.candidates
     assert c.doc.text == "Bell invented the telephone" and c.doc.title is None and c.doc.meta["compressed"]["cut"]
 
@@ -168,12 +168,12 @@ def test_near_duplicates_keep_the_better_ranked_copy(minilm):
         "The Eiffel Tower is located in Paris and was completed in 1889.",
         "Mount Everest is the highest mountain on Earth.",
     )
-    stage = NearDuplicateFilter(minilm, WORDS, threshold=0.9)
+    stage = NearDuplicateFilter(minilm, tokenizer=FAKE, threshold=0.9)
     (out,) = stage([r])
     assert out.docids == ["d0", "d2"] and compression_of(out).dropped == {"duplicate": 1}
-    (everything,) = NearDuplicateFilter(minilm, WORDS, threshold=1.0)([r])
+    (everything,) = NearDuplicateFilter(minilm, tokenizer=FAKE, threshold=1.0)([r])
     assert everything.docids == ["d0", "d1", "d2"]
-    (capped,) = NearDuplicateFilter(minilm, WORDS, threshold=0.9, budget=Budget(12))([r])
+    (capped,) = NearDuplicateFilter(minilm, tokenizer=FAKE, threshold=0.9, max_tokens=12)([r])
     assert capped.docids == ["d0"]
 
 
@@ -198,7 +198,7 @@ def surprisal_backend(plain, with_question=None):
 
 def test_self_information_keeps_the_surprising_words_in_order():
     backend = surprisal_backend({"Bell": -9.0, "1876": -8.0, "the": -0.1, "telephone": -4.0})
-    stage = SurprisalPruner(backend, Budget(3))
+    stage = SurprisalPruner(backend, max_tokens=3)
     (out,) = stage([rank("who", "Bell made the telephone in 1876")])
     assert out.candidates[0].doc.text == "Bell telephone 1876"
     assert usage_total([out]).calls == 1
@@ -208,22 +208,22 @@ def test_question_aware_mode_adds_the_contrastive_term_and_memoises():
     plain = {"Paris": -5.0, "Lyon": -5.0}
     asked = {"Paris": -1.0, "Lyon": -6.0}  # the question makes "Paris" likely
     backend = surprisal_backend(plain, asked)
-    stage = SurprisalPruner(backend, Budget(1), mode="question")
+    stage = SurprisalPruner(backend, max_tokens=1, mode="question")
     batch = [rank("capital of France", "Lyon Paris")]
     (out,) = stage(batch)
     assert out.candidates[0].doc.text == "Paris"
     assert usage_total([out]).calls == 2  # one pass without, one with the question
-    stage.budget = Budget(2)
+    stage.options = stage.options.model_copy(update={"max_tokens": 2})
     (wider,) = stage(batch)  # a budget sweep: scores are memoised, no new calls
     assert wider.candidates[0].doc.text == "Lyon Paris" and usage_total([wider]).calls == 0
-    (selfinfo,) = SurprisalPruner(surprisal_backend(plain, asked), Budget(1))(batch)
+    (selfinfo,) = SurprisalPruner(surprisal_backend(plain, asked), max_tokens=1)(batch)
     assert selfinfo.candidates[0].doc.text == "Lyon"  # a tie, broken by source order
 
 
 def test_surprisal_refuses_scores_that_do_not_line_up_with_the_tokenizer():
     backend = FakeBackend(continuation=lambda p, t: [-1.0])  # one value for many words
     with pytest.raises(BackendError, match="scored 1 tokens of passage 'd0' but its tokenizer gives 3"):
-        SurprisalPruner(backend, Budget(2))([rank("q", "three words here")])
+        SurprisalPruner(backend, max_tokens=2)([rank("q", "three words here")])
 
 
 # -- LLM filter and extractor ---------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_llm_filter_keeps_at_least_the_best_judged_passage():
     assert out.docids == ["d0"]
     (none,) = LLMFilter(judge([]), keep_at_least=0)([rank("who", "Cats purr.", "Dogs bark.")])
     assert none.docids == []
-    with pytest.raises(ConfigError, match="threshold is a probability"):
+    with pytest.raises(ConfigError, match=r"llm_filter: threshold: Input should be less than or equal to 1 \(got 2\)"):
         LLMFilter(judge([]), threshold=2)
 
 

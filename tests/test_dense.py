@@ -59,7 +59,7 @@ def test_faiss_matches_numpy(demo, minilm, tmp_path):
     pytest.importorskip("faiss")
     corpus, queries, _ = demo
     exact = DenseRetriever(corpus, minilm, k=10, cache_dir=tmp_path).retrieve(queries)
-    flat = DenseRetriever(corpus, minilm, k=10, cache_dir=tmp_path, use_faiss=True).retrieve(queries)
+    flat = DenseRetriever(corpus, minilm, k=10, cache_dir=tmp_path, faiss=True).retrieve(queries)
     for a, b in zip(exact, flat):
         assert [round(c.score, 4) for c in a.candidates] == [round(c.score, 4) for c in b.candidates]
         assert set(a.docids[:5]) == set(b.docids[:5])

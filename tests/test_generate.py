@@ -160,7 +160,7 @@ def test_experiment_reports_rag_measures_and_writes_answers(tmp_path):
     backend = FakeBackend(reply)
     systems = {
         "full": AnswerGenerator(backend),
-        "budget": BudgetFilter(backend.count_tokens, 5) >> AnswerGenerator(backend),
+        "budget": BudgetFilter(tokenizer=backend, max_tokens=5) >> AnswerGenerator(backend),
     }
     result = Experiment(systems, topics, None, ["nDCG@10"], answers=gold, baseline="full").run()
     full, cut = result.systems

@@ -14,7 +14,8 @@ from langchain_tests.integration_tests import RetrieversIntegrationTests
 
 from rerankflow.errors import ConfigError
 from rerankflow.generators.answer import AnswerGenerator
-from rerankflow.serve.langchain import PipelineRetriever, StageCompressor, job_pipeline
+from rerankflow.pipelines import load_pipeline
+from rerankflow.serve.langchain import PipelineRetriever, StageCompressor
 from rerankflow.testing.fake import FakeBackend
 
 pytestmark = pytest.mark.slow  # the pipelines load the real MiniLM encoder
@@ -46,7 +47,7 @@ def _pipeline():
     import tempfile
     from pathlib import Path
 
-    return job_pipeline(job_file(Path(tempfile.mkdtemp())), "bm25-minilm")
+    return load_pipeline(job_file(Path(tempfile.mkdtemp())), "bm25-minilm")
 
 
 class TestPipelineRetrieverStandard(RetrieversIntegrationTests):
@@ -83,7 +84,7 @@ def test_compressor_reranks_in_an_lcel_chain_sync_and_async(job):
     )
     question = "dense retrieval with sentence embeddings"
     docs = chain.invoke(question)
-    (expected,) = job_pipeline(job, "bm25-minilm").search([question])
+    (expected,) = load_pipeline(job, "bm25-minilm").search([question])
     # the same passages MiniLM ranks first among BM25's top 10 (the YAML pipeline takes 20)
     bm25_top10 = {d.id for d in retriever.invoke(question)}
     best = [d for d in expected.docids if d in bm25_top10][:3]

@@ -12,7 +12,6 @@ import pytest
 
 from rerankflow import Candidate, Query, Ranking
 from rerankflow.backends.base import run_sync
-from rerankflow.compressors.base import Budget
 from rerankflow.compressors.llm import LLMExtractor, LLMFilter
 from rerankflow.compressors.surprisal import SurprisalPruner
 from rerankflow.eval.trace import compression_of, usage_total
@@ -59,7 +58,7 @@ def check_compressed(before, after, limit=None, count=None):
 
 @pytest.mark.parametrize("mode", ["self_info", "question"])
 def test_surprisal_pruning_on_vllm_keeps_half_of_the_tokens(vllm_backend, contexts, mode):
-    stage = SurprisalPruner(vllm_backend, Budget(ratio=0.5), mode=mode)
+    stage = SurprisalPruner(vllm_backend, ratio=0.5, mode=mode)
     out = stage(contexts)
     count = vllm_backend.count_tokens
     check_compressed(contexts, out, lambda r: sum(count(document_text(c.doc)) for c in r.candidates) // 2, count)
@@ -81,7 +80,7 @@ def test_llm_filter_and_extractor_on_vllm(vllm_backend, contexts):
     check_compressed(contexts, out)
     assert all(len(r) >= 1 for r in out) and usage_total(out).calls == 9
     assert all(0.0 <= p <= 1.0 for p in filt.p_yes.values()) and len(filt.p_yes) == 9
-    ext = LLMExtractor(vllm_backend, budget=Budget(ratio=0.8))
+    ext = LLMExtractor(vllm_backend, ratio=0.8)
     extracted = ext(contexts)
     count = vllm_backend.count_tokens
     check_compressed(
@@ -168,13 +167,13 @@ dataset: {{questions: qa.jsonl.gz, distractors: 2, limit: 3}}
 pipelines:
   full: [generate: {{backend: {backend}, max_tokens: 32}}]
   sentences:
-    - sentences: {{backend: {backend}, ratio: 0.5}}
+    - sentences: {{tokenizer: {backend}, ratio: 0.5}}
     - reorder: {{policy: ends}}
     - generate: {{backend: {backend}, max_tokens: 32}}
   dedup-budget:
     - biencoder: {{}}
-    - dedup: {{backend: {backend}, threshold: 0.9}}
-    - budget: {{backend: {backend}, ratio: 0.5}}
+    - dedup: {{tokenizer: {backend}, threshold: 0.9}}
+    - budget: {{tokenizer: {backend}, ratio: 0.5}}
     - generate: {{backend: {backend}, max_tokens: 32}}
 baseline: full
 """

@@ -162,7 +162,7 @@ batch_size: 3
 cache: {enabled: false}
 pipelines:
   squeeze:
-    - budget: {backend: {kind: hf, model: smollm2-135m-instruct}, max_tokens: 24}
+    - budget: {tokenizer: {kind: hf, model: smollm2-135m-instruct}, max_tokens: 24}
     - generate: {backend: {kind: hf, model: smollm2-135m-instruct}, max_tokens: 8}
 """
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from rerankflow import registry
 from rerankflow.backends.cross_encoder import CrossEncoderModel
 from rerankflow.backends.hf import HFBackend
 from rerankflow.backends.http import OpenAIHTTPBackend
 from rerankflow.backends.vllm_offline import VLLMOfflineBackend
 from rerankflow.cli.main import main
 from rerankflow.errors import BackendError, ConfigError
-from rerankflow.pipelines.components import CrossEncoderConfig
 from rerankflow.pipelines.job import dump_job, load_job_text
 from rerankflow.pipelines.runner import run_job
 
@@ -125,7 +125,7 @@ def test_credentials_in_urls_are_refused():
 def test_remote_code_is_off_unless_asked_for():
     for cls in (HFBackend, VLLMOfflineBackend, CrossEncoderModel):
         assert inspect.signature(cls.__init__).parameters["trust_remote_code"].default is False, cls
-    assert CrossEncoderConfig(model="x").trust_remote_code is False
+    assert registry.get("crossencoder").config(model="x").trust_remote_code is False
 
 
 UNSAFE = re.compile(
@@ -178,20 +178,22 @@ def test_llm_stages_refuse_more_candidates_than_their_limit_and_say_how_to_fix_i
 def test_documented_limits_match_the_code():
     """docs/reliability.md's table of limits shows the defaults the configs really have."""
     from rerankflow.backends.http import OpenAIHTTPBackend
-    from rerankflow.pipelines.components import GenerateConfig, PlannedConfig, PointwiseConfig
+    from rerankflow.generators.answer import GenerateOptions
     from rerankflow.pipelines.job import ServeSpec
+    from rerankflow.rerankers.base import PlannedOptions
+    from rerankflow.rerankers.pointwise import PointwiseOptions
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "reliability.md").read_text()
     rows = dict(re.findall(r"^\| `([\w.]+)` \| ([^|]+?) \|", doc, flags=re.MULTILINE))
     http = inspect.signature(OpenAIHTTPBackend.__init__).parameters
     actual = {
-        "pointwise.max_candidates": PointwiseConfig.model_fields["max_candidates"].default,
-        "listwise.max_candidates": PlannedConfig.model_fields["max_candidates"].default,
-        "pointwise.max_passage_tokens": PointwiseConfig.model_fields["max_passage_tokens"].default,
-        "listwise.max_passage_tokens": PlannedConfig.model_fields["max_passage_tokens"].default,
-        "listwise.max_concurrency": PlannedConfig.model_fields["max_concurrency"].default,
-        "generate.max_passages": GenerateConfig.model_fields["max_passages"].default,
-        "generate.max_tokens": GenerateConfig.model_fields["max_tokens"].default,
+        "pointwise.max_candidates": PointwiseOptions.model_fields["max_candidates"].default,
+        "listwise.max_candidates": PlannedOptions.model_fields["max_candidates"].default,
+        "pointwise.max_passage_tokens": PointwiseOptions.model_fields["max_passage_tokens"].default,
+        "listwise.max_passage_tokens": PlannedOptions.model_fields["max_passage_tokens"].default,
+        "listwise.max_concurrency": PlannedOptions.model_fields["max_concurrency"].default,
+        "generate.max_passages": GenerateOptions.model_fields["max_passages"].default,
+        "generate.max_tokens": GenerateOptions.model_fields["max_tokens"].default,
         "http.max_concurrency": http["max_concurrency"].default,
         "http.timeout_s": http["timeout_s"].default,
         "http.max_retries": http["max_retries"].default,

@@ -1,31 +1,86 @@
 """rerankflow: declarative retrieval, LLM reranking and RAG pipelines.
 
-Core names are re-exported here; importing this package loads no model and no heavy library.
+The common names are re-exported here (``from rerankflow import BM25Retriever, rrf``);
+importing this package loads no model and no heavy library (models load on first use).
 """
 
+from .backends import HFBackend, OpenAIHTTPBackend, SentenceTransformerEncoder, VLLMOfflineBackend
+from .compressors import (
+    BudgetFilter,
+    LLMExtractor,
+    LLMFilter,
+    NearDuplicateFilter,
+    Reorder,
+    SentenceExtractor,
+    SurprisalPruner,
+)
 from .errors import ConfigError, DataError, PipelineTypeError, RerankflowError
+from .eval import Experiment, evaluate, experiment
+from .generators import AnswerGenerator
+from .io import demo_dataset, read_qrels, read_topics
+from .pipelines import load_job, load_pipeline, run_job
+from .rerankers import (
+    BiEncoderReranker,
+    CrossEncoderReranker,
+    ListwiseReranker,
+    PairwiseReranker,
+    PointwiseReranker,
+    SetwiseReranker,
+)
+from .retrievers import BM25Retriever, DenseRetriever
 from .stage import ConvexFusion, Cutoff, Identity, Retriever, RRFFusion, Sequential, Stage, Transformer, rrf
-from .types import FIRST_RANK, Candidate, Document, Query, Ranking
+from .types import FIRST_RANK, Answer, Candidate, Document, Query, Ranking, StageRecord
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FIRST_RANK",
+    "Answer",
+    "AnswerGenerator",
+    "BM25Retriever",
+    "BiEncoderReranker",
+    "BudgetFilter",
     "Candidate",
     "ConfigError",
     "ConvexFusion",
+    "CrossEncoderReranker",
     "Cutoff",
     "DataError",
+    "DenseRetriever",
     "Document",
+    "Experiment",
+    "HFBackend",
     "Identity",
+    "LLMExtractor",
+    "LLMFilter",
+    "ListwiseReranker",
+    "NearDuplicateFilter",
+    "OpenAIHTTPBackend",
+    "PairwiseReranker",
     "PipelineTypeError",
+    "PointwiseReranker",
     "Query",
     "RRFFusion",
     "Ranking",
+    "Reorder",
     "RerankflowError",
     "Retriever",
+    "SentenceExtractor",
+    "SentenceTransformerEncoder",
     "Sequential",
+    "SetwiseReranker",
     "Stage",
+    "StageRecord",
+    "SurprisalPruner",
     "Transformer",
+    "VLLMOfflineBackend",
+    "demo_dataset",
+    "evaluate",
+    "experiment",
+    "load_job",
+    "load_pipeline",
+    "read_qrels",
+    "read_topics",
     "rrf",
+    "run_job",
 ]

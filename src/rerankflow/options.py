@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import ConfigError
+from .errors import ConfigError, RerankflowError
 
-O = TypeVar("O", bound="StageOptions")
+OptionsT = TypeVar("OptionsT", bound="StageOptions")
 
 
 class StageOptions(BaseModel):
@@ -27,20 +27,26 @@ class StageOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @classmethod
-    def build(cls: type[O], given: O | None, settings: Mapping[str, Any], owner: str) -> O:
-        """``given`` (or the defaults) with ``settings`` applied, validated; a ConfigError names
+    def build(
+        cls: type[OptionsT],
+        given: OptionsT | None,
+        settings: Mapping[str, Any],
+        owner: str,
+        error: type[RerankflowError] = ConfigError,
+    ) -> OptionsT:
+        """``given`` (or the defaults) with ``settings`` applied, validated; an ``error`` names
         ``owner``, each bad setting and what it should be."""
         if given is not None and not isinstance(given, cls):
-            raise ConfigError(f"{owner} takes options of type {cls.__name__}, got {type(given).__name__}")
+            raise error(f"{owner} takes options of type {cls.__name__}, got {type(given).__name__}")
         if given is not None and not settings:
             return given
         data = {**(given.model_dump(exclude_unset=True) if given is not None else {}), **settings}
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"{owner}: {describe(exc)}") from None
+            raise error(f"{owner}: {describe(exc)}") from None
 
-    def pick(self, options: type[O]) -> O:
+    def pick(self, options: type[OptionsT]) -> OptionsT:
         """The fields of ``options`` taken from this model (a YAML config is the stage's
         options plus the keys that name its objects)."""
         return options.model_validate({name: getattr(self, name) for name in options.model_fields})
@@ -50,8 +56,8 @@ def describe(exc: ValidationError) -> str:
     """A pydantic error as one line: ``setting: problem (got value)`` for each problem."""
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "options"
+        where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         got = f" (got {err['input']!r})" if err["type"] not in ("value_error", "missing") else ""
-        parts.append(f"{where}: {msg}{got}")
+        parts.append(f"{where}: {msg}{got}" if where else msg)
     return "; ".join(parts)

@@ -1,7 +1,9 @@
 """The closed registry that maps YAML stage names to components.
 
-A component is registered with a pydantic config model (unknown keys are errors) and a build
-function that turns a validated config into a stage. Names are global and registering a name
+A component is registered with the stage class it builds and the keys that name the objects
+the YAML layer hands it (a backend, a template, an encoder); its config model is derived from
+the two: the stage's own ``Options`` plus those keys (unknown keys are errors). A build
+function turns a validated config into a stage. Names are global and registering a name
 twice raises. Third-party packages add components through the ``rerankflow.stages``
 entry-point group: each entry point names a module whose import registers its components.
 """
@@ -14,9 +16,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from .errors import ConfigError
+from .options import StageOptions
 
 if TYPE_CHECKING:
     from .stage import Transformer
@@ -26,10 +27,8 @@ log = logging.getLogger(__name__)
 Kind = Literal["retriever", "reranker", "fusion", "transform", "compressor", "generator"]
 
 
-class StageConfig(BaseModel):
-    """Base of every stage's config: frozen, and unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+StageConfig = StageOptions
+"""Base of every stage's config (and options): frozen, and unknown keys are errors."""
 
 
 class ResourcePool:
@@ -58,6 +57,10 @@ class Component:
     build: BuildFn
     nested: str | None = None
     """Name of the config key that holds sub-pipelines (fusion inputs), if any."""
+    stage: type | None = None
+    """The class the build function makes (built-in stages; its ``Options`` are part of ``config``)."""
+    keys: type[StageConfig] | None = None
+    """The config keys that are not the stage's options (they name its backend, template...)."""
 
     @property
     def doc(self) -> str:
@@ -69,17 +72,44 @@ _REGISTRY: dict[str, Component] = {}
 _plugins_loaded = False
 
 
+def yaml_config(cls: type, keys: type[StageConfig] | None = None) -> type[StageConfig]:
+    """The YAML config of stage class ``cls``: its ``Options`` plus ``keys`` (which must not repeat an option)."""
+    options: type[StageConfig] = getattr(cls, "Options", StageConfig)
+    if keys is None:
+        return options
+    if options is StageConfig:  # a stage without settings of its own
+        return keys
+    twice = sorted(set(options.model_fields) & set(keys.model_fields))
+    if twice:
+        raise ConfigError(f"{keys.__name__} repeats options of {cls.__name__}: {', '.join(twice)}")
+    namespace = {"__doc__": options.__doc__, "__module__": keys.__module__}
+    return type(f"{cls.__name__}Config", (keys, options), namespace)  # options first in listings
+
+
 def register(
-    name: str, *, kind: Kind, config: type[StageConfig], nested: str | None = None
+    name: str,
+    *,
+    kind: Kind,
+    stage: type | None = None,
+    keys: type[StageConfig] | None = None,
+    config: type[StageConfig] | None = None,
+    nested: str | None = None,
 ) -> Callable[[BuildFn], BuildFn]:
-    """Register ``build(config, ctx, inputs)`` under ``name`` (a decorator)."""
+    """Register ``build(config, ctx, inputs)`` under ``name`` (a decorator). Built-in stages
+    pass their class (``stage``) and the extra ``keys``; plugins may pass a ``config`` model."""
+    if stage is not None and config is None:
+        cfg = yaml_config(stage, keys)
+    elif stage is None and config is not None:
+        cfg = config
+    else:
+        raise ConfigError(f"registering {name!r}: pass the stage class (with its keys) or a config model")
 
     def deco(build: BuildFn) -> BuildFn:
         if name in _REGISTRY:
             raise ConfigError(
                 f"stage name {name!r} is registered twice ({_REGISTRY[name].build.__module__} and {build.__module__})"
             )
-        _REGISTRY[name] = Component(name, kind, config, build, nested)
+        _REGISTRY[name] = Component(name, kind, cfg, build, nested, stage, keys)
         return build
 
     return deco

@@ -17,12 +17,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from .errors import DataError, PipelineTypeError
-from .types import Candidate, Query, Ranking, sort_candidates
+from .options import StageOptions
+from .types import Candidate, Query, Ranking, as_rankings, sort_candidates
 
 
 @runtime_checkable
@@ -44,6 +46,8 @@ class Transformer(ABC):
     _loaded: bool = False
     is_chain: ClassVar[bool] = False
     """True for ``a >> b``, whose children run one after another."""
+    Options: ClassVar[type[StageOptions]] = StageOptions
+    """The stage's settings (:mod:`rerankflow.options`); YAML configs derive from them."""
 
     @property
     def name(self) -> str:
@@ -95,8 +99,7 @@ class Transformer(ABC):
 
     def search(self, queries: Sequence[Query | str]) -> list[Ranking]:
         """Run this pipeline on queries (strings get ids ``q0``, ``q1``...)."""
-        batch = [Ranking(q if isinstance(q, Query) else Query(f"q{i}", q)) for i, q in enumerate(queries)]
-        return self(batch)
+        return self(as_rankings(queries))
 
     def __rshift__(self, other: Stage) -> Sequential:
         return Sequential(self, as_transformer(other))
@@ -138,9 +141,9 @@ def require_at_most(
             )
 
 
-def check_contract(stage: object, batch: Sequence[Ranking], out: Sequence[Ranking]) -> None:
-    """Raise if ``out`` breaks the stage contract (same length, same queries, same order)."""
-    name = getattr(stage, "name", type(stage).__name__)
+def check_contract(runner: object, batch: Sequence[Ranking], out: Sequence[Ranking]) -> None:
+    """Raise if ``out`` of ``runner`` (a stage) breaks the contract (same length, same queries, same order)."""
+    name = getattr(runner, "name", type(runner).__name__)
     if not isinstance(out, list):
         raise PipelineTypeError(f"stage {name} returned {type(out).__name__}; stages must return a list of rankings")
     if len(out) != len(batch):
@@ -216,13 +219,20 @@ def chain(stages: Sequence[Transformer]) -> Transformer:
     return out
 
 
+class CutoffOptions(StageOptions):
+    """Keep the top k candidates of each ranking."""
+
+    k: int = Field(..., ge=0, strict=True, description="candidates kept per ranking")
+
+
 class Cutoff(Transformer):
     """Keep the top ``k`` candidates of every ranking (``stage % k``)."""
 
+    Options = CutoffOptions
+
     def __init__(self, k: int) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise PipelineTypeError(f"cutoff must be a non-negative integer, got {k!r}")
-        self.k = k
+        self.options = CutoffOptions.build(None, {"k": k}, "cutoff", PipelineTypeError)
+        self.k = self.options.k
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Truncate every ranking."""
@@ -232,8 +242,14 @@ class Cutoff(Transformer):
         return f"Cutoff({self.k})"
 
 
+class IdentityOptions(StageOptions):
+    """Pass rankings through unchanged (in fusion: the incoming candidates)."""
+
+
 class Identity(Transformer):
     """Returns its input unchanged (useful as a fusion input: "the incoming ranking")."""
+
+    Options = IdentityOptions
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Return the batch as it is."""
@@ -292,20 +308,37 @@ def convex(left: Weighted, right: Transformer | Weighted) -> ConvexFusion:
     return ConvexFusion([left.stage, right_w.stage], weights=[left.weight, right_w.weight])
 
 
+class FusionOptions(StageOptions):
+    """Settings every fusion shares."""
+
+    weights: list[float] | None = Field(None, description="one non-negative weight per input (default: all 1)")
+
+    @field_validator("weights")
+    @classmethod
+    def _usable_weights(cls, w: list[float] | None) -> list[float] | None:
+        if w is not None and (any(x < 0 for x in w) or sum(w) <= 0):
+            raise ValueError(f"weights must be non-negative and not all zero, got {w}")
+        return w
+
+
 class _Fusion(Transformer):
     """Shared machinery: run the inputs, align their candidates by document id."""
 
-    def __init__(self, inputs: Sequence[Transformer], weights: Sequence[float] | None, stage_name: str) -> None:
+    Options: ClassVar[type[FusionOptions]] = FusionOptions
+
+    def __init__(
+        self, inputs: Sequence[Transformer], options: FusionOptions | None, settings: dict[str, Any], stage_name: str
+    ) -> None:
+        self.options = self.Options.build(options, settings, stage_name, PipelineTypeError)
         if len(inputs) < 2:
             raise PipelineTypeError(f"{stage_name} fuses at least two inputs, got {len(inputs)}")
         self.inputs = [as_transformer(s) for s in inputs]
+        weights = self.options.weights
         w = [1.0] * len(self.inputs) if weights is None else [float(x) for x in weights]
         if len(w) != len(self.inputs):
             raise PipelineTypeError(
                 f"{stage_name} has {len(self.inputs)} inputs but {len(w)} weights; give one weight per input"
             )
-        if any(x < 0 for x in w) or sum(w) <= 0:
-            raise PipelineTypeError(f"{stage_name} weights must be non-negative and not all zero, got {w}")
         self.weights = w
         self.stage_name = stage_name
 
@@ -342,6 +375,13 @@ class _Fusion(Transformer):
         raise NotImplementedError
 
 
+class RRFOptions(FusionOptions):
+    """Reciprocal rank fusion of the sub-pipelines under 'inputs'."""
+
+    k: float = Field(60.0, ge=0)
+    rank_base: int = Field(1, ge=0, description="rank of the best document in the formula (1 as in the paper)")
+
+
 class RRFFusion(_Fusion):
     r"""Reciprocal rank fusion (Cormack, Clarke and Büttcher, SIGIR 2009).
 
@@ -352,19 +392,13 @@ class RRFFusion(_Fusion):
     ``k`` defaults to 60 and ``w_i`` to 1. A document absent from input ``i`` adds nothing.
     """
 
-    def __init__(
-        self,
-        inputs: Sequence[Transformer],
-        *,
-        k: float = 60.0,
-        weights: Sequence[float] | None = None,
-        rank_base: int = 1,
-    ) -> None:
-        super().__init__(inputs, weights, "rrf")
-        if k < 0:
-            raise PipelineTypeError(f"rrf k must be >= 0, got {k}")
-        self.k = float(k)
-        self.rank_base = int(rank_base)
+    Options = RRFOptions
+    options: RRFOptions
+
+    def __init__(self, inputs: Sequence[Transformer], options: RRFOptions | None = None, **settings: Any) -> None:
+        super().__init__(inputs, options, settings, "rrf")
+        self.k = float(self.options.k)
+        self.rank_base = int(self.options.rank_base)
 
     def _fused_scores(self, lists: list[Ranking], docids: list[str]) -> np.ndarray:
         index = {d: i for i, d in enumerate(docids)}
@@ -379,6 +413,13 @@ class RRFFusion(_Fusion):
         return f"rrf({args}, k={self.k:g}, weights={self.weights})"
 
 
+class ConvexOptions(FusionOptions):
+    """Convex combination of per-query normalised scores of the sub-pipelines under 'inputs'
+    (weights are normalised to sum 1)."""
+
+    normalization: Normalization = "minmax"
+
+
 class ConvexFusion(_Fusion):
     r"""Convex combination of per-query normalised scores (Bruch, Gai and Ingber, "An Analysis
     of Fusion Functions for Hybrid Retrieval", ACM TOIS 2023).
@@ -391,17 +432,12 @@ class ConvexFusion(_Fusion):
     input gets that input's lowest normalised score for the query (0 under min-max).
     """
 
-    def __init__(
-        self,
-        inputs: Sequence[Transformer],
-        *,
-        weights: Sequence[float] | None = None,
-        normalization: Normalization = "minmax",
-    ) -> None:
-        super().__init__(inputs, weights, "convex")
-        if normalization not in ("minmax", "zscore", "none"):
-            raise PipelineTypeError(f"normalization must be minmax, zscore or none, got {normalization!r}")
-        self.normalization: Normalization = normalization
+    Options = ConvexOptions
+    options: ConvexOptions
+
+    def __init__(self, inputs: Sequence[Transformer], options: ConvexOptions | None = None, **settings: Any) -> None:
+        super().__init__(inputs, options, settings, "convex")
+        self.normalization: Normalization = self.options.normalization
         total = sum(self.weights)
         self.alphas = [w / total for w in self.weights]
 
@@ -436,11 +472,6 @@ def normalize(scores: np.ndarray, method: Normalization) -> np.ndarray:
     return np.zeros_like(scores) if std == 0 else (scores - scores.mean()) / std
 
 
-def rrf(
-    *inputs: Transformer,
-    k: float = 60.0,
-    weights: Sequence[float] | None = None,
-    rank_base: int = 1,
-) -> RRFFusion:
-    """Reciprocal rank fusion of ``inputs`` (see :class:`RRFFusion`)."""
-    return RRFFusion(inputs, k=k, weights=weights, rank_base=rank_base)
+def rrf(*inputs: Transformer, **settings: Any) -> RRFFusion:
+    """Reciprocal rank fusion of ``inputs`` (see :class:`RRFFusion`; settings: :class:`RRFOptions`)."""
+    return RRFFusion(inputs, **settings)

@@ -258,3 +258,14 @@ def rescore(ranking: Ranking, scores: Iterable[float], stage: str, *, rank_deriv
     """Give each candidate of ``ranking`` its new score (same order as the candidates) and sort."""
     scored = [c.rescored(s, stage, rank_derived=rank_derived) for c, s in zip(ranking.candidates, scores, strict=True)]
     return ranking.with_candidates(sort_candidates(scored))
+
+
+def as_rankings(topics: Iterable[Ranking | Query | str]) -> list[Ranking]:
+    """Topics as rankings: rankings as they are, queries with no candidates, strings as
+    queries with ids ``q0``, ``q1``... (by position)."""
+    out = []
+    for i, t in enumerate(topics):
+        if isinstance(t, str):
+            t = Query(f"q{i}", t)
+        out.append(t if isinstance(t, Ranking) else Ranking(t))
+    return out

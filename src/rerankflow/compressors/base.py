@@ -3,11 +3,14 @@
 A compressor is a stage between reranking and generation. It receives rankings and returns
 them with fewer candidates and/or shorter passages; kept candidates keep their document id,
 score and history, so citations of the generated answer still point at the source passage.
-Tokens are counted with the generator's tokenizer (``count_tokens``, from its backend) over
-what the generator will read: :func:`~rerankflow.types.document_text` (title and text).
+Tokens are counted with the generator's tokenizer (``tokenizer=``: its backend, or anything
+with ``count_tokens`` and ``truncate``) over what the generator will read:
+:func:`~rerankflow.types.document_text` (title and text).
 
 The budget is ``max_tokens`` and/or ``ratio`` (a fraction of the incoming context's tokens);
-with both, the smaller limit applies.
+with both, the smaller limit applies. Every compressor takes the same shape: its models
+positionally, then ``tokenizer=``, ``max_tokens=``/``ratio=`` and its own settings (or an
+``options`` object of its ``Options``).
 """
 
 from __future__ import annotations
@@ -17,33 +20,39 @@ import threading
 from abc import abstractmethod
 from collections import Counter as Tally
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from ..errors import ConfigError, DataError
+from pydantic import Field, model_validator
+
+from ..errors import DataError
+from ..options import StageOptions
 from ..stage import Transformer
 from ..types import CallCost, Candidate, Compression, Document, LLMUsage, Ranking, StageRecord, document_text
 
-TokenCounter = Callable[[str], int]
-Truncator = Callable[[str, int], str]
 Overflow = Literal["skip", "stop"]
 K = TypeVar("K")
 V = TypeVar("V")
 
 
-@dataclass(frozen=True)
-class Budget:
-    """A token limit: ``max_tokens``, ``ratio`` of the incoming tokens, or both (the smaller wins)."""
+class Tokenizes(Protocol):
+    """What a compressor counts and cuts tokens with (every LLM backend has both)."""
 
-    max_tokens: int | None = None
-    ratio: float | None = None
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of ``text``."""
+        ...
 
-    def __post_init__(self) -> None:
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if self.ratio is not None and not 0 < self.ratio <= 1:
-            raise ConfigError(f"ratio must be in (0, 1], got {self.ratio}")
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The longest prefix of ``text`` with at most ``max_tokens`` tokens."""
+        ...
+
+
+class CompressorOptions(StageOptions):
+    """The token budget every compressor takes (counted with the generator's tokenizer)."""
+
+    max_tokens: int | None = Field(None, ge=1, description="keep at most this many context tokens")
+    ratio: float | None = Field(None, gt=0, le=1, description="keep at most this fraction of the incoming tokens")
 
     @property
     def unlimited(self) -> bool:
@@ -60,11 +69,14 @@ class Budget:
         return min(limits) if limits else None
 
 
-def require_budget(budget: Budget, who: str) -> Budget:
-    """``budget`` if it sets a limit; else a ConfigError saying how to set one."""
-    if budget.unlimited:
-        raise ConfigError(f"{who} needs a budget: set max_tokens (tokens kept) and/or ratio (fraction kept)")
-    return budget
+class BudgetedOptions(CompressorOptions):
+    """Options of compressors that only make sense with a budget."""
+
+    @model_validator(mode="after")
+    def _has_budget(self) -> BudgetedOptions:
+        if self.unlimited:
+            raise ValueError("needs a budget: set max_tokens (tokens kept) and/or ratio (fraction kept)")
+        return self
 
 
 class Memo(Generic[K, V]):
@@ -133,10 +145,16 @@ class Compressor(Transformer):
     stage_name = "compressor"
     calls_llm: ClassVar[bool] = False
     repairs_output: ClassVar[bool] = False
+    Options: ClassVar[type[CompressorOptions]] = CompressorOptions
+    options: CompressorOptions
 
-    def __init__(self, count_tokens: TokenCounter, budget: Budget | None = None) -> None:
-        self.count_tokens = count_tokens
-        self.budget = budget or Budget()
+    def __init__(self, tokenizer: Tokenizes, options: CompressorOptions | None, settings: dict[str, Any]) -> None:
+        self.options = self.Options.build(options, settings, self.stage_name)
+        self.tokenizer = tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` (the generator's tokenizer)."""
+        return self.tokenizer.count_tokens(text)
 
     @property
     def name(self) -> str:
@@ -187,7 +205,7 @@ class Compressor(Transformer):
         notes = []
         for r in batch:
             tokens_in = self.context_tokens(r.candidates)
-            notes.append(QueryNotes(tokens_in, self.budget.limit(tokens_in)))
+            notes.append(QueryNotes(tokens_in, self.options.limit(tokens_in)))
         kept_lists = self.compress(batch, notes)
         return [
             r.with_candidates(kept).recorded(self._record(r, kept, n))
@@ -272,9 +290,7 @@ class UnitCompressor(Compressor):
     that unit alone, without its title, cut to the limit (``meta["compressed"]["cut"]``).
     """
 
-    def __init__(self, count_tokens: TokenCounter, truncate: Truncator, budget: Budget) -> None:
-        super().__init__(count_tokens, require_budget(budget, type(self).__name__))
-        self.truncate = truncate
+    Options: ClassVar[type[CompressorOptions]] = BudgetedOptions
 
     @abstractmethod
     def score_units(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Unit]]:
@@ -310,7 +326,7 @@ class UnitCompressor(Compressor):
         best = min(range(len(units)), key=lambda i: (-units[i].score, i))
         u = units[best]
         c = ranking.candidates[u.passage]
-        text = self.truncate(c.doc.text[u.start : u.end].strip(), limit)
+        text = self.tokenizer.truncate(c.doc.text[u.start : u.end].strip(), limit)
         meta = {**c.doc.meta, "compressed": {"spans": [(u.start, u.end)], "cut": True, "source_chars": len(c.doc.text)}}
         notes.drop("budget", len(ranking.candidates) - 1)
         return [replace(c, doc=Document(c.doc.docid, text, None, meta))]

@@ -8,31 +8,38 @@ stays). An optional budget then keeps the survivors in rank order while they fit
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from ..backends.embeddings import TextEncoder
-from ..errors import ConfigError
 from ..types import Candidate, Ranking, document_text
-from .base import Budget, Compressor, QueryNotes, TokenCounter
+from .base import Compressor, CompressorOptions, QueryNotes, Tokenizes
+
+
+class DedupOptions(CompressorOptions):
+    """Drop passages whose embedding cosine to a better-ranked kept passage reaches threshold."""
+
+    threshold: float = Field(0.95, ge=-1, le=1, description="cosine similarity that makes a near-duplicate")
 
 
 class NearDuplicateFilter(Compressor):
     """Drop candidates with cosine similarity >= ``threshold`` to a better kept one."""
 
     stage_name = "dedup"
+    Options = DedupOptions
+    options: DedupOptions
 
     def __init__(
-        self, encoder: TextEncoder, count_tokens: TokenCounter, *, threshold: float = 0.95, budget: Budget | None = None
+        self, encoder: TextEncoder, *, tokenizer: Tokenizes, options: DedupOptions | None = None, **settings: Any
     ) -> None:
-        if not -1.0 <= threshold <= 1.0:
-            raise ConfigError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
-        super().__init__(count_tokens, budget)
+        super().__init__(tokenizer, options, settings)
         self.encoder = encoder
-        self.threshold = threshold
+        self.threshold = self.options.threshold
 
     def __repr__(self) -> str:
-        return f"NearDuplicateFilter(threshold={self.threshold}, {self.budget})"
+        return f"NearDuplicateFilter(threshold={self.threshold}, max_tokens={self.options.max_tokens}, ratio={self.options.ratio})"
 
     def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
         """Remove near-duplicates per ranking, then fit the budget."""

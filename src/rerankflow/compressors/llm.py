@@ -18,21 +18,23 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
 
 from ..backends.base import LLMBackend
 from ..backends.types import GenerationParams
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, as_template
 from ..types import Candidate, Ranking, document_text, one_line
-from .base import Budget, Compressor, Memo, QueryNotes, TokenCounter, Unit, assemble
+from .base import Compressor, CompressorOptions, Memo, QueryNotes, Tokenizes, Unit, assemble
 from .sentences import split_sentences
 
 _NUMBER = re.compile(r"\[(\d+)\]")
 
 
-def _template(template: PromptTemplate | str, template_dir: Path | None, labels: bool) -> PromptTemplate:
-    t = as_template(template, template_dir)
+def _template(template: PromptTemplate | str, labels: bool) -> PromptTemplate:
+    t = as_template(template)
     if set(t.placeholders) != {"query", "passage"}:
         raise ConfigError(f"template {t.name!r} must have the placeholders query and passage")
     if labels and len(t.labels or []) != 2:
@@ -49,20 +51,21 @@ class _LLMCompressor(Compressor):
 
     calls_llm = True
     repairs_output = True
+    default_template: ClassVar[str]
+    needs_labels: ClassVar[bool] = False
 
     def __init__(
         self,
         backend: LLMBackend,
-        template: PromptTemplate,
-        *,
-        count_tokens: TokenCounter | None,
-        budget: Budget | None,
-        max_passage_tokens: int | None,
+        template: PromptTemplate | str | None,
+        tokenizer: Tokenizes | None,
+        options: CompressorOptions | None,
+        settings: dict[str, Any],
     ) -> None:
-        super().__init__(count_tokens or backend.count_tokens, budget)
+        super().__init__(tokenizer or backend, options, settings)
         self.backend = backend
-        self.template = template
-        self.max_passage_tokens = max_passage_tokens
+        self.template = _template(template or self.default_template, labels=self.needs_labels)
+        self.max_passage_tokens: int | None = getattr(self.options, "max_passage_tokens", None)
 
     def load(self) -> None:
         """Start the backend."""
@@ -72,42 +75,42 @@ class _LLMCompressor(Compressor):
         return text if self.max_passage_tokens is None else self.backend.truncate(text, self.max_passage_tokens)
 
 
+class LLMFilterOptions(CompressorOptions):
+    """Keep passages the LLM says help answer the question (P(yes) >= threshold)."""
+
+    threshold: float = Field(0.5, ge=0, le=1, description="P(yes) a passage needs to be kept")
+    keep_at_least: int = Field(1, ge=0, description="always keep this many best-judged passages")
+    max_passage_tokens: int | None = Field(256, ge=1, description="cut passages to this many tokens")
+
+
 class LLMFilter(_LLMCompressor):
     """Keep passages the LLM judges helpful (see the module docstring)."""
 
     stage_name = "llm_filter"
+    default_template = "context-filter"
+    needs_labels = True
+    Options = LLMFilterOptions
+    options: LLMFilterOptions
 
     def __init__(
         self,
         backend: LLMBackend,
-        template: PromptTemplate | str = "context-filter",
+        template: PromptTemplate | str | None = None,
         *,
-        threshold: float = 0.5,
-        keep_at_least: int = 1,
-        count_tokens: TokenCounter | None = None,
-        budget: Budget | None = None,
-        max_passage_tokens: int | None = 256,
-        template_dir: Path | None = None,
+        tokenizer: Tokenizes | None = None,
+        options: LLMFilterOptions | None = None,
+        **settings: Any,
     ) -> None:
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"threshold is a probability in [0, 1], got {threshold}")
-        if keep_at_least < 0:
-            raise ConfigError(f"keep_at_least must be >= 0, got {keep_at_least}")
-        super().__init__(
-            backend,
-            _template(template, template_dir, labels=True),
-            count_tokens=count_tokens,
-            budget=budget,
-            max_passage_tokens=max_passage_tokens,
-        )
-        self.threshold = threshold
-        self.keep_at_least = keep_at_least
+        super().__init__(backend, template, tokenizer, options, settings)
+        self.threshold = self.options.threshold
+        self.keep_at_least = self.options.keep_at_least
         self.p_yes: Memo[tuple[str, str, str], float] = Memo()
         """P(yes) of judged (query text, document id, text): a pair is judged once while it
         stays in the bounded memo, so a budget sweep on the same stage costs no further calls."""
 
     def __repr__(self) -> str:
-        return f"LLMFilter({self.backend!r}, threshold={self.threshold}, {self.budget})"
+        o = self.options
+        return f"LLMFilter({self.backend!r}, threshold={self.threshold}, max_tokens={o.max_tokens}, ratio={o.ratio})"
 
     def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
         """Judge every passage, keep the helpful ones (rank order kept), fit the budget."""
@@ -138,36 +141,39 @@ class LLMFilter(_LLMCompressor):
         return out
 
 
+class LLMExtractOptions(CompressorOptions):
+    """Keep the sentences of each passage that the LLM picks (by number)."""
+
+    max_output_tokens: int = Field(32, ge=1, description="longest reply (sentence numbers)")
+    max_passage_tokens: int | None = Field(None, ge=1, description="cut the numbered sentences to this many tokens")
+
+
 class LLMExtractor(_LLMCompressor):
     """Keep the sentences the LLM picks (see the module docstring)."""
 
     stage_name = "llm_extract"
+    default_template = "context-extract"
+    Options = LLMExtractOptions
+    options: LLMExtractOptions
 
     def __init__(
         self,
         backend: LLMBackend,
-        template: PromptTemplate | str = "context-extract",
+        template: PromptTemplate | str | None = None,
         *,
-        count_tokens: TokenCounter | None = None,
-        budget: Budget | None = None,
-        max_passage_tokens: int | None = None,
-        max_output_tokens: int = 32,
-        template_dir: Path | None = None,
+        tokenizer: Tokenizes | None = None,
+        options: LLMExtractOptions | None = None,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            backend,
-            _template(template, template_dir, labels=False),
-            count_tokens=count_tokens,
-            budget=budget,
-            max_passage_tokens=max_passage_tokens,
-        )
-        self.max_output_tokens = max_output_tokens
+        super().__init__(backend, template, tokenizer, options, settings)
+        self.max_output_tokens = self.options.max_output_tokens
         self.replies: Memo[tuple[str, str, str], str] = Memo()
         """The model's reply per (query text, document id, text), asked once while it stays
         in the bounded memo."""
 
     def __repr__(self) -> str:
-        return f"LLMExtractor({self.backend!r}, {self.budget})"
+        o = self.options
+        return f"LLMExtractor({self.backend!r}, max_tokens={o.max_tokens}, ratio={o.ratio})"
 
     def _numbered(self, text: str, spans: list[tuple[int, int]]) -> str:
         return self._cut("\n".join(f"[{i}] {one_line(text[a:b])}" for i, (a, b) in enumerate(spans, 1)))

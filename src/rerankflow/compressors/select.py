@@ -15,40 +15,41 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from ..errors import ConfigError
+from pydantic import Field
+
+from ..options import StageOptions
 from ..stage import Transformer
 from ..types import Candidate, Ranking
-from .base import Budget, Compressor, Overflow, QueryNotes, TokenCounter, require_budget
+from .base import BudgetedOptions, Compressor, Overflow, QueryNotes, Tokenizes
 
 Policy = Literal["relevance", "ends", "original"]
+
+
+class BudgetFilterOptions(BudgetedOptions):
+    """Keep the best candidates whose passages fit a token budget of the generator's tokenizer."""
+
+    min_score: float | None = Field(None, description="also drop candidates scoring below this")
+    overflow: Overflow = Field("skip", description="skip a passage that does not fit, or stop there")
 
 
 class BudgetFilter(Compressor):
     """Keep the best candidates whose passages fit the budget (see the module docstring)."""
 
     stage_name = "budget"
+    Options = BudgetFilterOptions
+    options: BudgetFilterOptions
 
-    def __init__(
-        self,
-        count_tokens: TokenCounter,
-        max_tokens: int | None = None,
-        *,
-        ratio: float | None = None,
-        min_score: float | None = None,
-        overflow: Overflow = "skip",
-    ) -> None:
-        if overflow not in ("skip", "stop"):
-            raise ConfigError(f"overflow must be 'skip' or 'stop', got {overflow!r}")
-        super().__init__(count_tokens, require_budget(Budget(max_tokens, ratio), "the budget filter"))
-        self.min_score = min_score
-        self.overflow: Overflow = overflow
+    def __init__(self, *, tokenizer: Tokenizes, options: BudgetFilterOptions | None = None, **settings: Any) -> None:
+        super().__init__(tokenizer, options, settings)
+        self.min_score = self.options.min_score
+        self.overflow: Overflow = self.options.overflow
 
     def __repr__(self) -> str:
-        b = self.budget
+        o = self.options
         return (
-            f"BudgetFilter(max_tokens={b.max_tokens}, ratio={b.ratio}, min_score={self.min_score}, "
+            f"BudgetFilter(max_tokens={o.max_tokens}, ratio={o.ratio}, min_score={self.min_score}, "
             f"overflow={self.overflow!r})"
         )
 
@@ -70,17 +71,25 @@ def ends_order(n: int) -> list[int]:
     return list(range(0, n, 2)) + list(range(n - 1 - (n % 2 == 1), 0, -2)) if n else []
 
 
+class ReorderOptions(StageOptions):
+    """Order the context for the generator: relevance, best at both ends, or first-stage order."""
+
+    policy: Policy = "relevance"
+
+
 class Reorder(Transformer):
     """Order the context for the generator (see the module docstring).
 
     The candidates keep their scores, so the ranking is no longer sorted by score: this stage
     belongs right before generation, and its position in the list is the reading order.
+    ``Reorder("ends")`` names the policy; ``options`` may carry it instead.
     """
 
-    def __init__(self, policy: Policy = "relevance") -> None:
-        if policy not in ("relevance", "ends", "original"):
-            raise ConfigError(f"policy must be relevance, ends or original, got {policy!r}")
-        self.policy: Policy = policy
+    Options = ReorderOptions
+
+    def __init__(self, policy: Policy | None = None, *, options: ReorderOptions | None = None) -> None:
+        self.options = ReorderOptions.build(options, {"policy": policy} if policy is not None else {}, "reorder")
+        self.policy: Policy = self.options.policy
 
     @property
     def name(self) -> str:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from ..backends.embeddings import TextEncoder
 from ..types import Ranking
-from .base import Budget, QueryNotes, TokenCounter, Truncator, Unit, UnitCompressor
+from .base import BudgetedOptions, QueryNotes, Tokenizes, Unit, UnitCompressor
 
 # A sentence ends at . ! or ? (and any closing quotes/brackets) followed by whitespace and a
 # character that can start a sentence. Abbreviations and initials are rejoined afterwards.
@@ -90,26 +92,30 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return out
 
 
+class SentencesOptions(BudgetedOptions):
+    """Keep the sentences most similar to the question (embeddings) within the budget, in source order."""
+
+    min_similarity: float | None = Field(None, ge=-1, le=1, description="also drop sentences below this cosine")
+
+
 class SentenceExtractor(UnitCompressor):
     """Keep the sentences most similar to the question within the budget (see module docstring)."""
 
     stage_name = "sentences"
 
+    Options = SentencesOptions
+    options: SentencesOptions
+
     def __init__(
-        self,
-        encoder: TextEncoder,
-        count_tokens: TokenCounter,
-        truncate: Truncator,
-        budget: Budget,
-        *,
-        min_similarity: float | None = None,
+        self, encoder: TextEncoder, *, tokenizer: Tokenizes, options: SentencesOptions | None = None, **settings: Any
     ) -> None:
-        super().__init__(count_tokens, truncate, budget)
+        super().__init__(tokenizer, options, settings)
         self.encoder = encoder
-        self.min_similarity = min_similarity
+        self.min_similarity = self.options.min_similarity
 
     def __repr__(self) -> str:
-        return f"SentenceExtractor({self.budget}, min_similarity={self.min_similarity})"
+        o = self.options
+        return f"SentenceExtractor(max_tokens={o.max_tokens}, ratio={o.ratio}, min_similarity={self.min_similarity})"
 
     def score_units(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Unit]]:
         """Sentences of every passage, scored by cosine similarity to the query."""

@@ -20,13 +20,15 @@ simply disappear from the text (no ellipsis), as in both papers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import Field
 
 from ..backends.base import LLMBackend
 from ..backends.types import Prompt
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError
 from ..types import Document, Ranking
-from .base import Budget, Memo, QueryNotes, Unit, UnitCompressor
+from .base import BudgetedOptions, Memo, QueryNotes, Tokenizes, Unit, UnitCompressor
 
 SurprisalMode = Literal["self_info", "question"]
 
@@ -54,34 +56,43 @@ def word_units(text: str, offsets: Sequence[tuple[int, int]]) -> list[tuple[int,
     return out
 
 
+class SurprisalOptions(BudgetedOptions):
+    """Drop the least informative words (LM self-information; question-aware with mode: question)."""
+
+    mode: SurprisalMode = "self_info"
+    question_weight: float = Field(1.0, ge=0, description="question mode: weight of the question's contrastive term")
+
+
 class SurprisalPruner(UnitCompressor):
     """Drop the least informative words until the context fits (see the module docstring)."""
 
     stage_name = "surprisal"
     calls_llm = True
+    Options = SurprisalOptions
+    options: SurprisalOptions
 
     def __init__(
         self,
         backend: LLMBackend,
-        budget: Budget,
         *,
-        mode: SurprisalMode = "self_info",
-        question_weight: float = 1.0,
-        count_backend: LLMBackend | None = None,
+        tokenizer: Tokenizes | None = None,
+        options: SurprisalOptions | None = None,
+        **settings: Any,
     ) -> None:
-        if mode not in ("self_info", "question"):
-            raise ConfigError(f"mode must be self_info or question, got {mode!r}")
-        counter = count_backend or backend
-        super().__init__(counter.count_tokens, counter.truncate, budget)
+        super().__init__(tokenizer or backend, options, settings)
         self.backend = backend
-        self.mode: SurprisalMode = mode
-        self.question_weight = question_weight
         self._memo: Memo[tuple[str, str, str], list[tuple[int, int, float, int]]] = Memo()
         """Scored words per (question or "", docid, text): a passage is scored once while it
         stays in the bounded memo, so a budget sweep on the same stage costs no model calls."""
 
+    @property
+    def mode(self) -> SurprisalMode:
+        """``self_info`` or ``question`` (from the options)."""
+        return self.options.mode
+
     def __repr__(self) -> str:
-        return f"SurprisalPruner({self.backend!r}, mode={self.mode!r}, {self.budget})"
+        o = self.options
+        return f"SurprisalPruner({self.backend!r}, mode={o.mode!r}, max_tokens={o.max_tokens}, ratio={o.ratio})"
 
     def load(self) -> None:
         """Start the scoring backend."""
@@ -140,7 +151,7 @@ class SurprisalPruner(UnitCompressor):
             if self.mode == "question":
                 cond = scored[len(jobs) + j]
                 stats.append(cond.stats)
-                gain = [self.question_weight * (q - u) for q, u in zip(cond.token_logprobs, plain, strict=True)]
+                gain = [self.options.question_weight * (q - u) for q, u in zip(cond.token_logprobs, plain, strict=True)]
             notes[qi].calls.extend(stats)
             key = self._key(batch[qi].query.text, doc)
             out[key] = [

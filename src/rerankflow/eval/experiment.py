@@ -23,10 +23,10 @@ from ..io.files import atomic_write
 from ..io.trec import Qrels, rankings_to_run
 from ..progress import progress
 from ..stage import Transformer
-from ..types import Ranking
+from ..types import Query, Ranking, as_rankings
 from .measures import mean_scores, parse_measures, per_query
 from .rag import RAG_MEASURES, rag_per_query
-from .trace import context_flow, stage_cache_use, stage_usage
+from .trace import context_flow, stage_cache_use, stage_usage, unique_name
 
 
 @dataclass
@@ -265,18 +265,18 @@ def write_answers(systems: Sequence[SystemResult], gold: Mapping[str, Sequence[s
 
 
 class Experiment:
-    """Evaluate ``systems`` on ``topics`` (rankings, possibly with input candidates) against
-    ``qrels`` and, for RAG, gold ``answers`` (per query id).
-
-    With neither the systems are only run and timed.
+    """Evaluate ``systems`` on ``topics`` against ``qrels`` and, for RAG, gold ``answers``
+    (per query id). Topics are rankings (possibly with input candidates), queries, or query
+    strings; systems a mapping of names to pipelines, or a list (named by each stage's
+    ``name``, made unique). With neither qrels nor answers the systems are only run and timed.
     """
 
     def __init__(
         self,
-        systems: Mapping[str, Transformer],
-        topics: Sequence[Ranking],
+        systems: Mapping[str, Transformer] | Sequence[Transformer],
+        topics: Sequence[Ranking | Query | str],
         qrels: Qrels | None,
-        measures: Sequence[str],
+        measures: Sequence[str] = ("nDCG@10",),
         *,
         baseline: str | None = None,
         batch_size: int = 64,
@@ -284,6 +284,11 @@ class Experiment:
     ) -> None:
         if not systems:
             raise ConfigError("an experiment needs at least one system")
+        if not isinstance(systems, Mapping):
+            named: dict[str, Transformer] = {}
+            for s in systems:
+                named[unique_name(s.name, named)] = s
+            systems = named
         if baseline is not None and baseline not in systems:
             raise ConfigError(
                 f"baseline {baseline!r} is not one of the systems: {', '.join(systems)}",
@@ -292,7 +297,7 @@ class Experiment:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.systems = dict(systems)
-        self.topics = list(topics)
+        self.topics = as_rankings(topics)
         self.qrels = qrels or {}
         # Without judgments the systems still run (timed, rankings kept) but nothing is scored.
         self.measures = parse_measures(list(measures)) if self.qrels else []
@@ -347,3 +352,15 @@ class Experiment:
                         if m in r.per_query and m in base.per_query
                     }
         return ExperimentResult(names, results, self.baseline, self.answers)
+
+
+def experiment(
+    systems: Mapping[str, Transformer] | Sequence[Transformer],
+    topics: Sequence[Ranking | Query | str],
+    qrels: Qrels | None,
+    measures: Sequence[str] = ("nDCG@10",),
+    **options: Any,
+) -> ExperimentResult:
+    """Run and evaluate ``systems`` in one call (see :class:`Experiment` for the arguments and
+    ``options``: ``baseline``, ``batch_size``, ``answers``); ``print(result.table())``."""
+    return Experiment(systems, topics, qrels, measures, **options).run()

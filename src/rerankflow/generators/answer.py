@@ -18,11 +18,14 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
+
+from pydantic import Field
 
 from ..backends.base import LLMBackend, run_sync
 from ..backends.types import Completion, GenerationParams, Prompt
 from ..errors import BackendError, ConfigError
+from ..options import StageOptions
 from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer, require_at_most
 from ..types import Answer, Citation, Document, LLMUsage, Ranking, StageRecord, one_line
@@ -57,29 +60,38 @@ class AnswerChunk:
     ranking: Ranking | None = None
 
 
+class GenerateOptions(StageOptions):
+    """Generate an answer from the ranking's passages with numbered citations [n]."""
+
+    max_tokens: int = Field(128, ge=1, description="longest answer, in tokens")
+    temperature: float = Field(0.0, ge=0)
+    seed: int | None = 0
+    max_passages: int | None = Field(
+        50, ge=1, description="most passages one prompt may show (error above: cut or compress first)"
+    )
+
+
 class AnswerGenerator(Transformer):
     """Generate a cited answer for every ranking (see the module docstring)."""
+
+    Options = GenerateOptions
 
     def __init__(
         self,
         backend: LLMBackend,
-        template: PromptTemplate | str = "answer-cited",
-        *,
-        max_tokens: int = 128,
-        temperature: float = 0.0,
-        seed: int | None = 0,
-        max_passages: int | None = 50,
-        template_dir: Path | None = None,
+        template: PromptTemplate | str | None = None,
+        options: GenerateOptions | None = None,
+        **settings: Any,
     ) -> None:
-        t = as_template(template, template_dir)
+        self.options = GenerateOptions.build(options, settings, "generate")
+        t = as_template(template or "answer-cited")
         if set(t.placeholders) != {"query", "passages"}:
             raise ConfigError(f"template {t.name!r} must have the placeholders query and passages")
-        if max_tokens < 1:
-            raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
+        o = self.options
         self.backend = backend
         self.template = t
-        self.params = GenerationParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
-        self.max_passages = max_passages
+        self.params = GenerationParams(max_tokens=o.max_tokens, temperature=o.temperature, seed=o.seed)
+        self.max_passages = o.max_passages
 
     @property
     def name(self) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..paths import resolve_path
+from ..prompts.template import PromptTemplate, as_template
 from ..registry import ResourcePool
 from ..types import Document
 from .cache import StageCache
@@ -36,3 +37,8 @@ class BuildContext:
     def resolve(self, path: str) -> Path:
         """A path from the job, relative to the job file's folder unless absolute."""
         return resolve_path(path, self.base_dir)
+
+    def template(self, name_or_file: str | None) -> PromptTemplate | None:
+        """A job's ``template`` key loaded: a built-in name, or a YAML file relative to the
+        job's folder (``None``: the stage's own default)."""
+        return as_template(name_or_file, self.base_dir) if name_or_file else None

@@ -33,7 +33,8 @@ from ..paths import OptionalJobPath, paths_outside
 from ..registry import StageConfig
 from ..yamlio import YamlDocument, validation_to_config_error
 
-Path_ = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]
+"""Where a value sits in a job file: keys and list indices, e.g. ("pipelines", "main", 0, "bm25")."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class StageSpec:
 Pipeline = tuple[StageSpec, ...]
 
 
-def parse_stage(raw: Any, path: Path_) -> StageSpec:
+def parse_stage(raw: Any, path: KeyPath) -> StageSpec:
     """Validate one stage entry found at ``path``."""
     if isinstance(raw, str):
         name, params = raw, dict[str, Any]()
@@ -94,16 +95,16 @@ def parse_stage(raw: Any, path: Path_) -> StageSpec:
     return StageSpec(comp.name, config, inputs)
 
 
-def parse_pipeline(raw: Any, path: Path_) -> Pipeline:
+def parse_pipeline(raw: Any, path: KeyPath) -> Pipeline:
     """Validate a list of stages found at ``path``."""
     if not isinstance(raw, list) or not raw:
         raise ConfigError("a pipeline is a non-empty list of stages", path=path)
     return tuple(parse_stage(s, (*path, i)) for i, s in enumerate(raw))
 
 
-def stage_paths_outside(pipeline: Pipeline, where: Path_) -> list[tuple[Path_, str]]:
+def stage_paths_outside(pipeline: Pipeline, where: KeyPath) -> list[tuple[KeyPath, str]]:
     """Path parameters of a pipeline's stages (fusion inputs included) that leave the job's folder."""
-    found: list[tuple[Path_, str]] = []
+    found: list[tuple[KeyPath, str]] = []
     for i, spec in enumerate(pipeline):
         found += paths_outside(spec.config, (*where, i, spec.name))
         nested = registry.get(spec.name).nested or "inputs"

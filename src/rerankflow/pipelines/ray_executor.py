@@ -28,10 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import registry
 from ..errors import ConfigError, MissingDependencyError, PipelineTypeError
+from ..io.dataset import load_dataset
 from ..io.rankings import ranking_from_dict, ranking_to_dict
 from ..stage import Transformer, check_contract
 from ..types import Ranking
+from .build import CACHED_KINDS, build_stage
+from .cache import StageCache
+from .context import BuildContext
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +175,6 @@ def build_on_worker(spec: Any, dataset: Any, base_dir: Path, cache_dir: str | No
     """Build one YAML stage inside an actor: its own dataset corpus (retrievers and fusion
     only), its own resources, the job's stage cache in ``cache_dir`` (``None``: no cache).
     """
-    from .. import registry
-    from ..io.dataset import load_dataset
-    from .build import build_stage
-    from .cache import StageCache
-    from .context import BuildContext
-
     needs_corpus = registry.get(spec.name).kind in ("retriever", "fusion")
     corpus = load_dataset(dataset, base_dir).corpus if needs_corpus else None
     cache = StageCache(cache_dir) if cache_dir is not None else None
@@ -185,9 +184,6 @@ def build_on_worker(spec: Any, dataset: Any, base_dir: Path, cache_dir: str | No
 def ray_pipeline(specs: Sequence[Any], job: Any, base_dir: Path, cache_dir: str | None) -> RayPipeline:
     """A job pipeline (validated stage specs) as a :class:`RayPipeline` with the job's ``ray``
     settings; rerankers, compressors and generators run in actor pools, the rest as tasks."""
-    from .. import registry
-    from .build import CACHED_KINDS
-
     stages = [
         RayStage(
             functools.partial(build_on_worker, s, job.dataset, base_dir, cache_dir),

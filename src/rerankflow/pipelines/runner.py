@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..eval.experiment import Experiment, ExperimentResult
 from ..io.dataset import Dataset, load_dataset
 from ..io.files import atomic_write
@@ -16,7 +17,8 @@ from ..stage import Transformer
 from .build import build_pipeline
 from .cache import StageCache
 from .context import BuildContext
-from .job import Job, dump_job
+from .job import Job, dump_job, load_job
+from .ray_executor import ray_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,19 @@ def build_job(
     return dataset, pipelines
 
 
+def load_pipeline(job: Job | str | Path, name: str, base_dir: Path | None = None) -> Transformer:
+    """The pipeline ``name`` of a YAML job (a file, or a loaded :class:`Job` whose relative
+    paths are relative to ``base_dir``, default the current folder), built with the job's
+    dataset corpus; models load on first use."""
+    if not isinstance(job, Job):
+        path = Path(job)
+        job, base_dir = load_job(path), base_dir or path.resolve().parent
+    if name not in job.pipelines:
+        raise ConfigError(f"no pipeline named {name!r}; the job has: {', '.join(job.pipelines)}")
+    _, built = build_job(job.model_copy(update={"pipelines": {name: job.pipelines[name]}}), base_dir or Path.cwd())
+    return built[name]
+
+
 def job_cache(job: Job, base_dir: Path) -> StageCache | None:
     """The job's stage cache, or ``None`` when ``cache.enabled`` is false."""
     if not job.cache.enabled:
@@ -65,8 +80,6 @@ def run_job(
     """
     cache = job_cache(job, base_dir) if use_cache else None
     if job.executor == "ray":
-        from .ray_executor import ray_pipeline
-
         dataset = load_dataset(job.dataset, base_dir)
         cache_dir = str(cache.folder.resolve()) if cache else None
         pipelines: dict[str, Transformer] = {

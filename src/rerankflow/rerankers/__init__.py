@@ -1,1 +1,24 @@
 """Rerankers: stages that rescore the candidates they are given."""
+
+from .base import PassageOptions, PlannedOptions
+from .biencoder import BiEncoderReranker
+from .crossencoder import CrossEncoderReranker
+from .listwise import ListwiseOptions, ListwiseReranker
+from .pairwise import PairwiseOptions, PairwiseReranker
+from .pointwise import PointwiseOptions, PointwiseReranker
+from .setwise import SetwiseOptions, SetwiseReranker
+
+__all__ = [
+    "BiEncoderReranker",
+    "CrossEncoderReranker",
+    "ListwiseOptions",
+    "ListwiseReranker",
+    "PairwiseOptions",
+    "PairwiseReranker",
+    "PassageOptions",
+    "PlannedOptions",
+    "PointwiseOptions",
+    "PointwiseReranker",
+    "SetwiseOptions",
+    "SetwiseReranker",
+]

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
 
 from ..backends.base import LLMBackend
 from ..errors import ConfigError
+from ..options import StageOptions
 from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer, require_at_most
 from ..types import Candidate, Document, LLMUsage, Ranking, StageRecord, document_text, one_line, sort_candidates
@@ -38,39 +40,62 @@ def passage_block(labels: Sequence[str], texts: Sequence[str]) -> str:
     return "\n".join(f"[{label}] {text}" for label, text in zip(labels, texts, strict=True))
 
 
+class PassageOptions(StageOptions):
+    """Settings of every LLM reranker: how passages are cut and how many a query may bring."""
+
+    max_passage_tokens: int | None = Field(256, ge=1, description="cut passages to this many tokens")
+    max_candidates: int | None = Field(
+        1000, ge=1, description="longest candidate list (within depth) accepted per query (error above)"
+    )
+
+
+class PlannedOptions(PassageOptions):
+    """Settings shared by the listwise, pairwise and setwise LLM rerankers."""
+
+    depth: int | None = Field(None, ge=1, description="rerank only the top depth candidates (the rest follow in order)")
+    scheduler: SchedulerMode = Field(
+        "concurrent", description="concurrent: all queries' calls interleave; sequential: one call at a time"
+    )
+    max_concurrency: int = Field(64, ge=1, description="calls in flight at once")
+
+
 class PlannedReranker(Transformer):
-    """Base class of the plan-based LLM rerankers (see the module docstring)."""
+    """Base class of the plan-based LLM rerankers (see the module docstring). The settings
+    come as an ``options`` object of the subclass's ``Options`` or as keywords."""
 
     stage_name = "llm"
     required_placeholders: frozenset[str] = frozenset()
+    Options: ClassVar[type[PlannedOptions]] = PlannedOptions
+    options: PlannedOptions
 
     def __init__(
         self,
         backend: LLMBackend,
-        template: PromptTemplate | str,
-        *,
-        depth: int | None = None,
-        max_passage_tokens: int | None = 256,
-        scheduler: SchedulerMode = "concurrent",
-        max_concurrency: int = 64,
-        max_candidates: int | None = 1000,
-        template_dir: Path | None = None,
+        template: PromptTemplate | str | None = None,
+        options: PlannedOptions | None = None,
+        **settings: Any,
     ) -> None:
-        if depth is not None and depth < 1:
-            raise ConfigError(f"depth must be at least 1 (or None for all candidates), got {depth}")
-        if max_passage_tokens is not None and max_passage_tokens < 1:
-            raise ConfigError(f"max_passage_tokens must be at least 1 (or None for no cut), got {max_passage_tokens}")
-        self.template = as_template(template, template_dir)
+        self.options = self.Options.build(options, settings, self.stage_name)
+        self.template = as_template(template or self.default_template())
         if set(self.template.placeholders) != self.required_placeholders:
             raise ConfigError(
                 f"template {self.template.name!r} has placeholders {sorted(self.template.placeholders)}; "
                 f"a {self.stage_name} template needs exactly {sorted(self.required_placeholders)}"
             )
+        self.check_template(self.template)
         self.backend = backend
-        self.depth = depth
-        self.max_passage_tokens = max_passage_tokens
-        self.max_candidates = max_candidates
-        self.scheduler = Scheduler(backend, mode=scheduler, max_concurrency=max_concurrency)
+        o = self.options
+        self.depth = o.depth
+        self.max_passage_tokens = o.max_passage_tokens
+        self.max_candidates = o.max_candidates
+        self.scheduler = Scheduler(backend, mode=o.scheduler, max_concurrency=o.max_concurrency)
+
+    @abstractmethod
+    def default_template(self) -> str:
+        """The built-in template used when none is given (may depend on the options)."""
+
+    def check_template(self, template: PromptTemplate) -> None:
+        """Refuse a template these options cannot use (labels, output regex); override if needed."""
 
     @property
     def name(self) -> str:

@@ -30,16 +30,16 @@ import math
 import random
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from ..backends.base import LLMBackend
 from ..backends.types import GenerationParams
 from ..errors import ConfigError, DataError
 from ..prompts.template import PromptTemplate
-from .base import PlannedReranker, SchedulerMode, passage_block
+from .base import PlannedOptions, PlannedReranker, passage_block
 from .permutation import parse_permutation, sliding_windows
 from .scheduler import Outcome, Plan, ask_generate, ask_labels, gather, rank_scores
 
@@ -109,69 +109,69 @@ def pagerank(prefs: np.ndarray, damping: float = 0.85, iterations: int = 100) ->
     return [float(x) for x in rank]
 
 
+class ListwiseOptions(PlannedOptions):
+    """Listwise LLM reranking: sliding window, single pass or JointRank; permutation or FIRST scoring."""
+
+    method: Method = "sliding"
+    scorer: Scorer = Field(
+        "generate", description="generate a permutation, or order by first-token label logprobs (FIRST)"
+    )
+    window: int = Field(20, ge=2)
+    stride: int | None = Field(None, ge=1, description="sliding only (default: window // 2)")
+    design: Literal["covering", "replicated"] = Field("covering", description="jointrank only: block design")
+    replicas: int = Field(2, ge=1, description="jointrank replicated design: partitions ranked")
+    aggregate: Literal["winrate", "pagerank"] = Field("winrate", description="jointrank only")
+    seed: int = Field(0, description="jointrank replicated design: shuffle seed")
+    max_prompt_tokens: int = Field(4096, ge=16, description="single_pass only: longest prompt allowed")
+    max_output_tokens: int | None = Field(None, ge=1, description="generate only (default: 5 per passage + 8)")
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> ListwiseOptions:
+        stride = self.window // 2 if self.stride is None else self.stride
+        if self.method == "sliding" and not 1 <= stride <= self.window:
+            raise ValueError(
+                f"need 1 <= stride <= window for the sliding method, got window={self.window}, stride={stride}"
+            )
+        return self
+
+
 class ListwiseReranker(PlannedReranker):
     """Listwise reranking (see the module docstring for methods and scorers)."""
 
     stage_name = "listwise"
     required_placeholders = frozenset({"query", "num", "passages"})
 
+    Options = ListwiseOptions
+    options: ListwiseOptions
+
     def __init__(
         self,
         backend: LLMBackend,
         template: PromptTemplate | str | None = None,
-        *,
-        method: Method = "sliding",
-        scorer: Scorer = "generate",
-        window: int = 20,
-        stride: int | None = None,
-        design: Literal["covering", "replicated"] = "covering",
-        replicas: int = 2,
-        aggregate: Literal["winrate", "pagerank"] = "winrate",
-        seed: int = 0,
-        max_prompt_tokens: int = 4096,
-        max_output_tokens: int | None = None,
-        depth: int | None = None,
-        max_passage_tokens: int | None = 256,
-        scheduler: SchedulerMode = "concurrent",
-        max_concurrency: int = 64,
-        max_candidates: int | None = 1000,
-        template_dir: Path | None = None,
+        options: ListwiseOptions | None = None,
+        **settings: Any,
     ) -> None:
-        if scorer not in DEFAULT_TEMPLATES:
-            raise ConfigError(f"scorer must be one of {', '.join(DEFAULT_TEMPLATES)}, got {scorer!r}")
-        if method not in ("sliding", "single_pass", "jointrank"):
-            raise ConfigError(f"method must be sliding, single_pass or jointrank, got {method!r}")
-        if window < 2:
-            raise ConfigError(f"window must be at least 2, got {window}")
-        stride = window // 2 if stride is None else stride
-        if method == "sliding" and not 1 <= stride <= window:
+        super().__init__(backend, template, options, **settings)
+        o = self.options
+        self.method: Method = o.method
+        self.scorer: Scorer = o.scorer
+        self.window, self.stride = o.window, o.window // 2 if o.stride is None else o.stride
+        self.design, self.replicas, self.aggregate, self.seed = o.design, o.replicas, o.aggregate, o.seed
+        self.max_prompt_tokens = o.max_prompt_tokens
+        self.max_output_tokens = o.max_output_tokens
+
+    def default_template(self) -> str:
+        """The scorer's template."""
+        return DEFAULT_TEMPLATES[self.options.scorer]
+
+    def check_template(self, template: PromptTemplate) -> None:
+        """FIRST scoring needs one single-token label per passage of a window."""
+        o, labels = self.options, template.labels or []
+        if o.scorer == "first_token" and len(labels) < (o.window if o.method != "single_pass" else 2):
             raise ConfigError(
-                f"need 1 <= stride <= window for the sliding method, got window={window}, stride={stride}"
+                f"template {template.name!r} has {len(labels)} labels; the first_token scorer needs one "
+                f"single-token label per passage of a window ({o.window})"
             )
-        if replicas < 1:
-            raise ConfigError(f"replicas must be at least 1, got {replicas}")
-        super().__init__(
-            backend,
-            template or DEFAULT_TEMPLATES[scorer],
-            depth=depth,
-            max_passage_tokens=max_passage_tokens,
-            scheduler=scheduler,
-            max_concurrency=max_concurrency,
-            max_candidates=max_candidates,
-            template_dir=template_dir,
-        )
-        labels = self.template.labels or []
-        if scorer == "first_token" and len(labels) < (window if method != "single_pass" else 2):
-            raise ConfigError(
-                f"template {self.template.name!r} has {len(labels)} labels; the first_token scorer needs one "
-                f"single-token label per passage of a window ({window})"
-            )
-        self.method: Method = method
-        self.scorer: Scorer = scorer
-        self.window, self.stride = window, stride
-        self.design, self.replicas, self.aggregate, self.seed = design, replicas, aggregate, seed
-        self.max_prompt_tokens = max_prompt_tokens
-        self.max_output_tokens = max_output_tokens
 
     def __repr__(self) -> str:
         return (

@@ -23,18 +23,36 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
 
 from ..backends.base import LLMBackend
 from ..backends.types import LabelScores
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate
-from .base import PlannedReranker, SchedulerMode
+from .base import PlannedOptions, PlannedReranker
 from .scheduler import Call, LabelCall, Outcome, Plan, rank_scores
 from .sorting import heap_top_k
 
 Method = Literal["allpairs", "heapsort", "bubble"]
+
+
+class PairwiseOptions(PlannedOptions):
+    """Pairwise ranking prompting (PRP): all pairs (needs depth), heapsort or bubble passes."""
+
+    method: Method = "heapsort"
+    top_k: int = Field(10, ge=1, description="heapsort/bubble: how many top candidates to find")
+    both_orders: bool = Field(True, description="ask each comparison in both passage orders and average")
+
+    @model_validator(mode="after")
+    def _allpairs_needs_depth(self) -> PairwiseOptions:
+        if self.method == "allpairs" and self.depth is None:
+            raise ValueError(
+                "pairwise method 'allpairs' compares every pair: n * (n - 1) LLM calls for n candidates "
+                "(9,900 for 100). Set depth (e.g. depth: 20) to say how many top candidates to compare"
+            )
+        return self
 
 
 class PairwiseReranker(PlannedReranker):
@@ -43,45 +61,29 @@ class PairwiseReranker(PlannedReranker):
     stage_name = "pairwise"
     required_placeholders = frozenset({"query", "passage_a", "passage_b"})
 
+    Options = PairwiseOptions
+    options: PairwiseOptions
+
     def __init__(
         self,
         backend: LLMBackend,
         template: PromptTemplate | str | None = None,
-        *,
-        method: Method = "heapsort",
-        top_k: int = 10,
-        both_orders: bool = True,
-        depth: int | None = None,
-        max_passage_tokens: int | None = 256,
-        scheduler: SchedulerMode = "concurrent",
-        max_concurrency: int = 64,
-        max_candidates: int | None = 1000,
-        template_dir: Path | None = None,
+        options: PairwiseOptions | None = None,
+        **settings: Any,
     ) -> None:
-        if method not in ("allpairs", "heapsort", "bubble"):
-            raise ConfigError(f"method must be allpairs, heapsort or bubble, got {method!r}")
-        if method == "allpairs" and depth is None:
-            raise ConfigError(
-                "pairwise method 'allpairs' compares every pair: n * (n - 1) LLM calls for n candidates "
-                "(9,900 for 100). Set depth (e.g. depth: 20) to say how many top candidates to compare"
-            )
-        if top_k < 1:
-            raise ConfigError(f"top_k must be at least 1, got {top_k}")
-        super().__init__(
-            backend,
-            template or "pairwise",
-            depth=depth,
-            max_passage_tokens=max_passage_tokens,
-            scheduler=scheduler,
-            max_concurrency=max_concurrency,
-            max_candidates=max_candidates,
-            template_dir=template_dir,
-        )
-        if len(self.template.labels or []) != 2:
-            raise ConfigError(f"template {self.template.name!r} needs exactly two labels (first passage, second)")
-        self.method: Method = method
-        self.top_k = top_k
-        self.both_orders = both_orders
+        super().__init__(backend, template, options, **settings)
+        self.method: Method = self.options.method
+        self.top_k = self.options.top_k
+        self.both_orders = self.options.both_orders
+
+    def default_template(self) -> str:
+        """The built-in PRP template."""
+        return "pairwise"
+
+    def check_template(self, template: PromptTemplate) -> None:
+        """A comparison has two labels: first passage, second passage."""
+        if len(template.labels or []) != 2:
+            raise ConfigError(f"template {template.name!r} needs exactly two labels (first passage, second)")
 
     def __repr__(self) -> str:
         return f"PairwiseReranker({self.backend!r}, method={self.method!r}, top_k={self.top_k})"

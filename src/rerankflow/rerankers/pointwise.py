@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import Field
 
 from ..backends.base import LLMBackend
 from ..backends.types import CallStats
@@ -23,7 +24,7 @@ from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer, require_at_most
 from ..types import Document, LLMUsage, Ranking, StageRecord, rescore
-from .base import shown_passages
+from .base import PassageOptions, shown_passages
 
 Mode = Literal["yes_no", "grade", "query_likelihood"]
 ScoreMode = Literal["margin", "p_yes"]
@@ -34,34 +35,36 @@ DEFAULT_TEMPLATES: dict[str, str] = {
 }
 
 
+class PointwiseOptions(PassageOptions):
+    """Pointwise LLM reranking: yes/no label logprobs, expected grade, or query likelihood."""
+
+    mode: Mode = "yes_no"
+    score: ScoreMode = Field("margin", description="yes_no only: log-odds margin or P(yes)")
+
+
 class PointwiseReranker(Transformer):
     """One backend call per candidate (all candidates of a batch go to the backend at once).
 
     Passages are cut to ``max_passage_tokens`` tokens (``None``: no cut).
     """
 
+    Options = PointwiseOptions
+
     def __init__(
         self,
         backend: LLMBackend,
         template: PromptTemplate | str | None = None,
-        *,
-        mode: Mode = "yes_no",
-        score: ScoreMode = "margin",
-        max_passage_tokens: int | None = 256,
-        max_candidates: int | None = 1000,
-        template_dir: Path | None = None,
+        options: PointwiseOptions | None = None,
+        **settings: Any,
     ) -> None:
-        if mode not in DEFAULT_TEMPLATES:
-            raise ConfigError(f"mode must be one of {', '.join(DEFAULT_TEMPLATES)}, got {mode!r}")
-        if score not in ("margin", "p_yes"):
-            raise ConfigError(f"score must be 'margin' or 'p_yes', got {score!r}")
-        template = template or DEFAULT_TEMPLATES[mode]
-        self.template = as_template(template, template_dir)
+        self.options = PointwiseOptions.build(options, settings, "pointwise")
+        o = self.options
+        self.template = as_template(template or DEFAULT_TEMPLATES[o.mode])
         self.backend = backend
-        self.mode: Mode = mode
-        self.score_mode: ScoreMode = score
-        self.max_passage_tokens = max_passage_tokens
-        self.max_candidates = max_candidates
+        self.mode: Mode = o.mode
+        self.score_mode: ScoreMode = o.score
+        self.max_passage_tokens = o.max_passage_tokens
+        self.max_candidates = o.max_candidates
         self._check_template()
 
     def _check_template(self) -> None:

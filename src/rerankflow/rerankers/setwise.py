@@ -14,16 +14,25 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import Field
 
 from ..backends.base import LLMBackend
 from ..backends.types import GenerationParams
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate
-from .base import PlannedReranker, SchedulerMode, passage_block
+from .base import PlannedOptions, PlannedReranker, passage_block
 from .scheduler import Outcome, Plan, ask_generate, ask_labels, rank_scores
 from .sorting import heap_top_k
+
+
+class SetwiseOptions(PlannedOptions):
+    """Setwise heapsort: each prompt shows a node and num_child children and asks for the best."""
+
+    num_child: int = Field(3, ge=1)
+    top_k: int = Field(10, ge=1)
+    scorer: Literal["labels", "generate"] = "labels"
 
 
 class SetwiseReranker(PlannedReranker):
@@ -32,47 +41,35 @@ class SetwiseReranker(PlannedReranker):
     stage_name = "setwise"
     required_placeholders = frozenset({"query", "num", "passages"})
 
+    Options = SetwiseOptions
+    options: SetwiseOptions
+
     def __init__(
         self,
         backend: LLMBackend,
         template: PromptTemplate | str | None = None,
-        *,
-        num_child: int = 3,
-        top_k: int = 10,
-        scorer: Literal["labels", "generate"] = "labels",
-        depth: int | None = None,
-        max_passage_tokens: int | None = 256,
-        scheduler: SchedulerMode = "concurrent",
-        max_concurrency: int = 64,
-        max_candidates: int | None = 1000,
-        template_dir: Path | None = None,
+        options: SetwiseOptions | None = None,
+        **settings: Any,
     ) -> None:
-        if num_child < 1:
-            raise ConfigError(f"num_child must be at least 1, got {num_child}")
-        if top_k < 1:
-            raise ConfigError(f"top_k must be at least 1, got {top_k}")
-        if scorer not in ("labels", "generate"):
-            raise ConfigError(f"scorer must be 'labels' or 'generate', got {scorer!r}")
-        super().__init__(
-            backend,
-            template or "setwise",
-            depth=depth,
-            max_passage_tokens=max_passage_tokens,
-            scheduler=scheduler,
-            max_concurrency=max_concurrency,
-            max_candidates=max_candidates,
-            template_dir=template_dir,
-        )
-        if len(self.template.labels or []) < num_child + 1:
+        super().__init__(backend, template, options, **settings)
+        self.num_child = self.options.num_child
+        self.top_k = self.options.top_k
+        self.scorer = self.options.scorer
+
+    def default_template(self) -> str:
+        """The built-in setwise template."""
+        return "setwise"
+
+    def check_template(self, template: PromptTemplate) -> None:
+        """One label per passage shown; an output regex to read generated answers."""
+        o, labels = self.options, template.labels or []
+        if len(labels) < o.num_child + 1:
             raise ConfigError(
-                f"template {self.template.name!r} has {len(self.template.labels or [])} labels; "
-                f"num_child={num_child} shows {num_child + 1} passages per prompt and needs one label each"
+                f"template {template.name!r} has {len(labels)} labels; "
+                f"num_child={o.num_child} shows {o.num_child + 1} passages per prompt and needs one label each"
             )
-        if scorer == "generate" and not self.template.output_regex:
-            raise ConfigError(f"template {self.template.name!r} needs an output_regex for scorer 'generate'")
-        self.num_child = num_child
-        self.top_k = top_k
-        self.scorer = scorer
+        if o.scorer == "generate" and not template.output_regex:
+            raise ConfigError(f"template {template.name!r} needs an output_regex for scorer 'generate'")
 
     def __repr__(self) -> str:
         return (

@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 from scipy import sparse
 
 from ..errors import ConfigError, DataError
 from ..io.jsonl import read_documents, write_documents
+from ..options import StageOptions
 from ..progress import progress
 from ..stage import Retriever
 from ..types import Candidate, Document, Query, Ranking, document_text
@@ -144,31 +146,33 @@ class BM25Index:
         return index
 
 
+class BM25Options(StageOptions):
+    """BM25 retrieval over the dataset's corpus (see rerankflow.retrievers.bm25)."""
+
+    k: int = Field(100, ge=1, description="candidates returned per query")
+    k1: float = Field(0.9, ge=0)
+    b: float = Field(0.4, ge=0, le=1)
+    variant: Variant = "lucene"
+    epsilon: float = Field(0.25, description="okapi only: floor for negative IDF, as a fraction of the mean IDF")
+    engine: Engine = "sparse"
+
+
 class BM25Retriever(Retriever):
     """BM25 over a :class:`BM25Index` (or a corpus, indexed on first use); ``engine`` picks
-    the implementation, which gives the same results.
+    the implementation, which gives the same results. Settings: :class:`BM25Options`.
     """
+
+    Options = BM25Options
 
     def __init__(
         self,
         corpus: Sequence[Document] | BM25Index,
+        options: BM25Options | None = None,
         *,
-        k: int = 100,
-        k1: float = 0.9,
-        b: float = 0.4,
-        variant: Variant = "lucene",
-        epsilon: float = 0.25,
-        engine: Engine = "sparse",
         tokenizer: Tokenizer | None = None,
+        **settings: Any,
     ) -> None:
-        if k < 1:
-            raise ConfigError(f"bm25 k (candidates per query) must be >= 1, got {k}")
-        if k1 < 0 or not 0 <= b <= 1:
-            raise ConfigError(f"bm25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
-        if variant not in ("lucene", "okapi"):
-            raise ConfigError(f"bm25 variant must be 'lucene' or 'okapi', got {variant!r}")
-        if engine not in ("sparse", "rank_bm25"):
-            raise ConfigError(f"bm25 engine must be 'sparse' or 'rank_bm25', got {engine!r}")
+        self.options = BM25Options.build(options, settings, "bm25")
         if isinstance(corpus, BM25Index):
             if tokenizer is not None and tokenizer != corpus.tokenizer:
                 raise ConfigError(
@@ -177,10 +181,11 @@ class BM25Retriever(Retriever):
             self.index = corpus
         else:
             self.index = BM25Index(corpus, tokenizer)
-        self.k, self.k1, self.b = k, k1, b
-        self.variant: Variant = variant
-        self.epsilon = epsilon
-        self.engine: Engine = engine
+        o = self.options
+        self.k, self.k1, self.b = o.k, o.k1, o.b
+        self.variant: Variant = o.variant
+        self.epsilon = o.epsilon
+        self.engine: Engine = o.engine
         self._weights: sparse.csr_matrix | None = None  # terms x documents, BM25 weights
         self._ref: Any = None
 

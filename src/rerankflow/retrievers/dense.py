@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from ..backends.embeddings import TextEncoder
-from ..errors import ConfigError, DataError, MissingDependencyError
+from ..errors import DataError, MissingDependencyError
 from ..io.files import atomic_write, atomic_write_binary
+from ..options import StageOptions
 from ..paths import cache_home, corpus_fingerprint
 from ..stage import Retriever
 from ..types import Candidate, Document, Query, Ranking, document_text
@@ -21,37 +23,45 @@ from ..types import Candidate, Document, Query, Ranking, document_text
 log = logging.getLogger(__name__)
 
 
+class DenseOptions(StageOptions):
+    """Dense retrieval over the dataset's corpus (exact inner product, optional FAISS)."""
+
+    k: int = Field(100, ge=1, description="candidates returned per query")
+    faiss: bool = Field(False, description="search with a FAISS flat index (needs faiss-cpu)")
+    cache: bool = Field(True, description="cache corpus embeddings on disk")
+    query_batch_size: int = Field(256, ge=1, description="queries encoded and searched at once")
+
+
 class DenseRetriever(Retriever):
     """Exact top-``k`` by inner product of normalised embeddings (= cosine).
 
     Corpus embeddings are cached in ``cache_dir`` (default ``$RERANKFLOW_HOME/embeddings``)
     under a key made of the encoder identity and the corpus fingerprint, so a second run on
-    the same corpus skips encoding. ``use_faiss`` swaps the numpy search for a FAISS
-    ``IndexFlatIP`` (same results, needs ``faiss-cpu``).
+    the same corpus skips encoding. ``faiss`` swaps the numpy search for a FAISS
+    ``IndexFlatIP`` (same results, needs ``faiss-cpu``). Settings: :class:`DenseOptions`.
     """
+
+    Options = DenseOptions
 
     def __init__(
         self,
         corpus: Sequence[Document],
         encoder: TextEncoder,
+        options: DenseOptions | None = None,
         *,
-        k: int = 100,
-        query_batch_size: int = 256,
-        use_faiss: bool = False,
         cache_dir: str | Path | None = None,
-        cache: bool = True,
+        **settings: Any,
     ) -> None:
-        if k < 1:
-            raise ConfigError(f"dense k (candidates per query) must be >= 1, got {k}")
+        self.options = DenseOptions.build(options, settings, "dense")
         self.corpus = list(corpus)
         if not self.corpus:
             raise DataError("the corpus is empty: dense retrieval needs at least one document")
         self.encoder = encoder
-        self.k = k
-        self.query_batch_size = query_batch_size
-        self.use_faiss = use_faiss
+        self.k = self.options.k
+        self.query_batch_size = self.options.query_batch_size
+        self.use_faiss = self.options.faiss
         self.cache_dir = Path(cache_dir) if cache_dir is not None else cache_home() / "embeddings"
-        self.cache = cache
+        self.cache = self.options.cache
         self._emb: np.ndarray | None = None
         self._faiss: Any = None
 

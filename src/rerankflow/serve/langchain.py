@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError, MissingDependencyError
 from ..generators.answer import AnswerGenerator
+from ..pipelines.runner import load_pipeline
 from ..stage import Retriever, Transformer
 from ..types import Candidate, Document, Query, Ranking
 from .served import input_ranking
@@ -27,18 +28,6 @@ try:
     from pydantic import ConfigDict, Field
 except ImportError as exc:  # pragma: no cover  (the extra is part of the dev install)
     raise MissingDependencyError(exc.name or "langchain-core", "langchain") from None
-
-
-def job_pipeline(job_path: str | Path, name: str) -> Transformer:
-    """Build the pipeline ``name`` of a YAML job (its dataset supplies any corpus)."""
-    from ..pipelines.job import load_job
-    from ..pipelines.runner import build_job
-
-    job = load_job(job_path)
-    if name not in job.pipelines:
-        raise ConfigError(f"no pipeline named {name!r}; the job has: {', '.join(job.pipelines)}", file=job_path)
-    _, built = build_job(job, Path(job_path).resolve().parent)
-    return built[name]
 
 
 def to_langchain(candidate: Candidate, rank: int, extra: dict[str, Any] | None = None) -> LCDocument:
@@ -67,7 +56,7 @@ class PipelineRetriever(BaseRetriever):
     @classmethod
     def from_job(cls, job_path: str | Path, pipeline: str, k: int | None = None) -> PipelineRetriever:
         """The named pipeline of a YAML job (its dataset supplies the corpus)."""
-        return cls(pipeline=job_pipeline(job_path, pipeline), k=k)
+        return cls(pipeline=load_pipeline(job_path, pipeline), k=k)
 
     def _rank(self, query: str, k: int | None) -> list[LCDocument]:
         (ranking,) = self.pipeline([Ranking(Query("q0", query))])
@@ -100,7 +89,7 @@ class StageCompressor(BaseDocumentCompressor):
     @classmethod
     def from_job(cls, job_path: str | Path, pipeline: str, top_n: int | None = None) -> StageCompressor:
         """The named pipeline of a YAML job (rerankers and compressors only)."""
-        return cls(stage=job_pipeline(job_path, pipeline), top_n=top_n)
+        return cls(stage=load_pipeline(job_path, pipeline), top_n=top_n)
 
     def model_post_init(self, context: Any, /) -> None:
         """Refuse stages that would ignore the documents (retrievers) or answer (generators)."""
