@@ -5,6 +5,9 @@ server in its own process; the table gives requests/s, p50/p95 latency, 429s and
 errors. Two servers: a scripted backend behind BM25 (what the server, the request merging and
 BM25 cost on their own) and SmolLM2-135M on the HF backend (a real model; CPU bound).
 Runs below the concurrency limit must have no errors; runs above it must fail only with 429.
+The "droppers" rows add clients that open a long streamed answer (max_tokens 200) and leave
+after its first piece, over and over: the well-behaved clients' requests/s and p95 are
+compared with the row without droppers (the server stops abandoned generations).
 Clients and server share this machine's cores, so compare rows of one run, not across machines.
 
     python bench/serve_load.py                      # all scenarios (~3 min on 2 cores)
@@ -96,14 +99,45 @@ async def _client(url: str, model: str, stream: bool, until: float, out: list[tu
                 await asyncio.sleep(0.05)  # a polite client backs off; keeps the loop from spinning
 
 
-def run_scenario(base: str, model: str, clients: int, seconds: float, stream: bool) -> dict[str, object]:
-    """``clients`` concurrent clients for ``seconds``; the summary row."""
+async def _dropper(url: str, model: str, until: float, dropped: list[int]) -> None:
+    """Open long streamed answers and leave after the first piece of each, until ``until``."""
+    async with httpx.AsyncClient(timeout=60) as http:
+        i = 0
+        while time.monotonic() < until:
+            question = f"tell a long story about retrieval {i}"
+            i += 1
+            body = {
+                "model": model,
+                "messages": [{"role": "user", "content": question}],
+                "max_tokens": 200,
+                "stream": True,
+            }
+            try:
+                async with http.stream("POST", url, json=body) as r:
+                    async for line in r.aiter_lines():
+                        if '"content": "' in line and '"content": ""' not in line:
+                            break  # leave: closing the response drops the connection
+                    if r.status_code == 429:
+                        await asyncio.sleep(0.05)
+            except httpx.HTTPError:
+                pass
+            dropped.append(1)
+
+
+def run_scenario(
+    base: str, model: str, clients: int, seconds: float, stream: bool, droppers: int = 0
+) -> dict[str, object]:
+    """``clients`` concurrent clients (and ``droppers`` abandoning ones) for ``seconds``; the
+    summary row of the well-behaved clients."""
     records: list[tuple[int, float, float | None]] = []
+    dropped: list[int] = []
 
     async def main() -> None:
         until = time.monotonic() + seconds
+        url = base + "/v1/chat/completions"
         await asyncio.gather(
-            *[_client(base + "/v1/chat/completions", model, stream, until, records) for _ in range(clients)]
+            *[_client(url, model, stream, until, records) for _ in range(clients)],
+            *[_dropper(url, model, until, dropped) for _ in range(droppers)],
         )
 
     start = time.monotonic()
@@ -116,6 +150,8 @@ def run_scenario(base: str, model: str, clients: int, seconds: float, stream: bo
         "server": model,
         "mode": "stream" if stream else "plain",
         "clients": clients,
+        "droppers": droppers,
+        "dropped": len(dropped),
         "limit": LIMIT,
         "seconds": round(wall, 1),
         "requests": len(records),
@@ -148,7 +184,7 @@ def start_server(kind: str) -> tuple[mp.Process, str]:
 
 SCENARIOS = {
     "fake": [(1, False), (4, False), (8, False), (32, False), (4, True)],
-    "smollm2": [(1, False), (4, False), (32, False), (1, True), (4, True)],
+    "smollm2": [(1, False), (4, False), (32, False), (1, True), (4, True), (2, False), (2, False, 4)],
 }
 
 
@@ -165,8 +201,8 @@ def main() -> None:
         proc, base = start_server(kind)
         try:
             run_scenario(base, kind, 1, min(seconds, 3.0), False)  # warm-up, not reported
-            for clients, stream in scenarios:
-                rows.append(run_scenario(base, kind, clients, seconds, stream))
+            for clients, stream, *droppers in scenarios:
+                rows.append(run_scenario(base, kind, clients, seconds, stream, *droppers))
                 print(table(rows[-1:], list(rows[-1])), flush=True)
         finally:
             proc.terminate()
@@ -175,10 +211,15 @@ def main() -> None:
     print("\n" + table(rows, columns))
     below = [r for r in rows if int(r["clients"]) <= LIMIT]  # type: ignore[call-overload]
     above = [r for r in rows if int(r["clients"]) > LIMIT]  # type: ignore[call-overload]
+    calm = next((r for r in rows if r["server"] == "smollm2" and r["clients"] == 2 and not r["droppers"]), None)
+    busy = next((r for r in rows if r["server"] == "smollm2" and r["droppers"]), None)
     checks = {
         "no_errors_below_limit": all(r["other_errors"] == 0 and r["429s"] == 0 for r in below),
         "only_429s_above_limit": all(r["other_errors"] == 0 and int(r["429s"]) > 0 for r in above),  # type: ignore[call-overload]
     }
+    if calm and busy:  # same run, same server: what abandoning clients cost the others
+        checks["droppers_req_per_s_ratio"] = round(float(busy["req_per_s"]) / float(calm["req_per_s"]), 2)  # type: ignore[arg-type]
+        checks["droppers_p95_ratio"] = round(float(busy["p95_ms"]) / float(calm["p95_ms"]), 2)  # type: ignore[arg-type]
     print(f"\nchecks: {checks}")
     path = write_result("serve_load", {"seconds": seconds, "limit": LIMIT, "rows": rows, "checks": checks})
     (path.with_suffix(".txt")).write_text(table(rows, columns) + f"\n\nchecks: {checks}\n")

@@ -313,6 +313,29 @@ def test_slow_requests_get_504_and_keep_their_slot_until_the_work_ends(corpus):
         assert httpx.post(base + "/v1/chat/completions", json=chat_body()).status_code == 200
 
 
+def test_requests_that_wait_too_long_for_their_turn_get_503_and_are_never_computed(corpus):
+    gate, recorder = Gate(), Recorder()
+    with serve_in_thread(make_app(corpus, gate, recorder, queue_timeout_s=0.3, max_concurrent=4)) as base:
+        wait_ready(base)
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(httpx.post, base + "/v1/chat/completions", json=chat_body(), timeout=30)
+            deadline = time.monotonic() + 10
+            while not gate.params:  # the first request's batch is generating (and holds the pipeline)
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            late = httpx.post(base + "/v1/chat/completions", json=chat_body("bm25 length"), timeout=30)
+            assert late.status_code == 503 and "serve.queue_timeout_s" in late.json()["error"]["message"]
+            assert late.headers["retry-after"] == "5"
+            gate.opened.set()
+            assert first.result().status_code == 200
+        dropped = 'rerankflow_dropped_before_start_total{pipeline="rag"} 1'
+        while dropped not in httpx.get(base + "/metrics").text:  # the late request's batch drops it
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert recorder.sizes == [1]  # no stage ever saw the late request
+        assert httpx.get(base + "/healthz").json()["cancelled"]["queue timeout"] == 1
+
+
 def test_backend_failures_are_502_in_the_error_shape(corpus):
     def broken(prompt):
         raise BackendError("connection refused by the model server")
@@ -359,7 +382,9 @@ def test_readiness_reflects_model_loading(corpus):
     with serve_in_thread(make_app(corpus, backend)) as base:
         ready = httpx.get(base + "/readyz")
         assert ready.status_code == 503 and ready.json()["status"] == "loading"
-        assert httpx.get(base + "/healthz").json() == {"status": "ok", "ready": False, "in_flight": 0}
+        health = httpx.get(base + "/healthz").json()
+        assert health["ready"] is False and health["in_flight"] == 0 and health["queue_depth"] == 0
+        assert health["cancelled"] == {"client disconnected": 0, "timed out": 0, "queue timeout": 0}
         r = httpx.post(base + "/v1/chat/completions", json=chat_body())
         assert r.status_code == 503 and "still loading" in r.json()["error"]["message"]
         backend.release.set()

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from ..cancel import CancelToken, is_cancelled
 from ..errors import BackendError
 from . import tokens
 from .models import model_identity
@@ -141,11 +142,33 @@ class LLMBackend(ABC):
         return tokens.offsets(self._local_tokenizer("token offsets"), text)
 
     # -- the three primitives (async) ----------------------------------------------------
-    async def agenerate(self, prompts: Sequence[Prompt], params: GenerationParams | None = None) -> list[Completion]:
-        """Generate one completion per prompt, in input order."""
+    async def agenerate(
+        self,
+        prompts: Sequence[Prompt],
+        params: GenerationParams | None = None,
+        *,
+        cancel: Sequence[CancelToken | None] | None = None,
+    ) -> list[Completion]:
+        """Generate one completion per prompt, in input order. ``cancel`` (one token or
+        ``None`` per prompt) stops work for prompts whose request went away: a prompt already
+        cancelled is not sent (its completion is empty, ``finish_reason="cancelled"``); a
+        backend that decodes step by step stops it at the next step."""
         self.ensure_loaded()
-        out = await self._agenerate(list(prompts), params or GenerationParams())
-        self.ledger.add([c.stats for c in out])
+        prompts, params = list(prompts), params or GenerationParams()
+        flags = list(cancel) if cancel is not None else [None] * len(prompts)
+        if len(flags) != len(prompts):
+            raise BackendError(f"{len(flags)} cancel tokens for {len(prompts)} prompts; give one per prompt")
+        live = [i for i, t in enumerate(flags) if not is_cancelled(t)]
+        done = await self._agenerate_until([prompts[i] for i in live], params, [flags[i] for i in live]) if live else []
+        out = [Completion("", self.stats(0, 0, 0.0), "cancelled") for _ in prompts]
+        for i, completion in zip(live, done, strict=True):
+            out[i] = completion
+        self.ledger.add([c.stats for c in done])
+        stopped = [c for c in out if c.finish_reason == "cancelled"]
+        if stopped:
+            self.ledger.count_cancelled(
+                len(stopped), sum(max(params.max_tokens - c.stats.output_tokens, 0) for c in stopped)
+            )
         return out
 
     async def alabel_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[LabelScores]:
@@ -168,22 +191,43 @@ class LLMBackend(ABC):
         self.ledger.add([s.stats for s in out])
         return out
 
-    async def astream(self, prompt: Prompt, params: GenerationParams | None = None) -> AsyncIterator[StreamChunk]:
+    async def astream(
+        self, prompt: Prompt, params: GenerationParams | None = None, *, cancel: CancelToken | None = None
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Generate one completion, yielding text pieces as they are produced; the final chunk
         carries the :class:`Completion`. Backends without incremental output (the vLLM offline
-        engine) yield the whole text as one piece.
+        engine) yield the whole text as one piece. Closing the stream early (the reader went
+        away) cancels the generation, as ``cancel`` does.
         """
         self.ensure_loaded()
-        async for chunk in self._astream(prompt, params or GenerationParams()):
-            if chunk.completion is not None:
-                self.ledger.add([chunk.completion.stats])
-            yield chunk
+        params, token = params or GenerationParams(), cancel or CancelToken()
+        inner = self._astream(prompt, params, token)
+        finished = False
+        try:
+            async for chunk in inner:
+                if chunk.completion is not None:
+                    self.ledger.add([chunk.completion.stats])
+                    finished = True
+                yield chunk
+        finally:
+            if not finished:
+                token.cancel("the stream was closed before its end")
+            await inner.aclose()  # lets the backend stop its generation and account for it
 
-    async def _astream(self, prompt: Prompt, params: GenerationParams) -> AsyncIterator[StreamChunk]:
+    async def _astream(
+        self, prompt: Prompt, params: GenerationParams, cancel: CancelToken
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Default: generate, then yield the text once and the completion."""
-        completion = (await self._agenerate([prompt], params))[0]
+        completion = (await self._agenerate_until([prompt], params, [cancel]))[0]
         yield StreamChunk(completion.text)
         yield StreamChunk("", completion)
+
+    async def _agenerate_until(
+        self, prompts: list[Prompt], params: GenerationParams, cancel: list[CancelToken | None]
+    ) -> list[Completion]:
+        """Generation that may stop a prompt once its token is cancelled (``finish_reason``
+        ``cancelled``). Default: prompts run to their end (only unstarted ones are skipped)."""
+        return await self._agenerate(prompts, params)
 
     @abstractmethod
     async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]: ...
@@ -197,9 +241,15 @@ class LLMBackend(ABC):
     ) -> list[ContinuationScores]: ...
 
     # -- sync wrappers -----------------------------------------------------------------------
-    def generate(self, prompts: Sequence[Prompt], params: GenerationParams | None = None) -> list[Completion]:
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: GenerationParams | None = None,
+        *,
+        cancel: Sequence[CancelToken | None] | None = None,
+    ) -> list[Completion]:
         """Sync :meth:`agenerate`."""
-        return run_sync(self.agenerate(prompts, params))
+        return run_sync(self.agenerate(prompts, params, cancel=cancel))
 
     def label_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[LabelScores]:
         """Sync :meth:`alabel_logprobs`."""

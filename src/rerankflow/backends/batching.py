@@ -35,6 +35,10 @@ class Coalescer(Generic[In, Out]):
         )
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def waiting(self) -> int:
+        """Items queued for the next batch (all event loops)."""
+        return sum(len(items) for queue in list(self._pending.values()) for items, _ in queue)
+
     async def submit(self, items: list[In]) -> list[Out]:
         """Queue ``items``; returns their results once the batch that holds them has run."""
         if not items:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..cancel import CancelToken, is_cancelled
 from ..errors import BackendError, MissingDependencyError
 from . import tokens
 from .base import LLMBackend, cut_at_stop
@@ -236,53 +238,119 @@ class HFBackend(LLMBackend):
 
     async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
         """Concurrent calls (windows of different queries, say) merge into shared batches."""
-        seqs = tokens.prompt_ids_many(self.tokenizer, prompts)
-        return await self._generate.submit([(seq, params) for seq in seqs])
+        return await self._agenerate_until(prompts, params, [None] * len(prompts))
 
-    def _generate_batch(self, items: list[tuple[list[int], GenerationParams]]) -> list[Completion]:
+    async def _agenerate_until(
+        self, prompts: list[Prompt], params: GenerationParams, cancel: list[CancelToken | None]
+    ) -> list[Completion]:
+        """Merged into shared batches; a cancelled prompt waiting in the queue is skipped and a
+        running one stops at the next decoding step (the rest of its batch goes on)."""
+        seqs = tokens.prompt_ids_many(self.tokenizer, prompts)
+        return await self._generate.submit([(seq, params, t) for seq, t in zip(seqs, cancel, strict=True)])
+
+    def _generate_batch(self, items: list[tuple[list[int], GenerationParams, CancelToken | None]]) -> list[Completion]:
         """Generate for merged requests, batching those with the same settings."""
         out: list[Completion | None] = [None] * len(items)
         groups: dict[GenerationParams, list[int]] = {}
-        for i, (_, params) in enumerate(items):
-            groups.setdefault(params, []).append(i)
+        for i, (_, params, token) in enumerate(items):
+            if is_cancelled(token):  # went away while waiting for this batch
+                out[i] = Completion("", self.stats(len(items[i][0]), 0, 0.0), "cancelled")
+            else:
+                groups.setdefault(params, []).append(i)
         for params, picked in groups.items():
-            done = self._generate_ids([items[i][0] for i in picked], params)
+            done = self._generate_ids([items[i][0] for i in picked], params, cancel=[items[i][2] for i in picked])
             for i, completion in zip(picked, done, strict=True):
                 out[i] = completion
         return [c for c in out if c is not None]
 
-    async def _astream(self, prompt: Prompt, params: GenerationParams) -> AsyncIterator[StreamChunk]:
-        """Real token streaming: ``generate`` runs in a thread and feeds a ``TextIteratorStreamer``."""
+    async def _astream(
+        self, prompt: Prompt, params: GenerationParams, cancel: CancelToken
+    ) -> AsyncGenerator[StreamChunk, None]:
+        """Real token streaming: ``generate`` runs in a thread of its own and feeds an
+        ``AsyncTextIteratorStreamer`` (no pool thread is held while a stream waits for the
+        engine, so many waiting streams cannot starve the event loop's thread pool). When the
+        reader goes away the generation stops at the next step and is counted."""
         import asyncio
 
-        from transformers import TextIteratorStreamer
+        from transformers import AsyncTextIteratorStreamer
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        loop = asyncio.get_running_loop()
+        streamer = AsyncTextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        task: asyncio.Future[list[Completion]] = loop.create_future()
 
-        def run() -> list[Completion]:
+        def settle(result: list[Completion] | None, error: BaseException | None) -> None:
+            if not task.done():
+                task.set_exception(error) if error is not None else task.set_result(result or [])
+
+        def run() -> None:
+            result: list[Completion] | None = None
+            error: BaseException | None = None
             try:
                 with self._score.lock:
-                    return self._generate_ids(tokens.prompt_ids_many(self.tokenizer, [prompt]), params, streamer)
-            except BaseException:
-                streamer.end()  # wake the reader below; the error surfaces from the task
-                raise
+                    ids = tokens.prompt_ids_many(self.tokenizer, [prompt])
+                    result = self._generate_ids(ids, params, streamer, cancel=[cancel])
+            except BaseException as exc:  # noqa: BLE001  (handed to the awaiting task below)
+                error = exc
+                streamer.end()  # wake the reader; the error surfaces from the task
+            with suppress(RuntimeError):  # the loop is gone (server shut down): nobody waits
+                loop.call_soon_threadsafe(settle, result, error)
 
-        task = asyncio.ensure_future(asyncio.to_thread(run))
+        threading.Thread(target=run, name="rerankflow-hf-stream", daemon=True).start()
 
         async def pieces() -> AsyncIterator[str]:
-            it = iter(streamer)
-            while (piece := await asyncio.to_thread(next, it, None)) is not None:
+            async for piece in streamer:
                 if piece:
                     yield piece
 
-        async for piece in cut_at_stop(pieces(), params.stop):
-            yield StreamChunk(piece)
-        completion = (await task)[0]
+        try:
+            async for piece in cut_at_stop(pieces(), params.stop):
+                yield StreamChunk(piece)
+            completion = (await task)[0]
+        finally:
+            if not task.done():  # the reader left: stop at the next step, then account for it
+                cancel.cancel("the stream was closed before its end")
+                # no await here: a server may cancel every await of a closing stream
+                task.add_done_callback(lambda t: self._account_stopped(t, params))
         yield StreamChunk("", completion)
 
-    def _generate_ids(self, seqs: list[list[int]], params: GenerationParams, streamer: Any = None) -> list[Completion]:
-        """Greedy or sampled generation for token-id prompts (the caller holds the engine lock)."""
+    def _account_stopped(self, task: Any, params: GenerationParams) -> None:
+        """Count a stream's generation that stopped because its reader left."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        stopped = task.result()[0]
+        self.ledger.add([stopped.stats])
+        self.ledger.count_cancelled(1, max(params.max_tokens - stopped.stats.output_tokens, 0))
+
+    def _stop_when_cancelled(self, cancel: list[CancelToken | None]) -> Any:
+        """A stopping criterion: ends each row whose token is cancelled, and counts the rows
+        decoded at every step in ``ledger.decoded_tokens``."""
         import torch
+        from transformers import StoppingCriteria
+
+        ledger = self.ledger
+
+        class StopCancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                ledger.count_decoded(int(input_ids.shape[0]))
+                flags = [is_cancelled(t) for t in cancel]
+                return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
+
+        return StopCancelled()
+
+    def _generate_ids(
+        self,
+        seqs: list[list[int]],
+        params: GenerationParams,
+        streamer: Any = None,
+        *,
+        cancel: list[CancelToken | None] | None = None,
+    ) -> list[Completion]:
+        """Greedy or sampled generation for token-id prompts (the caller holds the engine lock);
+        a row whose ``cancel`` token is set stops at the next step (``finish_reason="cancelled"``)."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        flags = cancel if cancel is not None else [None] * len(seqs)
 
         out: list[Completion | None] = [None] * len(seqs)
         for batch in plan_batches([len(s) for s in seqs], self.max_batch_tokens, self.max_batch_size):
@@ -291,6 +359,7 @@ class HFBackend(LLMBackend):
             sample = params.temperature > 0
             if params.seed is not None:
                 torch.manual_seed(params.seed)
+            stop = StoppingCriteriaList([self._stop_when_cancelled([flags[i] for i in batch])])
             with torch.inference_mode():
                 gen = self.hf_model.generate(
                     input_ids=ids,
@@ -301,6 +370,7 @@ class HFBackend(LLMBackend):
                     top_p=params.top_p if sample else None,
                     pad_token_id=self.tokenizer.pad_token_id,
                     streamer=streamer,
+                    stopping_criteria=stop,
                 )
             latency = (time.perf_counter() - start) / len(batch)
             for j, i in enumerate(batch):
@@ -309,9 +379,14 @@ class HFBackend(LLMBackend):
                 finish = "length"
                 if eos in new:
                     new, finish = new[: new.index(eos)], "stop"
+                pad = self.tokenizer.pad_token_id
+                if pad is not None and pad in new:  # a row that stopped early is padded to the end
+                    new = new[: new.index(pad)]
+                if is_cancelled(flags[i]) and len(new) < params.max_tokens:
+                    finish = "cancelled"
                 text = self.tokenizer.decode(new, skip_special_tokens=True)
                 for s in params.stop:
-                    if s in text:
+                    if s in text and finish != "cancelled":
                         text, finish = text[: text.index(s)], "stop"
                 out[i] = Completion(text, self.stats(len(seqs[i]), len(new), latency), finish)
         return [c for c in out if c is not None]

@@ -23,11 +23,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..cancel import CancelToken
 from ..errors import BackendError, MissingDependencyError
 from . import tokens
 from .base import LLMBackend
@@ -105,7 +106,9 @@ class OpenAIHTTPBackend(LLMBackend):
             raise BackendError(f"{what} over HTTP needs a local tokenizer; set tokenizer: <model folder or HF id>")
         return self.tokenizer
 
-    async def _astream(self, prompt: Prompt, params: GenerationParams) -> AsyncIterator[StreamChunk]:
+    async def _astream(
+        self, prompt: Prompt, params: GenerationParams, cancel: CancelToken
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Server-sent events (``stream: true``); usage comes in the last event when the server
         supports ``stream_options.include_usage`` (vLLM and OpenAI do). A stream is not retried
         (pieces may already have been shown): a refused, failed or cut stream is a BackendError.

@@ -179,11 +179,29 @@ class Usage:
 
 @dataclass
 class Ledger(Usage):
-    """A backend's running totals, safe to update from several threads."""
+    """A backend's running totals, safe to update from several threads. Besides finished
+    calls: ``cancelled`` generations (stopped or skipped because their request went away),
+    ``tokens_not_generated`` (their ``max_tokens`` minus what they had generated), and
+    ``decoded_tokens``, which grows at every decoding step of a running generation (one per
+    sequence in the batch; backends that decode step by step count it)."""
 
+    cancelled: int = 0
+    tokens_not_generated: int = 0
+    decoded_tokens: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, stats: Iterable[CallStats]) -> None:
         """Count finished calls."""
         with self._lock:
             super().add(stats)
+
+    def count_cancelled(self, calls: int, tokens_not_generated: int) -> None:
+        """Count generations that stopped (or never started) because they were cancelled."""
+        with self._lock:
+            self.cancelled += calls
+            self.tokens_not_generated += tokens_not_generated
+
+    def count_decoded(self, tokens: int) -> None:
+        """Count tokens decoded by a running generation."""
+        with self._lock:
+            self.decoded_tokens += tokens

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..cancel import CancelToken, is_cancelled
 from ..errors import BackendError, MissingDependencyError
 from . import tokens
 from .base import LLMBackend
@@ -44,6 +45,7 @@ def cpu_lacks_bf16() -> bool:
 class _Request:
     ids: list[int]
     params: Any  # vllm.SamplingParams
+    cancel: CancelToken | None = None
 
 
 class VLLMOfflineBackend(LLMBackend):
@@ -122,12 +124,32 @@ class VLLMOfflineBackend(LLMBackend):
             self._loaded = False
 
     def _run(self, requests: list[_Request]) -> list[Any]:
+        """One engine call for the merged requests; a request already cancelled is not sent
+        (its result is ``None``). ``vllm.LLM`` runs the rest to their end."""
         from vllm.inputs import TokensPrompt
 
-        prompts = [TokensPrompt(prompt_token_ids=r.ids) for r in requests]
-        return list(self.llm.generate(prompts, [r.params for r in requests], use_tqdm=False))
+        live = [i for i, r in enumerate(requests) if not is_cancelled(r.cancel)]
+        prompts = [TokensPrompt(prompt_token_ids=requests[i].ids) for i in live]
+        outs = list(self.llm.generate(prompts, [requests[i].params for i in live], use_tqdm=False)) if live else []
+        result: list[Any] = [None] * len(requests)
+        for i, out in zip(live, outs, strict=True):
+            result[i] = out
+        return result
+
+    def _cancelled(self, req: _Request, out: Any) -> Completion:
+        """The completion of a generation stopped (or skipped) because its request went away."""
+        done = len(out.outputs[0].token_ids) if out is not None and out.outputs else 0
+        text = out.outputs[0].text if out is not None and out.outputs else ""
+        return Completion(text, self.stats(len(req.ids), done, 0.0), "cancelled")
 
     async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
+        return await self._agenerate_until(prompts, params, [None] * len(prompts))
+
+    async def _agenerate_until(
+        self, prompts: list[Prompt], params: GenerationParams, cancel: list[CancelToken | None]
+    ) -> list[Completion]:
+        """A request cancelled before its engine call is skipped (``finish_reason="cancelled"``);
+        the offline engine cannot stop one that is running (it finishes and is returned)."""
         from vllm import SamplingParams
 
         sp = SamplingParams(
@@ -138,10 +160,14 @@ class VLLMOfflineBackend(LLMBackend):
             logprobs=params.logprobs,
             seed=params.seed,
         )
-        reqs = [_Request(seq, sp) for seq in tokens.prompt_ids_many(self.tokenizer, prompts)]
+        seqs = tokens.prompt_ids_many(self.tokenizer, prompts)
+        reqs = [_Request(seq, sp, t) for seq, t in zip(seqs, cancel, strict=True)]
         outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
         for req, out in zip(reqs, outs, strict=True):
+            if out is None:  # cancelled before the engine call
+                result.append(self._cancelled(req, out))
+                continue
             o = out.outputs[0]
             top = None
             if params.logprobs is not None and o.logprobs is not None:

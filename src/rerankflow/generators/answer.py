@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from pydantic import Field
 
 from ..backends.base import LLMBackend, run_sync
 from ..backends.types import Completion, GenerationParams, Prompt
+from ..cancel import CancelToken
 from ..errors import BackendError, ConfigError
 from ..options import StageOptions
 from ..prompts.template import PromptTemplate, as_template
@@ -141,25 +143,37 @@ class AnswerGenerator(Transformer):
         """Answer every ranking with the stage's generation settings."""
         return self.answer(batch)
 
-    def answer(self, batch: Sequence[Ranking], params: GenerationParams | None = None) -> list[Ranking]:
+    def answer(
+        self,
+        batch: Sequence[Ranking],
+        params: GenerationParams | None = None,
+        cancel: Sequence[CancelToken | None] | None = None,
+    ) -> list[Ranking]:
         """Answer every ranking (all prompts go to the backend together); ``params`` replaces
-        the stage's generation settings for this call (a server request's ``max_tokens``...)."""
+        the stage's generation settings for this call (a server request's ``max_tokens``...);
+        ``cancel`` (one token per ranking) stops the generation of requests that went away
+        (their answer is cut, ``finish_reason="cancelled"``)."""
         self.ensure_loaded()
         parts = [self.prompt(r) for r in batch]
-        completions = self.backend.generate([p for p, _, _ in parts], params or self.params) if parts else []
+        prompts = [p for p, _, _ in parts]
+        completions = self.backend.generate(prompts, params or self.params, cancel=cancel) if parts else []
         return [self._answered(r, c, user, ctx) for r, c, (_, user, ctx) in zip(batch, completions, parts, strict=True)]
 
-    async def astream(self, ranking: Ranking, params: GenerationParams | None = None) -> AsyncIterator[AnswerChunk]:
-        """Answer one ranking, yielding text pieces as they are generated, then the answer."""
+    async def astream(
+        self, ranking: Ranking, params: GenerationParams | None = None, cancel: CancelToken | None = None
+    ) -> AsyncGenerator[AnswerChunk, None]:
+        """Answer one ranking, yielding text pieces as they are generated, then the answer
+        (closing the stream early, or ``cancel``, stops the generation)."""
         self.ensure_loaded()
         prompt, user, context = self.prompt(ranking)
         start = time.perf_counter()
-        async for chunk in self.backend.astream(prompt, params or self.params):
-            if chunk.completion is None:
-                yield AnswerChunk(chunk.text)
-            else:
-                answered = self._answered(ranking, chunk.completion, user, context, time.perf_counter() - start)
-                yield AnswerChunk("", answered.answer, answered)
+        async with aclosing(self.backend.astream(prompt, params or self.params, cancel=cancel)) as chunks:
+            async for chunk in chunks:  # closing this stream closes the backend's, which stops generating
+                if chunk.completion is None:
+                    yield AnswerChunk(chunk.text)
+                else:
+                    answered = self._answered(ranking, chunk.completion, user, context, time.perf_counter() - start)
+                    yield AnswerChunk("", answered.answer, answered)
 
     def stream(self, ranking: Ranking, on_text: Callable[[str], None]) -> Ranking:
         """Sync streaming: call ``on_text`` with every piece; return the ranking with its answer."""

@@ -158,6 +158,9 @@ class ServeSpec(_Strict):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted (413 above)")
     max_concurrent: int = Field(8, ge=1, description="requests in progress at once; more get 429")
     timeout_s: float = Field(120.0, gt=0, description="per-request time limit (504 after it)")
+    queue_timeout_s: float = Field(
+        30.0, gt=0, description="longest wait for a request's work to start (503 after it; the work is dropped)"
+    )
     max_documents: int = Field(1000, ge=1, description="most documents one /v1/rerank request may send")
     max_tokens: int = Field(1024, ge=1, description="largest max_tokens a chat request may ask for")
     warm_up: bool = Field(True, description="load every model at start-up (readiness waits for it)")

@@ -16,16 +16,17 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..backends.types import GenerationParams
+from ..cancel import CancelToken
 from ..errors import BackendError, DataError, RerankflowError
 from ..pipelines.job import ServeSpec
 from ..types import Query, Ranking
@@ -162,6 +163,55 @@ class ServerState:
         self.error: str | None = None
         self.in_flight = 0
         self.created = int(time.time())
+        self.cancelled: dict[str, int] = {"client disconnected": 0, "timed out": 0, "queue timeout": 0}
+        """Requests whose work was cancelled, by reason."""
+
+    def cancel(self, token: CancelToken, reason: str) -> None:
+        """Cancel a request's work, count it and log it."""
+        if not token.cancelled:
+            token.cancel(reason)
+            self.cancelled[reason] = self.cancelled.get(reason, 0) + 1
+            log.info("request cancelled (%s); its work stops", reason)
+
+    def metrics(self) -> str:
+        """The counters in Prometheus' text format."""
+        rows = [
+            ("rerankflow_requests_in_flight", "gauge", "requests in progress", [("", self.in_flight)]),
+            (
+                "rerankflow_requests_cancelled_total",
+                "counter",
+                "requests whose work was cancelled, by reason",
+                [(f'{{reason="{r}"}}', n) for r, n in self.cancelled.items()],
+            ),
+        ]
+        per_pipeline = [
+            ("rerankflow_queue_depth", "gauge", "requests waiting for the next batch", lambda p: p.queue_depth),
+            (
+                "rerankflow_dropped_before_start_total",
+                "counter",
+                "cancelled requests dropped before their batch ran",
+                lambda p: p.counts.dropped_in_queue,
+            ),
+            (
+                "rerankflow_stages_skipped_total",
+                "counter",
+                "cancelled requests that left the pipeline between stages",
+                lambda p: p.counts.stages_skipped,
+            ),
+            (
+                "rerankflow_tokens_not_generated_total",
+                "counter",
+                "tokens not generated for cancelled requests (max_tokens minus what was generated)",
+                lambda p: p.tokens_not_generated,
+            ),
+        ]
+        for name, kind, help_, value in per_pipeline:
+            rows.append((name, kind, help_, [(f'{{pipeline="{p.name}"}}', value(p)) for p in self.pipelines.values()]))
+        lines = []
+        for name, kind, help_, samples in rows:
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+            lines += [f"{name}{labels} {value}" for labels, value in samples]
+        return "\n".join(lines) + "\n"
 
     def warm_up(self) -> None:
         """Load every pipeline's models (in a worker thread, at start-up)."""
@@ -250,16 +300,50 @@ class ServerState:
         task.add_done_callback(done)
         return task
 
-    async def within_limit(self, task: asyncio.Future[Ranking]) -> Ranking:
-        """Wait for ``task`` up to the request time limit (504 after it); failures become API errors."""
+    async def within_limit(
+        self, task: asyncio.Future[Ranking], cancel: CancelToken | None = None, request: Request | None = None
+    ) -> Ranking:
+        """Wait for ``task`` up to the request time limit (504 after it); failures become API
+        errors. With ``cancel``: the work is cancelled when the limit passes, when it has not
+        started within ``serve.queue_timeout_s`` (503), or when the client of ``request``
+        disconnects (the work stops; nobody is left to answer)."""
+        watch = asyncio.ensure_future(self._watch(cancel, request)) if cancel is not None else None
         try:
-            return await asyncio.wait_for(asyncio.shield(task), self.spec.timeout_s)
-        except asyncio.TimeoutError:
+            waiting: set[asyncio.Future[Any]] = {task} if watch is None else {task, watch}
+            await asyncio.wait(waiting, timeout=self.spec.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            if cancel is not None and cancel.reason == "queue timeout":
+                raise ApiError(
+                    503,
+                    f"the request waited {self.spec.queue_timeout_s:g} s for its turn (serve.queue_timeout_s); retry later",
+                    type="server_error",
+                    headers={"Retry-After": "5"},
+                )
+            if watch is not None and watch.done():
+                raise ApiError(499, "client closed the request", type="client_closed_request")
+            if cancel is not None:
+                self.cancel(cancel, "timed out")
             raise ApiError(
                 504, f"request took longer than {self.spec.timeout_s:g} s (serve.timeout_s)", type="timeout_error"
-            ) from None
+            )
         except RerankflowError as exc:
             raise error_from(exc) from exc
+        finally:
+            if watch is not None:
+                watch.cancel()
+
+    async def _watch(self, cancel: CancelToken, request: Request | None) -> None:
+        """Return once the work must stop: its client left, or it did not start in time."""
+        deadline = time.monotonic() + self.spec.queue_timeout_s
+        while not cancel.cancelled:
+            if request is not None and await request.is_disconnected():
+                self.cancel(cancel, "client disconnected")
+                return
+            if not cancel.started and time.monotonic() > deadline:
+                self.cancel(cancel, "queue timeout")
+                return
+            await asyncio.sleep(0.05)
 
 
 def _sse(data: dict[str, Any] | str) -> str:
@@ -314,7 +398,17 @@ def create_app(pipelines: Mapping[str, ServedPipeline], spec: ServeSpec | None =
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "ready": state.status == "ready", "in_flight": state.in_flight}
+        return {
+            "status": "ok",
+            "ready": state.status == "ready",
+            "in_flight": state.in_flight,
+            "cancelled": dict(state.cancelled),
+            "queue_depth": sum(p.queue_depth for p in state.pipelines.values()),
+        }
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(state.metrics(), media_type="text/plain; version=0.0.4")
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
@@ -343,7 +437,7 @@ def create_app(pipelines: Mapping[str, ServedPipeline], spec: ServeSpec | None =
         return model_card(state.pipelines[name])
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest) -> dict[str, Any] | StreamingResponse:
+    async def chat(body: ChatRequest, request: Request) -> dict[str, Any] | StreamingResponse:
         served = state.pipeline(body.model, "chat")
         query = body.query()
         if not query.strip():
@@ -357,29 +451,30 @@ def create_app(pipelines: Mapping[str, ServedPipeline], spec: ServeSpec | None =
         rid = new_id("chatcmpl")
         ranking = Ranking(Query(rid, query))
         release = state.admit()
+        token = CancelToken()
         if not body.stream:
-            done = await state.within_limit(state.start(served.answer(ranking, params), release))
+            done = await state.within_limit(state.start(served.answer(ranking, params, token), release), token, request)
             if done.answer is None:
                 raise ApiError(500, f"pipeline {served.name!r} returned no answer", type="server_error")
             return chat_completion(rid, served.name, done, done.answer)
         # the passages are chosen before the response starts, so their failures get a status code
         started = time.monotonic()
-        preparing = state.start(served.prepare(ranking), lambda: None)
+        preparing = state.start(served.prepare(ranking, token), lambda: None)
         try:
-            prepared = await state.within_limit(preparing)
+            prepared = await state.within_limit(preparing, token, request)
         except BaseException:
             preparing.add_done_callback(lambda _: release())  # the slot is free once the work ends
             raise
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         left = spec.timeout_s - (time.monotonic() - started)
         return StreamingResponse(
-            _chat_events(served, prepared, params, rid, include_usage, left, release),
+            _chat_events(served, prepared, params, rid, include_usage, left, release, token, state.cancel),
             media_type="text/event-stream",
             background=BackgroundTask(release),
         )
 
     @app.post("/v1/rerank")
-    async def rerank(body: RerankRequest) -> dict[str, Any]:
+    async def rerank(body: RerankRequest, request: Request) -> dict[str, Any]:
         served = state.pipeline(body.model, "rerank")
         if len(body.documents) > spec.max_documents:
             raise ApiError(
@@ -393,7 +488,9 @@ def create_app(pipelines: Mapping[str, ServedPipeline], spec: ServeSpec | None =
         if not docs:
             return {"id": rid, "model": served.name, "results": []}
         release = state.admit()
-        done = await state.within_limit(state.start(served.prepare(input_ranking(rid, body.query, docs)), release))
+        token = CancelToken()
+        work = served.prepare(input_ranking(rid, body.query, docs), token)
+        done = await state.within_limit(state.start(work, release), token, request)
         return rerank_response(rid, served.name, body, done)
 
     return app
@@ -407,20 +504,31 @@ async def _chat_events(
     include_usage: bool,
     seconds: float,
     release: Callable[[], None],
+    token: CancelToken,
+    cancel: Callable[[CancelToken, str], None],
 ) -> AsyncIterator[str]:
     """SSE ``chat.completion.chunk`` events: the role, text deltas, the finish with the
-    ``rerankflow`` extension, usage when asked, ``[DONE]``. Failures become an error event."""
+    ``rerankflow`` extension, usage when asked, ``[DONE]``. Failures become an error event.
+    When the client disconnects, the server stops this generator and closing it stops the
+    generation (at its next decoding step)."""
     created = int(time.time())
     deadline = asyncio.get_running_loop().time() + seconds
-    pieces = served.stream(prepared, params)
+    pieces = served.stream(prepared, params, token)
+    step: asyncio.Future[Any] | None = None
+    ended = False
     try:
         yield _sse(
             chat_chunk(rid, served.name, created, delta={"role": "assistant", "content": ""}, with_usage=include_usage)
         )
         while True:
             left = deadline - asyncio.get_running_loop().time()
+            step = asyncio.ensure_future(anext(pieces))
+            done, _ = await asyncio.wait({step}, timeout=max(left, 0.0))
+            if not done:
+                raise asyncio.TimeoutError
+            step = None
             try:
-                chunk = await asyncio.wait_for(anext(pieces), max(left, 0.0))
+                chunk = done.pop().result()
             except StopAsyncIteration:
                 break
             if chunk.answer is None:
@@ -443,16 +551,27 @@ async def _chat_events(
             )
             if include_usage:
                 yield _sse(chat_chunk(rid, served.name, created, extra={"usage": usage(answer)}))
+        ended = True
     except asyncio.TimeoutError:
+        ended = True
+        cancel(token, "timed out")
         yield _sse(
             ApiError(504, "request took longer than the time limit (serve.timeout_s)", type="timeout_error").body()
         )
     except RerankflowError as exc:
+        ended = True
         yield _sse(error_from(exc).body())
     except Exception:  # the stream has started: the client gets an error event
+        ended = True
         log.exception("stream of %s failed", rid)
         yield _sse(ApiError(500, "internal server error; see the server log", type="server_error").body())
     finally:
+        if not ended and not token.cancelled:  # closed by the server: the client went away
+            cancel(token, "client disconnected")
         release()
+        if step is not None and not step.done():  # a piece was awaited: stop that wait first
+            step.cancel()
+            with suppress(BaseException):
+                await step
         await pieces.aclose()
     yield _sse("[DONE]")
