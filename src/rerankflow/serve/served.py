@@ -20,7 +20,7 @@ from ..backends.types import GenerationParams
 from ..cancel import CancelToken, is_cancelled
 from ..errors import PipelineTypeError
 from ..generators.answer import AnswerChunk, AnswerGenerator
-from ..stage import Retriever, Transformer, chain
+from ..stage import Retriever, Transformer
 from ..types import Candidate, Document, Query, Ranking
 
 
@@ -67,11 +67,9 @@ class ServedPipeline:
         stages = pipeline.walk(chain=True)
         last = stages[-1]
         self.generator: AnswerGenerator | None = last if isinstance(last, AnswerGenerator) else None
-        self.prefix: Transformer | None = pipeline
         self.steps = stages[:-1] if self.generator is not None else stages
-        """The stages before generation, run one by one so cancelled requests leave between them."""
-        if self.generator is not None:
-            self.prefix = chain(stages[:-1]) if len(stages) > 1 else None
+        """The stages before generation (the prefix), run one by one so cancelled requests
+        leave between them."""
         self.retrieves = any(isinstance(s, Retriever) for s in pipeline.walk())
         self._batches: Coalescer[_Work, Ranking] = Coalescer(self._run_batch)
         self.counts = CancelCounts()
