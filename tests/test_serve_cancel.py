@@ -67,7 +67,7 @@ def test_dropped_streams_stop_generating_and_cost_the_next_request_nothing(serve
     base, ledger = server
     idle = min(timed_small_request(base) for _ in range(2))
     cancelled_before = ledger.cancelled
-    for i in range(4):
+    for i in range(3):
         with httpx.stream("POST", base + "/v1/chat/completions", json=chat(f"tell a long story {i}", 300, True)) as r:
             for line in r.iter_lines():
                 if '"content": "' in line and '"content": ""' not in line:
@@ -75,17 +75,17 @@ def test_dropped_streams_stop_generating_and_cost_the_next_request_nothing(serve
         at_disconnect = ledger.decoded_tokens
         after = settled(ledger)
         assert after - at_disconnect <= STEPS_AFTER_DISCONNECT, (i, after - at_disconnect)
-    assert ledger.cancelled - cancelled_before == 4 and ledger.tokens_not_generated > 4 * 200
+    assert ledger.cancelled - cancelled_before == 3 and ledger.tokens_not_generated > 3 * 200
     assert timed_small_request(base) <= 2 * idle
     metrics = httpx.get(base + "/metrics").text
-    assert 'rerankflow_requests_cancelled_total{reason="client disconnected"} 4' in metrics
+    assert 'rerankflow_requests_cancelled_total{reason="client disconnected"} 3' in metrics
     assert 'rerankflow_tokens_not_generated_total{pipeline="rag"}' in metrics
 
 
 def test_plain_requests_whose_client_timed_out_stop_generating(server):
     base, ledger = server
     idle = min(timed_small_request(base) for _ in range(2))
-    for i in range(3):
+    for i in range(2):
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(base + "/v1/chat/completions", json=chat(f"write a long essay {i}", 300), timeout=1.5)
         at_disconnect = ledger.decoded_tokens
@@ -93,7 +93,7 @@ def test_plain_requests_whose_client_timed_out_stop_generating(server):
         assert after - at_disconnect <= STEPS_AFTER_DISCONNECT, (i, after - at_disconnect)
     assert timed_small_request(base) <= 2 * idle
     health = httpx.get(base + "/healthz").json()
-    assert health["cancelled"]["client disconnected"] >= 3 and health["in_flight"] == 0
+    assert health["cancelled"]["client disconnected"] >= 2 and health["in_flight"] == 0
 
 
 class CancelAfter(CancelToken):
