@@ -36,18 +36,16 @@ class _Work:
 
 @dataclass
 class CancelCounts:
-    """Work of requests that went away: requests cancelled, dropped before their batch ran,
-    and stage runs skipped (thread-safe counters, for ``/metrics``)."""
+    """Work of requests that went away: requests dropped before their batch ran, and
+    requests that left between stages (thread-safe counters, for ``/metrics``)."""
 
-    cancelled: int = 0
     dropped_in_queue: int = 0
     stages_skipped: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, *, cancelled: int = 0, dropped_in_queue: int = 0, stages_skipped: int = 0) -> None:
+    def add(self, *, dropped_in_queue: int = 0, stages_skipped: int = 0) -> None:
         """Add to the counters."""
         with self._lock:
-            self.cancelled += cancelled
             self.dropped_in_queue += dropped_in_queue
             self.stages_skipped += stages_skipped
 
