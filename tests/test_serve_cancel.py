@@ -1,4 +1,5 @@
-"""A client that goes away stops costing compute (real SmolLM2 on the HF backend, CPU): streams
+"""A client that goes away stops costing compute (real SmolLM2 on the HF backend and on the vLLM
+offline engine, CPU): streams
 dropped after their first chunk and plain requests whose client timed out stop generating
 within a few decoding steps, the next request is as fast as on an idle server, and a
 cancelled request inside a merged batch leaves the other answers unchanged."""
@@ -49,10 +50,11 @@ def timed_small_request(base):
     return time.perf_counter() - start
 
 
-@pytest.fixture(scope="module")
-def server(demo, hf_backend):
+@pytest.fixture(scope="module", params=["hf_backend", "vllm_backend"])
+def server(demo, request):
+    backend = request.getfixturevalue(request.param)
     corpus, _, _ = demo
-    rag = BM25Retriever(corpus, k=2) >> AnswerGenerator(hf_backend, max_tokens=8)
+    rag = BM25Retriever(corpus, k=2) >> AnswerGenerator(backend, max_tokens=8)
     app = create_app(serve_pipelines({"rag": rag}), ServeSpec(max_tokens=400))
     with serve_in_thread(app) as base:
         deadline = time.monotonic() + 120
@@ -60,7 +62,7 @@ def server(demo, hf_backend):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         timed_small_request(base)  # first use: tokenizer, caches
-        yield base, hf_backend.ledger
+        yield base, backend.ledger
 
 
 def test_dropped_streams_stop_generating_and_cost_the_next_request_nothing(server):
@@ -111,15 +113,17 @@ class CancelAfter(CancelToken):
         return super().cancelled
 
 
-def test_a_cancelled_request_in_a_merged_batch_leaves_the_other_answers_unchanged(hf_backend):
+@pytest.mark.parametrize("name", ["hf_backend", "vllm_backend"])
+def test_a_cancelled_request_in_a_merged_batch_leaves_the_other_answers_unchanged(name, request):
+    backend = request.getfixturevalue(name)
     prompts = [Prompt.chat("Count from one to fifty in words."), Prompt.chat("Name the planets of the solar system.")]
     params = GenerationParams(max_tokens=40)
-    whole = hf_backend.generate(prompts, params)
-    cut = hf_backend.generate(prompts, params, cancel=[CancelAfter(6), None])
+    whole = backend.generate(prompts, params)
+    cut = backend.generate(prompts, params, cancel=[CancelAfter(6), None])
     assert cut[1].text == whole[1].text and cut[1].stats.output_tokens == whole[1].stats.output_tokens
     assert cut[0].finish_reason == "cancelled" and 0 < cut[0].stats.output_tokens < whole[0].stats.output_tokens
     assert whole[0].text.startswith(cut[0].text)
-    skipped = hf_backend.generate(prompts[:1], params, cancel=[CancelAfter(0)])
+    skipped = backend.generate(prompts[:1], params, cancel=[CancelAfter(0)])
     assert skipped[0].finish_reason == "cancelled" and skipped[0].stats.output_tokens == 0
 
 

@@ -222,6 +222,14 @@ class LLMBackend(ABC):
         yield StreamChunk(completion.text)
         yield StreamChunk("", completion)
 
+    def _account_stopped(self, task: Any, params: GenerationParams) -> None:
+        """Count a stream's generation that stopped because its reader left."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        stopped = task.result()[0]
+        self.ledger.add([stopped.stats])
+        self.ledger.count_cancelled(1, max(params.max_tokens - stopped.stats.output_tokens, 0))
+
     async def _agenerate_until(
         self, prompts: list[Prompt], params: GenerationParams, cancel: list[CancelToken | None]
     ) -> list[Completion]:

@@ -313,14 +313,6 @@ class HFBackend(LLMBackend):
                 task.add_done_callback(lambda t: self._account_stopped(t, params))
         yield StreamChunk("", completion)
 
-    def _account_stopped(self, task: Any, params: GenerationParams) -> None:
-        """Count a stream's generation that stopped because its reader left."""
-        if task.cancelled() or task.exception() is not None:
-            return
-        stopped = task.result()[0]
-        self.ledger.add([stopped.stats])
-        self.ledger.count_cancelled(1, max(params.max_tokens - stopped.stats.output_tokens, 0))
-
     def _stop_when_cancelled(self, cancel: list[CancelToken | None]) -> Any:
         """A stopping criterion: ends each row whose token is cancelled, and counts the rows
         decoded at every step in ``ledger.decoded_tokens``."""

