@@ -92,3 +92,56 @@ def test_normalize_constant_scores():
 def test_fusion_rejects_bad_arguments(make):
     with pytest.raises(PipelineTypeError):
         make()
+
+
+C = Fixed("c", [("w", 3.0), ("z", 2.0), ("x", -1.0)])
+
+
+def test_a_chained_convex_sum_is_one_fusion_with_the_written_weights():
+    chained = 0.2 * A + 0.3 * B + 0.5 * C
+    direct = ConvexFusion([A, B, C], weights=[0.2, 0.3, 0.5])
+    assert chained.inputs == [A, B, C] and chained.alphas == pytest.approx([0.2, 0.3, 0.5])
+    got, want = chained(Q)[0], direct(Q)[0]
+    assert got.docids == want.docids
+    assert [c.score for c in got.candidates] == pytest.approx([c.score for c in want.candidates])
+    # flattening also from the right, and unweighted terms count 1
+    right = A + (B + C)
+    assert right.inputs == [A, B, C] and right.weights == [1.0, 1.0, 1.0]
+    # an explicitly weighted sum stays one (nested) input
+    nested = 2 * (A + B) + C
+    assert len(nested.inputs) == 2 and nested.weights == [2.0, 1.0]
+
+
+class RankOnly(Fixed):
+    """Scores that encode only ranks (like a listwise reranker's 1/(rank+1))."""
+
+    def transform(self, batch):
+        return [
+            r.with_candidates(
+                Candidate(Document(d, d), 1 / (i + 1), self._name, (), True) for i, (d, _) in enumerate(self.pairs)
+            )
+            for r in batch
+        ]
+
+
+def test_convex_fusion_refuses_rank_derived_scores_and_points_to_rrf():
+    ranks = RankOnly("listwise", [("z", 0), ("y", 0), ("x", 0)])
+    with pytest.raises(PipelineTypeError, match=r"rank-derived.*rrf.*rank_inputs: ranks"):
+        (0.5 * A + 0.5 * ranks)(Q)
+    by_rank = scores(ConvexFusion([A, ranks], rank_inputs="ranks")(Q)[0])
+    # ranks: z first (1.0), y second (0.5), x last (0.0); A min-max: x 1, y 4/9, z 0
+    assert by_rank["z"] == pytest.approx(0.5 * 0 + 0.5 * 1.0)
+    assert by_rank["y"] == pytest.approx(0.5 * 4 / 9 + 0.5 * 0.5)
+    assert by_rank["x"] == pytest.approx(0.5 * 1.0 + 0.5 * 0.0)
+
+
+def test_theoretical_min_max_uses_the_scorer_floor():
+    out = scores(ConvexFusion([A, C], normalization="theoretical", floors=[0.0, -5.0])(Q)[0])
+    # A: (s - 0) / (10 - 0); C: (s + 5) / (3 + 5); y is missing from C -> C's lowest, 4/8
+    assert out["x"] == pytest.approx(0.5 * 1.0 + 0.5 * 4 / 8)
+    assert out["z"] == pytest.approx(0.5 * 0.1 + 0.5 * 7 / 8)
+    assert out["y"] == pytest.approx(0.5 * 0.5 + 0.5 * 4 / 8)
+    with pytest.raises(PipelineTypeError, match="floors"):
+        ConvexFusion([A, C], normalization="theoretical")
+    with pytest.raises(PipelineTypeError, match="one floor per input"):
+        ConvexFusion([A, C], normalization="theoretical", floors=[0.0])

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .errors import DataError, PipelineTypeError
 from .options import StageOptions
@@ -111,7 +111,7 @@ class Transformer(ABC):
         return Sequential(self, Cutoff(k))
 
     def __add__(self, other: Transformer | Weighted) -> ConvexFusion:
-        return convex(Weighted(self, 1.0), other)
+        return convex(self, other)
 
     def __mul__(self, weight: float) -> Weighted:
         return Weighted(self, float(weight))
@@ -285,7 +285,7 @@ class Retriever(Transformer):
 
 # -- fusion ---------------------------------------------------------------------------------
 
-Normalization = Literal["minmax", "zscore", "none"]
+Normalization = Literal["minmax", "theoretical", "zscore", "none"]
 
 
 class Weighted:
@@ -302,10 +302,27 @@ class Weighted:
         return f"{self.weight:g} * {self.stage!r}"
 
 
-def convex(left: Weighted, right: Transformer | Weighted) -> ConvexFusion:
-    """``left + right`` as a min-max convex combination (the operator form)."""
-    right_w = right if isinstance(right, Weighted) else Weighted(right, 1.0)
-    return ConvexFusion([left.stage, right_w.stage], weights=[left.weight, right_w.weight])
+def convex(left: Transformer | Weighted, right: Transformer | Weighted) -> ConvexFusion:
+    """``left + right`` as a min-max convex combination (the operator form).
+
+    Sums written with ``+`` flatten: ``0.2 * a + 0.3 * b + 0.5 * c`` is one fusion of three
+    inputs with weights 0.2, 0.3, 0.5 (Python builds ``(0.2a + 0.3b) + 0.5c``; without
+    flattening the inner fusion would be normalised twice and weighted 1 against 0.5). A
+    weighted sum, ``2 * (a + b)``, stays one input; build nested fusions with
+    :class:`ConvexFusion` to nest on purpose."""
+    terms = _terms(left) + _terms(right)
+    fused = ConvexFusion([stage for stage, _ in terms], weights=[w for _, w in terms])
+    fused.from_operator = True
+    return fused
+
+
+def _terms(part: Transformer | Weighted) -> list[tuple[Transformer, float]]:
+    """The weighted inputs an operand of ``+`` contributes (a ``+``-built fusion: its own)."""
+    if isinstance(part, Weighted):
+        return [(part.stage, part.weight)]
+    if isinstance(part, ConvexFusion) and part.from_operator:
+        return list(zip(part.inputs, part.weights, strict=True))
+    return [(part, 1.0)]
 
 
 class FusionOptions(StageOptions):
@@ -418,6 +435,25 @@ class ConvexOptions(FusionOptions):
     (weights are normalised to sum 1)."""
 
     normalization: Normalization = "minmax"
+    floors: list[float] | None = Field(
+        None,
+        description="theoretical normalisation: the lowest score each input's scorer can give "
+        "(e.g. 0 for BM25, -1 for cosine), one per input",
+    )
+    rank_inputs: Literal["refuse", "ranks"] = Field(
+        "refuse",
+        description="inputs whose scores only encode ranks (listwise, setwise, PRP sorts, "
+        "depth-limited tails): refuse with an error, or fuse their ranks as (n-1-r)/(n-1)",
+    )
+
+    @model_validator(mode="after")
+    def _floors_for_theoretical(self) -> ConvexOptions:
+        if self.normalization == "theoretical" and self.floors is None:
+            raise ValueError(
+                "normalization 'theoretical' needs floors: the lowest score each input can give, "
+                "one per input (e.g. [0, -1] for BM25 and a cosine retriever)"
+            )
+        return self
 
 
 class ConvexFusion(_Fusion):
@@ -427,9 +463,18 @@ class ConvexFusion(_Fusion):
     .. math:: s(d) = \sum_i \alpha_i\, \phi_i(s_i(d)), \quad \alpha_i = w_i / \sum_j w_j
 
     ``normalization`` picks :math:`\phi`: ``"minmax"`` maps each query's scores of an input to
-    [0, 1] (all-equal scores map to 1); ``"zscore"`` subtracts the mean and divides by the
-    standard deviation (0 when it is 0); ``"none"`` uses raw scores. A document absent from an
-    input gets that input's lowest normalised score for the query (0 under min-max).
+    [0, 1] (all-equal scores map to 1); ``"theoretical"`` is the theoretical min-max the paper
+    recommends, :math:`(s - m_i) / (\max_q s - m_i)` with :math:`m_i` the lowest score input
+    ``i``'s scorer can give (``floors``), so a query's weakest retrieved document is not pulled
+    to 0; ``"zscore"`` subtracts the mean and divides by the standard deviation (0 when it is
+    0); ``"none"`` uses raw scores. A document absent from an input gets that input's lowest
+    normalised score for the query (0 under min-max).
+
+    Rank-derived inputs (``Candidate.rank_derived``: ``1/(rank+1)`` of a listwise, setwise or
+    PRP sort, and the tail below a reranker's ``depth``) carry no score scale: min-max would
+    squash a depth-20 head into 0.988-1.0. By default they are refused with an error that
+    points to :class:`RRFFusion`; ``rank_inputs="ranks"`` fuses such an input by its ranks,
+    :math:`(n - 1 - r) / (n - 1)` for the document at rank ``r`` of ``n``.
     """
 
     Options = ConvexOptions
@@ -440,20 +485,47 @@ class ConvexFusion(_Fusion):
         self.normalization: Normalization = self.options.normalization
         total = sum(self.weights)
         self.alphas = [w / total for w in self.weights]
+        floors = self.options.floors
+        if floors is not None and len(floors) != len(self.inputs):
+            raise PipelineTypeError(
+                f"convex has {len(self.inputs)} inputs but {len(floors)} floors; give one floor per input"
+            )
+        self.floors = floors
+        self.from_operator = False
+        """Built by ``+`` (then a further ``+`` adds inputs to it instead of nesting it)."""
 
     def _fused_scores(self, lists: list[Ranking], docids: list[str]) -> np.ndarray:
         index = {d: i for i, d in enumerate(docids)}
         total = np.zeros(len(docids))
-        for alpha, lst in zip(self.alphas, lists, strict=True):
+        for i, (alpha, lst) in enumerate(zip(self.alphas, lists, strict=True)):
             if not lst.candidates:
                 continue
-            raw = np.array([c.score for c in lst.candidates], dtype=float)
-            norm = normalize(raw, self.normalization)
+            norm = self._normalised(i, lst)
             column = np.full(len(docids), norm.min())
             for c, v in zip(lst.candidates, norm, strict=True):
                 column[index[c.docid]] = v
             total += alpha * column
         return total
+
+    def _normalised(self, i: int, lst: Ranking) -> np.ndarray:
+        """Input ``i``'s normalised scores for one query (rank-derived inputs by the rule)."""
+        if any(c.rank_derived for c in lst.candidates):
+            if self.options.rank_inputs == "refuse":
+                raise PipelineTypeError(
+                    f"convex fusion input {i + 1} ({self.inputs[i]!r}) gave rank-derived scores for query "
+                    f"{lst.query.qid!r}: they encode only ranks, and min-max normalisation squashes them. "
+                    "Fuse ranks with rrf(...) (YAML: rrf:), or set rank_inputs: ranks to fuse this input "
+                    "by rank as (n-1-r)/(n-1)"
+                )
+            n = len(lst.candidates)
+            return np.ones(1) if n == 1 else 1.0 - np.arange(n) / (n - 1)
+        raw = np.array([c.score for c in lst.candidates], dtype=float)
+        method = self.normalization
+        if method == "theoretical":
+            floor = (self.floors or [])[i]
+            top = raw.max()
+            return np.ones_like(raw) if top <= floor else (raw - floor) / (top - floor)
+        return normalize(raw, method)
 
     def __repr__(self) -> str:
         terms = " + ".join(f"{w:g} * {s!r}" for w, s in zip(self.weights, self.inputs, strict=True))
@@ -461,7 +533,7 @@ class ConvexFusion(_Fusion):
         return f"({terms}){suffix}"
 
 
-def normalize(scores: np.ndarray, method: Normalization) -> np.ndarray:
+def normalize(scores: np.ndarray, method: Literal["minmax", "zscore", "none"]) -> np.ndarray:
     """Normalise one query's scores (see :class:`ConvexFusion`)."""
     if method == "none" or scores.size == 0:
         return scores
