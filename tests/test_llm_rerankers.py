@@ -4,19 +4,30 @@ quality against the relevance-judgment oracle on the project's own demo collecti
 import asyncio
 import itertools
 import math
+import random
 import re
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rerankflow import Candidate, Document, Query, Ranking
+from rerankflow.backends.types import Prompt
 from rerankflow.errors import BackendError, ConfigError, DataError
 from rerankflow.eval.measures import evaluate
 from rerankflow.eval.trace import repairs, usage_total
 from rerankflow.io.trec import rankings_to_run
 from rerankflow.pipelines.job import dump_job, load_job_text
-from rerankflow.rerankers.listwise import ListwiseReranker, covering_blocks, replicated_blocks
+from rerankflow.rerankers.listwise import (
+    ListwiseReranker,
+    covering_blocks,
+    equireplicate_blocks,
+    latin_blocks,
+    pagerank,
+    replicated_blocks,
+    win_counts,
+)
 from rerankflow.rerankers.pairwise import PairwiseReranker
 from rerankflow.rerankers.permutation import sliding_windows
 from rerankflow.rerankers.pointwise import PointwiseReranker
@@ -122,15 +133,106 @@ def test_covering_design_meets_every_pair():
     assert rep == replicated_blocks(100, 20, 2, seed=0)
 
 
-@pytest.mark.parametrize("aggregate", ["winrate", "pagerank"])
-def test_jointrank_ranks_all_blocks_in_one_step(aggregate):
+def test_equireplicate_design_puts_every_candidate_in_r_full_blocks():
+    blocks = equireplicate_blocks(100, 20, 4, seed=0)
+    assert len(blocks) == 20 and all(len(b) == 20 and len(set(b)) == 20 for b in blocks)
+    assert sorted(i for b in blocks for i in b) == sorted(list(range(100)) * 4)
+    assert blocks == equireplicate_blocks(100, 20, 4, seed=0) != equireplicate_blocks(100, 20, 4, seed=1)
+    assert blocks[0] != list(range(20))  # shuffled, the first replica too
+    padded = equireplicate_blocks(90, 20, 2, seed=0)  # 180 / 20 = 9 blocks; 90 is not a multiple of 20
+    assert len(padded) == 9 and all(len(b) == 20 and len(set(b)) == 20 for b in padded)
+    counts = Counter(i for b in padded for i in b)
+    assert set(counts) == set(range(90)) and min(counts.values()) >= 2
+    small = equireplicate_blocks(7, 20, 3, seed=0)
+    assert len(small) == 3 and all(sorted(b) == list(range(7)) for b in small)
+
+
+def test_latin_design_is_the_rows_and_columns_of_the_grid():
+    blocks = latin_blocks(100, 20)
+    assert len(blocks) == 20 and blocks[0] == list(range(10)) and blocks[10] == list(range(0, 100, 10))
+    met = Counter(frozenset(p) for b in blocks for p in itertools.combinations(b, 2))
+    assert set(met.values()) == {1} and len(met) == 20 * 45  # pairs in one row or one column meet once
+    ragged = latin_blocks(90, 20)  # a 10 x 10 grid with the last row empty
+    assert sorted(i for b in ragged for i in b) == sorted(list(range(90)) * 2)
+    with pytest.raises(DataError, match="set depth to at most 16"):
+        latin_blocks(100, 4)
+
+
+def test_pagerank_matches_evalica_as_jointrank_calls_it():
+    """JointRank aggregates with evalica.pagerank over every pair of every block (the reference
+    code's comparisons_from_rankings); ours must give the same scores."""
+    evalica = pytest.importorskip("evalica", reason="evalica (JointRank's aggregator) is in the dev extra")
+    rng = random.Random(3)
+    for n, window, r in [(30, 10, 3), (100, 20, 4), (12, 5, 2)]:
+        blocks = equireplicate_blocks(n, window, r, seed=rng.randrange(100))
+        truth = [rng.gauss(0, 1) for _ in range(n)]
+        rankings = [sorted(b, key=lambda i: -truth[i] + rng.gauss(0, 1)) for b in blocks]
+        xs, ys = [], []
+        for order in rankings:
+            for a, b in itertools.combinations(order, 2):
+                xs.append(a), ys.append(b)
+        ref = evalica.pagerank(xs, ys, [evalica.Winner.X] * len(xs))
+        want = [float(ref.scores[i]) for i in range(n)]
+        assert pagerank(win_counts(n, rankings)) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("design", "aggregate", "calls"),
+    [
+        ("covering", "winrate", 6),
+        ("covering", "pagerank", 6),
+        ("equireplicate", "pagerank", 8),
+        ("latin", "pagerank", 7),
+    ],
+)
+def test_jointrank_ranks_all_blocks_in_one_step(design, aggregate, calls):
     fake = FakeBackend(by_doc_number)
-    rr = ListwiseReranker(fake, method="jointrank", window=6, aggregate=aggregate, max_passage_tokens=None)
+    rr = ListwiseReranker(
+        fake, method="jointrank", window=6, design=design, aggregate=aggregate, max_passage_tokens=None
+    )
     rr.scheduler = Scheduler(fake, mode="concurrent")
+    rounds = []
+    plan = rr.plan
+    rr.plan = lambda q, t: counted(plan(q, t), rounds)
     (out,) = rr([ranking(12)])
-    assert fake.ledger.calls == len(covering_blocks(12, 6)) == 6
-    assert out.docids == [f"d{i}" for i in range(11, -1, -1)]
+    assert fake.ledger.calls == calls and rounds == [1]
+    ranks = [int(d[1:]) for d in out.docids]
+    if design == "covering" and aggregate == "winrate":  # every pair met, each win counted once
+        assert ranks == list(range(11, -1, -1))
+    else:  # pairs that never met (or met more often) are ordered through the others: close, not exact
+        concordant = sum(ranks[i] > ranks[j] for i, j in itertools.combinations(range(12), 2))
+        assert ranks[0] == 11 and concordant / 66 >= 0.8, ranks
     assert not any(c.rank_derived for c in out.candidates)
+
+
+def counted(plan, rounds):
+    """The plan, counting its rounds (steps of calls that wait on each other) into ``rounds``."""
+    rounds.append(0)
+    try:
+        step = next(plan)
+        while True:
+            rounds[-1] += 1
+            step = plan.send((yield step))
+    except StopIteration as stop:
+        return stop.value
+
+
+def test_permutation_self_consistency_ranks_each_window_k_times_and_undoes_a_position_bias():
+    """A judge that always puts the passage shown first on top: one ordering copies that bias,
+    three orderings aggregated by mean position recover the true order of a 3-passage window."""
+
+    def first_wins(prompt):
+        numbers = window_ids(prompt)
+        rest = sorted(range(1, len(numbers)), key=lambda i: -numbers[i])
+        return " > ".join(f"[{i + 1}]" for i in [0, *rest])
+
+    fake = FakeBackend(first_wins)
+    once = ListwiseReranker(fake, window=3, max_passage_tokens=None)
+    (out,) = once([ranking(3)])
+    assert out.docids[0] == "d0" and fake.ledger.calls == 1
+    psc = ListwiseReranker(fake, window=3, shuffles=5, seed=1, max_passage_tokens=None)
+    (out,) = psc([ranking(3)])
+    assert fake.ledger.calls == 1 + 5 and out.docids == ["d2", "d1", "d0"]
 
 
 # -- heapsort --------------------------------------------------------------------------------
@@ -196,6 +298,31 @@ def test_allpairs_needs_depth_and_sums_win_probabilities():
     assert head[0].score == pytest.approx(expected_d3)
 
 
+def test_strict_rule_scores_allpairs_as_the_reference_does():
+    """llm-rankers' all-pairs rule: each order's answer is the likelier label; doc1 gets 1 when
+    the answers are (A, B), doc2 gets 1 when they are (B, A), otherwise each gets 0.5."""
+    judge = prefer_higher_number(bias=1.5)  # a position bias strong enough to flip close pairs
+    fake = FakeBackend(labels=judge)
+    rr = PairwiseReranker(fake, method="allpairs", rule="strict", depth=5, max_passage_tokens=None)
+    (out,) = rr([ranking(5)])
+    expected = dict.fromkeys(range(5), 0.0)
+    for a, b in itertools.combinations(range(5), 2):
+        shown = lambda x, y: Prompt.raw(f"Passage A: passage number {x}\nPassage B: passage number {y}")  # noqa: E731
+        first = max(judge(shown(a, b), ["A", "B"]).items(), key=lambda kv: kv[1])[0]
+        second = max(judge(shown(b, a), ["A", "B"]).items(), key=lambda kv: kv[1])[0]
+        if (first, second) == ("A", "B"):
+            expected[a] += 1
+        elif (first, second) == ("B", "A"):
+            expected[b] += 1
+        else:
+            expected[a] += 0.5
+            expected[b] += 0.5
+    assert {int(c.docid[1:]): c.score for c in out.candidates} == expected
+    assert 0.5 in {v % 1 for v in expected.values()}  # some pairs were inconsistent
+    with pytest.raises(ConfigError, match="both_orders"):
+        PairwiseReranker(fake, rule="strict", both_orders=False)
+
+
 @pytest.mark.parametrize("method", ["heapsort", "bubble"])
 def test_heapsort_and_bubble_find_the_top_k_and_never_repeat_a_pair(method):
     fake = FakeBackend(labels=prefer_higher_number())
@@ -233,6 +360,26 @@ def test_setwise_labels_and_generation_agree_and_unparseable_answers_are_counted
     assert repairs([c])["unparseable"] == usage_total([c]).calls > 0
     with pytest.raises(ConfigError, match="needs one label each"):
         SetwiseReranker(FakeBackend(), "listwise-first", num_child=30)
+
+
+def test_setwise_both_orders_undoes_a_position_bias_at_twice_the_calls():
+    """A judge whose label scores fall linearly with the position shown (+3 nats first, -3
+    last): one order follows the positions; both orders (same round) cancel the bias."""
+
+    def biased(prompt, wanted):
+        ids = window_ids(prompt)
+        m = len(ids)
+        return {label: d / 8 + 3.0 * (1 - 2 * i / (m - 1)) for i, (label, d) in enumerate(zip(wanted, ids))}
+
+    once = SetwiseReranker(FakeBackend(labels=biased), num_child=3, top_k=3, max_passage_tokens=None)
+    both = SetwiseReranker(FakeBackend(labels=biased), num_child=3, top_k=3, both_orders=True, max_passage_tokens=None)
+    (a,), (b,) = once([ranking(13)]), both([ranking(13)])
+    assert a.docids[:3] != ["d12", "d11", "d10"] and b.docids[:3] == ["d12", "d11", "d10"]
+    shown = Counter(tuple(window_ids(p)) for p in both.backend.seen)
+    assert all(shown[ids[::-1]] == n for ids, n in shown.items())  # every set also reversed
+    assert both.backend.ledger.calls == 2 * len({frozenset(ids) for ids in shown})
+    with pytest.raises(ConfigError, match="needs scorer: labels"):
+        SetwiseReranker(FakeBackend(), scorer="generate", both_orders=True)
 
 
 # -- the scheduler ------------------------------------------------------------------------------
@@ -374,6 +521,44 @@ def test_noisy_oracle_is_reproducible_and_errs(demo):
             [ListwiseReranker(FakeBackend()).template.render(query=queries[0].text, num="1", passages="[1] unseen")],
             ["A"],
         )
+
+
+def test_realistic_judge_errs_the_same_way_whatever_the_order_and_can_be_position_bound(demo):
+    corpus, queries, qrels = demo
+    first = BM25Retriever(corpus, k=20)([Ranking(q) for q in queries])
+    flipped = [r.with_candidates(reversed(r.candidates)) for r in first]
+    single = lambda j: ListwiseReranker(j, method="single_pass", max_passage_tokens=None)  # noqa: E731
+    misreads = OracleJudge(qrels, queries, corpus, passage_error=1.0)
+    a, b = single(misreads)(first), single(misreads)(flipped)
+    assert [r.docids for r in a] == [r.docids for r in b]  # the errors stick to the passages
+    assert [r.docids for r in a] != [r.docids for r in single(oracle_for(corpus, queries, qrels))(first)]
+    bound = OracleJudge(qrels, queries, corpus, position_bias=100.0)
+    assert [r.docids for r in single(bound)(flipped)] == [r.docids for r in flipped]
+    copier = OracleJudge(qrels, queries, corpus, copy_rate=1.0)
+    assert [r.docids for r in single(copier)(first)] == [r.docids for r in first]
+    realistic = OracleJudge.realistic(qrels, queries, corpus)
+    assert "passage_error=0.5" in realistic.model and realistic.copy_rate == 0.05
+    with pytest.raises(BackendError, match="rates"):
+        OracleJudge(qrels, queries, corpus, copy_rate=1.5)
+
+
+def test_malformed_answers_exercise_every_repair_path_and_lose_no_candidate(demo):
+    corpus, queries, qrels = demo
+    first = BM25Retriever(corpus, k=20)([Ranking(q) for q in queries])
+    judge = OracleJudge(qrels, queries, corpus, malformed_rate=1.0, noise=0.3)
+    found = Counter()
+    for reranker in [
+        ListwiseReranker(judge, window=6, stride=3, max_passage_tokens=None),
+        ListwiseReranker(judge, scorer="first_token", window=6, stride=3, max_passage_tokens=None),
+        SetwiseReranker(judge, num_child=2, top_k=5, scorer="generate", max_passage_tokens=None),
+        SetwiseReranker(judge, num_child=2, top_k=5, max_passage_tokens=None),
+    ]:
+        out = reranker(first)
+        assert [sorted(r.docids) for r in out] == [sorted(r.docids) for r in first]
+        found.update(repairs(out))
+    assert {"duplicates", "missing", "out_of_range", "unparseable", "unscored_labels"} <= {
+        k for k, v in found.items() if v > 0
+    }
 
 
 @pytest.mark.shared_data

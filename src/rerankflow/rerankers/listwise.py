@@ -5,12 +5,21 @@ Methods (``method``):
 * ``sliding``: windows of ``window`` passages moved from the bottom of the list to the top by
   ``stride`` (default ``window // 2``; RankGPT, Sun et al. 2023); each window waits for the previous one.
 * ``single_pass``: one window holding every candidate, when the prompt fits ``max_prompt_tokens``.
-* ``jointrank``: overlapping blocks ranked independently (all at once), turned into pairwise
-  wins and aggregated by win rate or PageRank (JointRank, Dedov 2025). ``design="covering"``
-  splits the list into groups of ``window // 2`` and ranks every pair of groups together, so
-  every two candidates meet at least once (45 blocks for 100 candidates, window 20);
-  ``design="replicated"`` ranks ``replicas`` partitions (input order, then seeded shuffles),
-  cheaper (``replicas * ceil(n / window)`` blocks) but some pairs never meet.
+* ``jointrank``: overlapping blocks ranked independently (all at once, one round), turned
+  into pairwise wins and aggregated by PageRank or win rate (JointRank, Dedov, ICTIR 2025).
+  Designs (``design``):
+
+  - ``equireplicate`` (default, the paper's configuration with ``replicas=4``, window 20,
+    PageRank): ``ceil(replicas * n / window)`` blocks of ``window`` candidates; a seeded
+    shuffle of all candidates is cut into blocks and a short last block is padded to full size
+    with candidates drawn from the others, then a new shuffle starts, so every candidate sits
+    in ``replicas`` blocks (20 blocks for 100 candidates);
+  - ``latin``: the candidates (input order) fill a ``k x k`` grid, ``k = ceil(sqrt(n))``
+    (``k <= window``), and each row and each column is a block (a Latin-square lattice, the
+    paper's design for two replicas: 20 blocks of 10 for 100 candidates);
+  - ``covering``: groups of ``window // 2``, every pair of groups ranked together, so every
+    two candidates meet (45 blocks for 100 candidates, window 20);
+  - ``replicated``: ``replicas`` partitions (input order, then seeded shuffles), no padding.
 
 How a window is ranked (``scorer``):
 
@@ -20,8 +29,13 @@ How a window is ranked (``scorer``):
   (A, B, ...) and ordered by the log-probability of each label as the first generated token
   (FIRST, Reddy et al. 2024). One forward pass per window, nothing to parse.
 
+``shuffles=k`` (permutation self-consistency, Tang et al., NAACL 2024) ranks every window
+``k`` times, in the input order and in ``k - 1`` seeded shuffles, and orders it by the mean
+position (a Borda aggregate; the paper uses a Kemeny-style central ranking): ``k`` times the
+calls, the same number of rounds. It counters a model's preference for early or late positions.
+
 Scores are rank-derived (``1 / (rank + 1)``) except JointRank's, which are the aggregated
-win rates or PageRank values.
+PageRank values or win rates.
 """
 
 from __future__ import annotations
@@ -58,6 +72,46 @@ def covering_blocks(n: int, window: int) -> list[list[int]]:
     return [groups[a] + groups[b] for a in range(len(groups)) for b in range(a + 1, len(groups))]
 
 
+def equireplicate_blocks(n: int, window: int, replicas: int, seed: int) -> list[list[int]]:
+    """JointRank's equi-replicate design: every candidate in ``replicas`` blocks of ``window``
+    (seeded shuffles; a short block padded with candidates it lacks)."""
+    if n < 2:
+        return []
+    rng = random.Random(seed)
+    if n <= window:
+        return [rng.sample(range(n), n) for _ in range(replicas)]
+    count = math.ceil(replicas * n / window)
+    pool = rng.sample(range(n), n)
+    blocks: list[list[int]] = []
+    while len(blocks) < count:
+        if len(pool) >= window:
+            blocks.append(pool[:window])
+            pool = pool[window:]
+            continue
+        absent = sorted(set(range(n)) - set(pool))
+        extra = rng.sample(absent, window - len(pool))
+        blocks.append(pool + extra)
+        taken = set(extra)
+        pool = [i for i in range(n) if i not in taken]
+        rng.shuffle(pool)
+    return blocks
+
+
+def latin_blocks(n: int, window: int) -> list[list[int]]:
+    """Rows and columns of the ``k x k`` grid that holds ``range(n)`` in order, ``k = ceil(sqrt(n))``."""
+    if n < 2:
+        return []
+    k = math.isqrt(n - 1) + 1
+    if k > window:
+        raise DataError(
+            f"the latin design needs blocks of {k} for {n} candidates, more than window={window}; "
+            f"set depth to at most {window * window} or use design: equireplicate"
+        )
+    rows = [list(range(r * k, min(r * k + k, n))) for r in range(k)]
+    columns = [[r * k + c for r in range(k) if r * k + c < n] for c in range(k)]
+    return [b for b in rows + columns if len(b) >= 2]
+
+
 def replicated_blocks(n: int, window: int, replicas: int, seed: int) -> list[list[int]]:
     """``replicas`` partitions of ``range(n)`` into consecutive blocks (the first in input order)."""
     if n <= window:
@@ -72,13 +126,8 @@ def replicated_blocks(n: int, window: int, replicas: int, seed: int) -> list[lis
     return out
 
 
-def pairwise_preferences(n: int, rankings: Sequence[Sequence[int]]) -> np.ndarray:
+def preferences(wins: np.ndarray) -> np.ndarray:
     """``P[a, b]``: the fraction of co-ranked blocks in which ``a`` was above ``b`` (NaN if they never met)."""
-    wins = np.zeros((n, n))
-    for order in rankings:
-        for i, a in enumerate(order):
-            for b in order[i + 1 :]:
-                wins[a, b] += 1
     met = wins + wins.T
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(met > 0, wins / met, np.nan)
@@ -93,20 +142,39 @@ def win_rate(prefs: np.ndarray) -> list[float]:
     return out
 
 
-def pagerank(prefs: np.ndarray, damping: float = 0.85, iterations: int = 100) -> list[float]:
-    """PageRank where each candidate passes its weight to those that beat it (by preference)."""
-    n = len(prefs)
-    losses = np.nan_to_num(prefs.T)  # losses[a, b] = P(b beats a): a links to b
-    out_weight = losses.sum(axis=1, keepdims=True)
-    transition = np.where(out_weight > 0, losses / np.where(out_weight > 0, out_weight, 1), 1.0 / n)
-    rank = np.full(n, 1.0 / n)
-    for _ in range(iterations):
-        updated = (1 - damping) / n + damping * transition.T @ rank
-        if np.abs(updated - rank).sum() < 1e-12:
-            rank = updated
+def win_counts(n: int, rankings: Sequence[Sequence[int]]) -> np.ndarray:
+    """``W[a, b]``: how many blocks ranked ``a`` above ``b``."""
+    wins = np.zeros((n, n))
+    for order in rankings:
+        for i, a in enumerate(order):
+            for b in order[i + 1 :]:
+                wins[a, b] += 1
+    return wins
+
+
+def pagerank(wins: np.ndarray, damping: float = 0.85, tolerance: float = 1e-6, limit: int = 100) -> list[float]:
+    """PageRank over the win graph as JointRank aggregates it (through evalica's ``pagerank``,
+    whose computation this follows: tests compare the two): every loss is a link from the loser
+    to the winner weighted by the count; a candidate that never lost links to all alike; the
+    damped matrix is power-iterated with L2 normalisation until the change is below
+    ``tolerance`` (at most ``limit`` steps); the scores sum to 1."""
+    n = len(wins)
+    if n == 0:
+        return []
+    links = wins.T.astype(float)  # links[loser, winner]
+    out = links.sum(axis=1)
+    links[out == 0] = 1.0 / n
+    links /= links.sum(axis=1, keepdims=True)
+    google = damping * links + (1 - damping) / n
+    scores = np.full(n, 1.0 / n)
+    for _ in range(limit):
+        updated = google.T @ scores
+        updated /= np.linalg.norm(updated) or 1.0
+        done = np.linalg.norm(updated - scores) < tolerance
+        scores = updated
+        if done:
             break
-        rank = updated
-    return [float(x) for x in rank]
+    return [float(x) for x in scores / np.abs(scores).sum()]
 
 
 class ListwiseOptions(PlannedOptions):
@@ -118,10 +186,15 @@ class ListwiseOptions(PlannedOptions):
     )
     window: int = Field(20, ge=2)
     stride: int | None = Field(None, ge=1, description="sliding only (default: window // 2)")
-    design: Literal["covering", "replicated"] = Field("covering", description="jointrank only: block design")
-    replicas: int = Field(2, ge=1, description="jointrank replicated design: partitions ranked")
-    aggregate: Literal["winrate", "pagerank"] = Field("winrate", description="jointrank only")
-    seed: int = Field(0, description="jointrank replicated design: shuffle seed")
+    design: Literal["equireplicate", "latin", "covering", "replicated"] = Field(
+        "equireplicate", description="jointrank only: block design (equireplicate: the paper's)"
+    )
+    replicas: int = Field(4, ge=1, description="jointrank equireplicate/replicated: blocks each candidate is in")
+    aggregate: Literal["pagerank", "winrate"] = Field("pagerank", description="jointrank only")
+    seed: int = Field(0, description="shuffle seed (jointrank designs, shuffles)")
+    shuffles: int = Field(
+        1, ge=1, description="rank each window this many times in shuffled orders, aggregate by mean rank"
+    )
     max_prompt_tokens: int = Field(4096, ge=16, description="single_pass only: longest prompt allowed")
     max_output_tokens: int | None = Field(None, ge=1, description="generate only (default: 5 per passage + 8)")
 
@@ -181,7 +254,24 @@ class ListwiseReranker(PlannedReranker):
 
     # -- one window -------------------------------------------------------------------------
     def rank_window(self, query: str, texts: Sequence[str]) -> Plan[WindowResult]:
-        """Order ``texts`` (input indices, best first) with one call."""
+        """Order ``texts`` (input indices, best first): one call, or ``shuffles`` calls at once
+        aggregated by mean position."""
+        n = len(texts)
+        if self.options.shuffles == 1 or n < 2:
+            return (yield from self._rank_once(query, texts))
+        rng = random.Random(f"{self.seed}:{query}:{n}")
+        orders = [list(range(n))] + [rng.sample(range(n), n) for _ in range(self.options.shuffles - 1)]
+        results = yield from gather([self._rank_once(query, [texts[i] for i in order]) for order in orders])
+        position = [0.0] * n
+        problems: Counter[str] = Counter()
+        for order, (local, found) in zip(orders, results, strict=True):
+            for rank, i in enumerate(local):
+                position[order[i]] += rank
+            problems.update(found)
+        return sorted(range(n), key=lambda i: position[i]), problems  # ties keep input order
+
+    def _rank_once(self, query: str, texts: Sequence[str]) -> Plan[WindowResult]:
+        """Order ``texts`` with one call."""
         n = len(texts)
         if self.scorer == "first_token":
             labels = tuple((self.template.labels or [])[:n])
@@ -234,7 +324,11 @@ class ListwiseReranker(PlannedReranker):
 
     def _jointrank(self, query: str, texts: list[str]) -> Plan[Outcome]:
         n = len(texts)
-        if self.design == "covering":
+        if self.design == "equireplicate":
+            blocks = equireplicate_blocks(n, self.window, self.replicas, self.seed)
+        elif self.design == "latin":
+            blocks = latin_blocks(n, self.window)
+        elif self.design == "covering":
             blocks = covering_blocks(n, self.window)
         else:
             blocks = replicated_blocks(n, self.window, self.replicas, self.seed)
@@ -244,7 +338,7 @@ class ListwiseReranker(PlannedReranker):
         for block, (local, found) in zip(blocks, results, strict=True):
             rankings.append([block[i] for i in local])
             problems.update(found)
-        prefs = pairwise_preferences(n, rankings)
-        scores = win_rate(prefs) if self.aggregate == "winrate" else pagerank(prefs)
+        wins = win_counts(n, rankings)
+        scores = win_rate(preferences(wins)) if self.aggregate == "winrate" else pagerank(wins)
         # Equal aggregate scores keep the incoming order (the stable sort in the stage).
         return Outcome([s if math.isfinite(s) else 0.0 for s in scores], rank_derived=False, problems=problems)

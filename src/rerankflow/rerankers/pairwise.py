@@ -3,8 +3,13 @@
 A comparison reads the next-token log-probabilities of the template's two labels (A: the
 first passage is better, B: the second). With ``both_orders`` (default) it asks twice, with
 the passages swapped, and averages, which cancels the model's position bias:
-``P(a > b) = (P(A | a, b) + P(B | b, a)) / 2``. Comparisons of the same pair within a query
-are made once (memoised).
+``P(a > b) = (P(A | a, b) + P(B | b, a)) / 2`` (``rule="soft"``, the default). ``rule="strict"``
+is the reference implementation's rule (llm-rankers, Zhuang et al.): ``a`` wins only when both
+orders prefer it, loses only when both prefer ``b``, and an inconsistent pair is a tie (0.5:
+half a win each in ``allpairs``; in a sort the incumbent stays). The soft rule is the default
+because it keeps the model's confidence, which breaks ties the strict rule leaves; the oracle
+benchmark (docs/benchmarks.md) measures both. Comparisons of the same pair within a query are
+made once (memoised).
 
 Methods (``method``):
 
@@ -44,6 +49,15 @@ class PairwiseOptions(PlannedOptions):
     method: Method = "heapsort"
     top_k: int = Field(10, ge=1, description="heapsort/bubble: how many top candidates to find")
     both_orders: bool = Field(True, description="ask each comparison in both passage orders and average")
+    rule: Literal["soft", "strict"] = Field(
+        "soft", description="soft: mean probability of both orders; strict: a win only when both orders agree"
+    )
+
+    @model_validator(mode="after")
+    def _strict_needs_both_orders(self) -> PairwiseOptions:
+        if self.rule == "strict" and not self.both_orders:
+            raise ValueError("rule 'strict' compares the answers of both orders; set both_orders: true")
+        return self
 
     @model_validator(mode="after")
     def _allpairs_needs_depth(self) -> PairwiseOptions:
@@ -98,7 +112,8 @@ class PairwiseReranker(PlannedReranker):
         return calls
 
     def _preference(self, replies: Sequence[object]) -> float:
-        """P(first passage of the first call wins), averaged over the orders asked."""
+        """P(first passage of the first call wins): averaged over the orders asked (soft), or
+        1 / 0 / 0.5 when both orders agree on it / agree against it / disagree (strict)."""
         first, second = self.template.labels or ["A", "B"]
         probs = []
         for i, reply in enumerate(replies):
@@ -106,6 +121,9 @@ class PairwiseReranker(PlannedReranker):
                 raise TypeError("a label call must return LabelScores")
             norm = reply.normalized()
             probs.append(math.exp(norm[first] if i == 0 else norm[second]))
+        if self.options.rule == "strict":
+            wins = sum(p > 0.5 for p in probs)
+            return 1.0 if wins == len(probs) else 0.0 if wins == 0 else 0.5
         return sum(probs) / len(probs)
 
     def plan(self, query: str, texts: list[str]) -> Plan[Outcome]:

@@ -5,6 +5,11 @@ Heapsort over a ``num_child``-ary max-heap: every sift step shows a node and its
 The pick comes from the labels' next-token log-probabilities (``scorer="labels"``, one
 forward pass) or from a generated answer (``scorer="generate"``: the first label the answer
 names; an answer naming none keeps the node where it is and is counted as ``unparseable``).
+``both_orders`` (labels scorer) shows each set twice, as given and reversed, in one round,
+and picks the passage with the highest mean label log-probability (which cancels a position
+bias that is linear in the logits): twice the calls, against a model's preference for the
+first (or last) label.
+
 Scores are rank-derived (``1 / (rank + 1)``): the top ``top_k`` found, then the others in
 their input order.
 """
@@ -16,14 +21,14 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..backends.base import LLMBackend
-from ..backends.types import GenerationParams
+from ..backends.types import GenerationParams, Prompt
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate
 from .base import PlannedOptions, PlannedReranker, passage_block
-from .scheduler import Outcome, Plan, ask_generate, ask_labels, rank_scores
+from .scheduler import Outcome, Plan, ask_generate, ask_labels, gather, rank_scores
 from .sorting import heap_top_k
 
 
@@ -33,6 +38,15 @@ class SetwiseOptions(PlannedOptions):
     num_child: int = Field(3, ge=1)
     top_k: int = Field(10, ge=1)
     scorer: Literal["labels", "generate"] = "labels"
+    both_orders: bool = Field(
+        False, description="labels scorer: ask each set as given and reversed, average the log-probabilities"
+    )
+
+    @model_validator(mode="after")
+    def _both_orders_reads_labels(self) -> SetwiseOptions:
+        if self.both_orders and self.scorer != "labels":
+            raise ValueError("both_orders averages label probabilities; it needs scorer: labels")
+        return self
 
 
 class SetwiseReranker(PlannedReranker):
@@ -80,10 +94,21 @@ class SetwiseReranker(PlannedReranker):
         """Heapsort for one query; each sift step is one prompt."""
         problems: Counter[str] = Counter()
 
-        def best_of(group: Sequence[int]) -> Plan[int]:
+        def shown(group: Sequence[int]) -> tuple[Prompt, tuple[str, ...]]:
             labels = tuple((self.template.labels or [])[: len(group)])
             block = passage_block(labels, [texts[i] for i in group])
-            prompt = self.template.render(query=query, num=str(len(group)), passages=block)
+            return self.template.render(query=query, num=str(len(group)), passages=block), labels
+
+        def best_of(group: Sequence[int]) -> Plan[int]:
+            prompt, labels = shown(group)
+            if self.options.both_orders:
+                back, _ = shown(group[::-1])
+                given, reverse = yield from gather([ask_labels(prompt, labels), ask_labels(back, labels)])
+                problems["unscored_labels"] += len(given.missing) + len(reverse.missing)
+                p, q = given.normalized(), reverse.normalized()
+                m = len(group)
+                mean = [p[labels[i]] + q[labels[m - 1 - i]] for i in range(m)]
+                return group[max(range(m), key=lambda i: (mean[i], -i))]
             if self.scorer == "labels":
                 scores = yield from ask_labels(prompt, labels)
                 if scores.missing:
