@@ -53,6 +53,7 @@ METHODS = {
     ),
     "JointRank paper: equireplicate r4 w20 pagerank": jointrank("equireplicate"),
     "JointRank equireplicate r2 w20 pagerank": jointrank("equireplicate", replicas=2),
+    "JointRank equireplicate r9 w20 pagerank": jointrank("equireplicate", replicas=9),
     "JointRank latin (10x10) pagerank": jointrank("latin"),
     "JointRank covering w20 winrate": jointrank("covering", "winrate"),
     "JointRank covering w20 pagerank": jointrank("covering"),
@@ -76,6 +77,7 @@ METHODS = {
 INCOMPLETE_BY_DESIGN = {
     "JointRank paper: equireplicate r4 w20 pagerank",
     "JointRank equireplicate r2 w20 pagerank",
+    "JointRank equireplicate r9 w20 pagerank",
     "JointRank latin (10x10) pagerank",
     "JointRank covering w20 pagerank",
 }

@@ -6,19 +6,19 @@ Methods (``method``):
   ``stride`` (default ``window // 2``; RankGPT, Sun et al. 2023); each window waits for the previous one.
 * ``single_pass``: one window holding every candidate, when the prompt fits ``max_prompt_tokens``.
 * ``jointrank``: overlapping blocks ranked independently (all at once, one round), turned
-  into pairwise wins and aggregated by PageRank or win rate (JointRank, Dedov, ICTIR 2025).
-  Designs (``design``):
+  into pairwise wins and aggregated by win rate (default) or PageRank (JointRank, Dedov,
+  ICTIR 2025). Designs (``design``):
 
-  - ``equireplicate`` (default, the paper's configuration with ``replicas=4``, window 20,
-    PageRank): ``ceil(replicas * n / window)`` blocks of ``window`` candidates; a seeded
-    shuffle of all candidates is cut into blocks and a short last block is padded to full size
-    with candidates drawn from the others, then a new shuffle starts, so every candidate sits
-    in ``replicas`` blocks (20 blocks for 100 candidates);
+  - ``covering`` (default): groups of ``window // 2``, every pair of groups ranked together,
+    so every two candidates meet (45 blocks for 100 candidates, window 20);
+  - ``equireplicate`` (the paper's configuration with ``replicas=4``, window 20 and
+    ``aggregate="pagerank"``): ``ceil(replicas * n / window)`` blocks of ``window``
+    candidates; a seeded shuffle of all candidates is cut into blocks and a short last block
+    is padded to full size with candidates drawn from the others, then a new shuffle starts,
+    so every candidate sits in ``replicas`` blocks (20 blocks for 100 candidates);
   - ``latin``: the candidates (input order) fill a ``k x k`` grid, ``k = ceil(sqrt(n))``
     (``k <= window``), and each row and each column is a block (a Latin-square lattice, the
     paper's design for two replicas: 20 blocks of 10 for 100 candidates);
-  - ``covering``: groups of ``window // 2``, every pair of groups ranked together, so every
-    two candidates meet (45 blocks for 100 candidates, window 20);
   - ``replicated``: ``replicas`` partitions (input order, then seeded shuffles), no padding.
 
 How a window is ranked (``scorer``):
@@ -186,11 +186,11 @@ class ListwiseOptions(PlannedOptions):
     )
     window: int = Field(20, ge=2)
     stride: int | None = Field(None, ge=1, description="sliding only (default: window // 2)")
-    design: Literal["equireplicate", "latin", "covering", "replicated"] = Field(
-        "equireplicate", description="jointrank only: block design (equireplicate: the paper's)"
+    design: Literal["covering", "equireplicate", "latin", "replicated"] = Field(
+        "covering", description="jointrank only: block design (the paper's: equireplicate, replicas 4, pagerank)"
     )
     replicas: int = Field(4, ge=1, description="jointrank equireplicate/replicated: blocks each candidate is in")
-    aggregate: Literal["pagerank", "winrate"] = Field("pagerank", description="jointrank only")
+    aggregate: Literal["winrate", "pagerank"] = Field("winrate", description="jointrank only")
     seed: int = Field(0, description="shuffle seed (jointrank designs, shuffles)")
     shuffles: int = Field(
         1, ge=1, description="rank each window this many times in shuffled orders, aggregate by mean rank"

@@ -27,6 +27,7 @@ Heapsort and bubble scores are rank-derived (``1 / (rank + 1)``).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -111,7 +112,7 @@ class PairwiseReranker(PlannedReranker):
             calls.append(LabelCall(self.template.render(query=query, passage_a=texts[b], passage_b=texts[a]), labels))
         return calls
 
-    def _preference(self, replies: Sequence[object]) -> float:
+    def _preference(self, replies: Sequence[object], problems: Counter[str]) -> float:
         """P(first passage of the first call wins): averaged over the orders asked (soft), or
         1 / 0 / 0.5 when both orders agree on it / agree against it / disagree (strict)."""
         first, second = self.template.labels or ["A", "B"]
@@ -119,6 +120,7 @@ class PairwiseReranker(PlannedReranker):
         for i, reply in enumerate(replies):
             if not isinstance(reply, LabelScores):
                 raise TypeError("a label call must return LabelScores")
+            problems["unscored_labels"] += len(reply.missing)
             norm = reply.normalized()
             probs.append(math.exp(norm[first] if i == 0 else norm[second]))
         if self.options.rule == "strict":
@@ -129,16 +131,17 @@ class PairwiseReranker(PlannedReranker):
     def plan(self, query: str, texts: list[str]) -> Plan[Outcome]:
         """The comparisons for one query, by method."""
         n = len(texts)
+        problems: Counter[str] = Counter()
         if self.method == "allpairs":
             pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
             per_pair = 2 if self.both_orders else 1
             replies = (yield [c for a, b in pairs for c in self._calls(query, texts, a, b)]) if pairs else []
             scores = [0.0] * n
             for j, (a, b) in enumerate(pairs):
-                p = self._preference(replies[j * per_pair : (j + 1) * per_pair])
+                p = self._preference(replies[j * per_pair : (j + 1) * per_pair], problems)
                 scores[a] += p
                 scores[b] += 1.0 - p
-            return Outcome(scores, rank_derived=False)
+            return Outcome(scores, rank_derived=False, problems=+problems)
 
         memo: dict[tuple[int, int], float] = {}
 
@@ -146,7 +149,7 @@ class PairwiseReranker(PlannedReranker):
             """Whether ``a`` wins against ``b`` (P > 0.5; a tie keeps ``b``)."""
             key = (min(a, b), max(a, b))
             if key not in memo:
-                memo[key] = self._preference((yield self._calls(query, texts, key[0], key[1])))
+                memo[key] = self._preference((yield self._calls(query, texts, key[0], key[1])), problems)
             p = memo[key] if a == key[0] else 1.0 - memo[key]
             return p > 0.5
 
@@ -169,4 +172,4 @@ class PairwiseReranker(PlannedReranker):
                         swapped = True
                 if not swapped:  # a pass without swaps: the rest is already in order
                     break
-        return Outcome(rank_scores(order), rank_derived=True)
+        return Outcome(rank_scores(order), rank_derived=True, problems=+problems)

@@ -96,15 +96,16 @@ class PointwiseReranker(Transformer):
         """The passages as shown (see :func:`~rerankflow.rerankers.base.shown_passages`)."""
         return shown_passages(self.backend, docs, self.max_passage_tokens)
 
-    def _scores(self, batch: Sequence[Ranking]) -> tuple[list[float], list[CallStats]]:
+    def _scores(self, batch: Sequence[Ranking]) -> tuple[list[float], list[CallStats], list[int]]:
+        """Scores, call stats and labels left unscored (an HTTP server's top-k), per candidate."""
         queries = [r.query.text for r in batch for _ in r.candidates]
         pairs = list(zip(queries, self.passages([c.doc for r in batch for c in r.candidates]), strict=True))
         if not pairs:
-            return [], []
+            return [], [], []
         if self.mode == "query_likelihood":
             ql_prompts = [self.template.render(passage=p) for _, p in pairs]
             conts = self.backend.continuation_logprobs(ql_prompts, [q for q, _ in pairs])
-            return [c.mean for c in conts], [c.stats for c in conts]
+            return [c.mean for c in conts], [c.stats for c in conts], [0] * len(conts)
         prompts = [self.template.render(query=q, passage=p) for q, p in pairs]
         labels = self.template.labels or []
         results = self.backend.label_logprobs(prompts, labels)
@@ -118,16 +119,18 @@ class PointwiseReranker(Transformer):
             scores = [r.logprobs[labels[0]] - r.logprobs[labels[1]] for r in results]
         else:
             scores = [math.exp(r.normalized()[labels[0]]) for r in results]
-        return scores, [r.stats for r in results]
+        return scores, [r.stats for r in results], [len(r.missing) for r in results]
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Score every candidate of every ranking and re-sort."""
         require_at_most(batch, self.max_candidates, self.name)
-        scores, stats = self._scores(batch)
+        scores, stats, missing = self._scores(batch)
         out, start = [], 0
         for r in batch:
             n = len(r.candidates)
             usage = LLMUsage.of(stats[start : start + n])
-            out.append(rescore(r, scores[start : start + n], self.name).recorded(StageRecord(self.name, usage)))
+            unscored = sum(missing[start : start + n])
+            record = StageRecord(self.name, usage, {"unscored_labels": unscored} if unscored else {})
+            out.append(rescore(r, scores[start : start + n], self.name).recorded(record))
             start += n
         return out
