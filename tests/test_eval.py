@@ -57,7 +57,7 @@ def test_experiment_side_by_side(demo, tmp_path):
     table = res.table()
     assert "bm25-top3" in table and "p(t) nDCG@10" in table
     files = res.write(tmp_path)
-    assert {f.name for f in files} == {"results.json", "results.csv", "perquery.csv"}
+    assert {f.name for f in files} == {"results.json", "results.csv", "perquery.csv", "details.json"}
     rows = (tmp_path / "perquery.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 2 * len(qrels)
 

@@ -108,3 +108,43 @@ def test_bad_folders_and_files_are_clear_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "broken.json:2" in err and "invalid JSON" in err
     assert not (tmp_path / "report.html").exists()
+
+
+def test_details_keep_top_k_with_histories_grades_and_compressed_spans():
+    from rerankflow import Answer, Candidate, Document, Query, Ranking
+    from rerankflow.eval.details import details
+
+    docs = [Document(f"d{i}", f"text {i} </script>", "T") for i in range(25)]
+    ranked = Ranking(Query("q1", "query"), tuple(Candidate(d, 25.0 - i, "bm25") for i, d in enumerate(docs)))
+    ranked = ranked.with_candidates(c.rescored(c.score * 2, "rerank") for c in ranked.candidates)
+    sent = Document("d3", "text 3", None, {"compressed": {"spans": [(0, 6)], "source_chars": len(docs[3].text)}})
+    rag = Ranking(Query("q1", "query"), ranked.candidates[:1], answer=Answer("see [1] [7]", context=(sent,)))
+    out = details({"a": [ranked], "rag": [rag]}, {"q1": {"d0": 2, "d24": 1}}, {"q1": ["gold"]}, {d.docid: d for d in docs})
+    a = out["systems"]["a"]["q1"]
+    assert len(a["ranking"]) == 20 and a["order"] == [f"d{i}" for i in range(25)]
+    assert a["ranking"][0] == {"docid": "d0", "score": 50.0, "scores": {"bm25": 25.0, "rerank": 50.0}}
+    assert out["queries"]["q1"] == {"text": "query", "gold": ["gold"], "judged": True, "grades": {"d0": 2}}
+    context = out["systems"]["rag"]["q1"]["answer"]["context"]
+    assert context == [{"docid": "d3", "text": "text 3", "spans": [[0, 6]]}]
+    assert out["documents"]["d3"]["text"] == docs[3].text  # the original, not the compressed text
+
+
+def test_per_query_view_picks_baseline_against_best_and_refuses_unknown_names(tmp_path):
+    from rerankflow.errors import ConfigError
+    from rerankflow.eval.report_queries import pick_pair
+
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: t\ndataset: {builtin: demo, limit: 4}\npipelines:\n  a: [bm25]\n  top3: ['bm25', cutoff: {k: 3}]\n"
+        "  b: [bm25: {k1: 0.5, b: 0.3}]\nmeasures: [nDCG@10]\nbaseline: top3\n"
+    )
+    assert main(["-q", "run", str(job), "-o", str(tmp_path / "r")]) == 0
+    stored = json.loads((tmp_path / "r" / "results.json").read_text())
+    best = max((s for s in stored["systems"] if s["name"] != "top3"), key=lambda s: s["means"]["nDCG@10"])
+    assert pick_pair(stored, None) == ("top3", best["name"])
+    with pytest.raises(ConfigError, match=r"--compare names \['nope'\], not systems of this experiment \(a, top3, b\)"):
+        pick_pair(stored, ("a", "nope"))
+    page = write_report(tmp_path / "r", compare=("a", "b")).read_text()
+    assert page.count("class='bar'") == 4 and "Per query: b against a" in page
+    data = re.search(r"<script type='application/json' id='rf-data-0'>(.*?)</script>", page, re.S).group(1)
+    assert json.loads(data.replace("<\\/", "</"))["a"] == "a"

@@ -127,7 +127,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from ..eval.report import write_report
 
-    print(write_report(Path(args.results), Path(args.output) if args.output else None, args.title))
+    compare = tuple(args.compare) if args.compare else None
+    print(write_report(Path(args.results), Path(args.output) if args.output else None, args.title, compare))
     return 0
 
 
@@ -197,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", help="HTML file to write (default: RESULTS_DIR/report.html)")
     p.add_argument("--title", help="page title")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="the two systems of the per-query view (default: the baseline against the best other system)",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("prompts", help="list the built-in prompt templates, or show one")

@@ -23,7 +23,8 @@ from ..io.files import atomic_write
 from ..io.trec import Qrels, rankings_to_run
 from ..progress import progress
 from ..stage import Transformer
-from ..types import Query, Ranking, as_rankings
+from ..types import Document, Query, Ranking, as_rankings
+from .details import details
 from .measures import mean_scores, parse_measures, per_query
 from .rag import RAG_MEASURES, rag_per_query
 from .trace import context_flow, stage_cache_use, stage_usage, unique_name
@@ -82,6 +83,8 @@ class ExperimentResult:
     baseline: str | None
     answers: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """Gold answers by query id (RAG datasets)."""
+    qrels: Qrels = field(default_factory=dict)
+    """The judgments the systems were scored against (empty: none)."""
 
     def table(self) -> str:
         """A plain-text table for the terminal."""
@@ -160,8 +163,10 @@ class ExperimentResult:
             ],
         }
 
-    def write(self, folder: str | Path) -> list[Path]:
-        """Write ``results.csv`` (one row per system), ``results.json`` and ``perquery.csv``."""
+    def write(self, folder: str | Path, documents: Mapping[str, Document] | None = None) -> list[Path]:
+        """Write ``results.csv`` (one row per system), ``results.json``, ``perquery.csv`` and
+        ``details.json`` (per-query rankings for the report; ``documents`` by id supply the
+        original texts of passages that a compressor shortened)."""
         folder = Path(folder)
         with atomic_write(folder / "results.json") as fh:
             json.dump(self.to_json(), fh, indent=2)
@@ -191,7 +196,10 @@ class ExperimentResult:
                 for m, vals in s.per_query.items():
                     for qid, v in vals.items():
                         w.writerow([s.name, qid, m, v])
-        files = [folder / "results.json", folder / "results.csv", folder / "perquery.csv"]
+        with atomic_write(folder / "details.json") as fh:
+            rankings = {s.name: s.rankings for s in self.systems}
+            json.dump(details(rankings, self.qrels, self.answers, documents), fh, ensure_ascii=False)
+        files = [folder / "results.json", folder / "results.csv", folder / "perquery.csv", folder / "details.json"]
         if any(r.answer is not None for s in self.systems for r in s.rankings):
             files += write_answers(self.systems, self.answers, folder)
         return files
@@ -351,7 +359,7 @@ class Experiment:
                         for m in names
                         if m in r.per_query and m in base.per_query
                     }
-        return ExperimentResult(names, results, self.baseline, self.answers)
+        return ExperimentResult(names, results, self.baseline, self.answers, self.qrels)
 
 
 def experiment(

@@ -7,6 +7,10 @@ Reads every ``*.json`` under the folder:
 * benchmark results written by ``bench/*.py`` (a ``benchmark`` key): every list of rows in the
   file becomes a table, with the environment it ran in (versions, hardware, commit).
 
+Next to an experiment's ``results.json``, ``details.json`` (written by the same run) adds the
+per-query view of :mod:`~rerankflow.eval.report_queries`: per-query differences between two
+systems and each query's rankings side by side.
+
 Methods that have a quality number are also plotted, per group (experiment, or dataset and
 query scope of a benchmark): quality against cost (tokens per query, else seconds per query),
 LLM calls and tokens per query, and the distribution of per-query latency (the latencies of a
@@ -29,6 +33,8 @@ from typing import Any
 
 from ..errors import DataError, MissingDependencyError
 from ..io.jsonl import read_json
+from .report_queries import SCRIPT, Comparison, bars_html, comparison, data_script, pick_pair
+from .report_queries import STYLE as QUERY_STYLE
 
 log = logging.getLogger(__name__)
 QUALITY_KEYS = ("nDCG@10", "quality")
@@ -55,18 +61,27 @@ class Section:
     tables: list[tuple[str, list[str], list[list[Any]]]] = field(default_factory=list)
     groups: dict[str, list[Point]] = field(default_factory=dict)
     measure: str = "nDCG@10"
+    comparison: Comparison | None = None
 
 
-def collect(folder: Path) -> tuple[list[Section], list[str]]:
-    """Sections for the recognised result files under ``folder`` and the paths skipped."""
+def collect(folder: Path, compare: tuple[str, str] | None = None) -> tuple[list[Section], list[str]]:
+    """Sections for the recognised result files under ``folder`` and the paths skipped
+    (``details.json`` files are read with their experiment, not listed)."""
     if not folder.is_dir():
         raise DataError("results folder not found (give the folder that holds the result JSON files)", file=folder)
     sections, skipped = [], []
     for path in sorted(folder.rglob("*.json")):
+        if path.name == "details.json" and (path.parent / "results.json").is_file():
+            continue
         data = read_json(path)
         name = str(path.relative_to(folder))
         if isinstance(data, dict) and isinstance(data.get("systems"), list) and "measures" in data:
-            sections.append(_experiment(name, data))
+            section = _experiment(name, data)
+            found = path.parent / "details.json"
+            pair = pick_pair(data, compare) if found.is_file() else None
+            if pair is not None:
+                section.comparison = comparison(data, read_json(found), pair)
+            sections.append(section)
         elif isinstance(data, dict) and "benchmark" in data:
             sections.append(_benchmark(name, data))
         else:
@@ -228,7 +243,7 @@ STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
     "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}"
     "td,th{border:1px solid #ccc;padding:3px 7px}td.n{text-align:right;font-variant-numeric:tabular-nums}"
-    "th{background:#f3f3f3}.env{color:#555;font-size:12px}figure{display:inline-block;margin:.5em}"
+    "th{background:#f3f3f3}.env{color:#555;font-size:12px}figure{display:inline-block;margin:.5em}" + QUERY_STYLE
 )
 
 
@@ -245,7 +260,9 @@ def render(sections: list[Section], skipped: list[str], title: str) -> str:
     """The page's HTML."""
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              f"<style>{STYLE}</style></head><body><h1>{e(title)}</h1>"]  # fmt: skip
+    compared = 0
     for s in sections:
         parts.append(f"<h2>{e(s.title)}</h2>")
         if s.environment:
@@ -260,17 +277,26 @@ def render(sections: list[Section], skipped: list[str], title: str) -> str:
                     f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{png}'>"
                     f"<figcaption>{e(caption)}</figcaption></figure>"
                 )
+        if s.comparison is not None:
+            parts.append(bars_html(compared, s.comparison))
+            parts.append(data_script(compared, s.comparison))
+            compared += 1
     if skipped:
         parts.append("<h2>Skipped files</h2><ul>")
         parts.extend(f"<li>{e(s)} (not experiment or benchmark results)</li>" for s in skipped)
         parts.append("</ul>")
+    if compared:
+        parts.append(f"<script>{SCRIPT}</script>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(folder: Path, output: Path | None = None, title: str | None = None) -> Path:
-    """Write the HTML page for ``folder`` (default ``folder/report.html``) atomically."""
-    sections, skipped = collect(folder)
+def write_report(
+    folder: Path, output: Path | None = None, title: str | None = None, compare: tuple[str, str] | None = None
+) -> Path:
+    """Write the HTML page for ``folder`` (default ``folder/report.html``) atomically;
+    ``compare`` names the two systems of the per-query view (default: baseline against best)."""
+    sections, skipped = collect(folder, compare)
     page = render(sections, skipped, title or f"rerankflow results: {folder.name}")
     output = output or folder / "report.html"
     tmp = output.with_name(output.name + ".tmp")

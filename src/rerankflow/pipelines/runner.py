@@ -14,6 +14,7 @@ from ..io.trec import write_run
 from ..paths import resolve_path
 from ..registry import ResourcePool
 from ..stage import Transformer
+from ..types import Document
 from .build import build_pipeline
 from .cache import StageCache
 from .context import BuildContext
@@ -104,10 +105,16 @@ def run_job(
             path = out / f"{s.name}.trec"
             write_run(s.rankings, path, tag=f"{job.name}.{s.name}")
             files.append(path)
-    if dataset.qrels is not None or dataset.answers or any(r.answer for s in result.systems for r in s.rankings):
-        files.extend(result.write(out))
+    files.extend(result.write(out, _originals(dataset)))
     with atomic_write(out / "job.yaml") as fh:
         fh.write(dump_job(job))  # the job as run, every default written out
     files.append(out / "job.yaml")
     log.info("wrote %d files to %s", len(files), out)
     return JobResult(job, result, out, files, pipelines)
+
+
+def _originals(dataset: Dataset) -> dict[str, Document]:
+    """Documents by id as the dataset holds them (the corpus, else the topics' candidates)."""
+    if dataset.corpus is not None:
+        return {d.docid: d for d in dataset.corpus}
+    return {c.docid: c.doc for r in dataset.topics for c in r.candidates}
