@@ -119,7 +119,9 @@ def test_details_keep_top_k_with_histories_grades_and_compressed_spans():
     ranked = ranked.with_candidates(c.rescored(c.score * 2, "rerank") for c in ranked.candidates)
     sent = Document("d3", "text 3", None, {"compressed": {"spans": [(0, 6)], "source_chars": len(docs[3].text)}})
     rag = Ranking(Query("q1", "query"), ranked.candidates[:1], answer=Answer("see [1] [7]", context=(sent,)))
-    out = details({"a": [ranked], "rag": [rag]}, {"q1": {"d0": 2, "d24": 1}}, {"q1": ["gold"]}, {d.docid: d for d in docs})
+    out = details(
+        {"a": [ranked], "rag": [rag]}, {"q1": {"d0": 2, "d24": 1}}, {"q1": ["gold"]}, {d.docid: d for d in docs}
+    )
     a = out["systems"]["a"]["q1"]
     assert len(a["ranking"]) == 20 and a["order"] == [f"d{i}" for i in range(25)]
     assert a["ranking"][0] == {"docid": "d0", "score": 50.0, "scores": {"bm25": 25.0, "rerank": 50.0}}
