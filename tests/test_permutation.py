@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rerankflow.rerankers.permutation import parse_permutation, sliding_windows
+from rerankflow.rerankers.permutation import parse_permutation, read_label, sliding_windows
 
 
 @pytest.mark.parametrize(
@@ -15,7 +15,7 @@ from rerankflow.rerankers.permutation import parse_permutation, sliding_windows
         ("[4] > [9] > [0] > [1]", 4, (3, 0, 1, 2), 0, 2, 2),
         ("I think [2] is best.", 3, (1, 0, 2), 0, 0, 2),
         ("", 3, (0, 1, 2), 0, 0, 3),
-        ("no brackets: 3 > 1 > 2", 3, (0, 1, 2), 0, 0, 3),
+        ("no brackets: 3 > 1 > 2", 3, (2, 0, 1), 0, 0, 0),  # read as bare numbers, counted
         ("[1]", 1, (0,), 0, 0, 0),
         ("[1] > [2]", 0, (), 0, 2, 0),
     ],
@@ -24,12 +24,54 @@ def test_parse_examples(text, n, order, dups, oor, missing):
     p = parse_permutation(text, n)
     assert p.order == order
     assert (p.duplicates, p.out_of_range, p.missing) == (dups, oor, missing)
-    assert p.clean == (dups == oor == missing == 0)
+    assert p.unbracketed == int(text.startswith("no brackets"))
+    assert p.clean == (dups == oor == missing == p.unbracketed == 0)
 
 
 def test_bare_numbers_when_asked():
     assert parse_permutation("3 > 1 > 2", 3, bracketed_only=False).order == (2, 0, 1)
     assert parse_permutation("[B] > [A]", 2).order == (0, 1)  # letters are not ids: all missing
+
+
+def test_bare_numbers_are_the_fallback_and_reasoning_is_dropped():
+    bare = parse_permutation("2 > 1 > 3", 3)
+    assert bare.order == (1, 0, 2) and bare.problems()["unbracketed"] == 1 and not bare.clean
+    # numbers in a reasoning section are not the answer; the bracketed answer after it is
+    think = parse_permutation("<think>maybe [3] first, 2 is weak</think>\n[2] > [3] > [1]", 3)
+    assert think.order == (1, 2, 0) and think.clean
+    # a reasoning section cut off by the token budget leaves no answer: all missing, counted
+    cut = parse_permutation("<think>[3] looks best, then [1]", 3)
+    assert cut.order == (0, 1, 2) and cut.missing == 3
+    # bare numbers inside prose next to bracketed ids stay prose
+    assert parse_permutation("The top 3: [2] > [1] > [3]", 3).order == (1, 0, 2)
+
+
+SETWISE = r"\[([A-Z])\]|\b([A-Z])\b"
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("B", 1),
+        ("[C]", 2),
+        ("A good passage is B.", 1),
+        ("I think C answers it.", 2),
+        ("A is the best passage.", 0),
+        ("Answer: A", 0),
+        ("<think>A or B? A seems off.</think> C", 2),
+        ("A passage about (B) fits.", 1),
+        ("none of them", None),
+        ("a b c", None),
+    ],
+)
+def test_setwise_label_reading_skips_articles_and_reasoning(text, expected):
+    assert read_label(text, SETWISE, ["A", "B", "C", "D"]) == expected
+
+
+@given(st.text(), st.sampled_from(["", "<think>", "</think>", "<think>[1] 2 3</think>"]), st.integers(0, 12))
+def test_any_text_with_reasoning_markers_gives_a_permutation(text, marker, n):
+    p = parse_permutation(marker + text, n)
+    assert sorted(p.order) == list(range(n))
 
 
 @given(st.text(), st.integers(min_value=0, max_value=30))

@@ -1,17 +1,30 @@
 """Listwise building blocks: parsing an LLM's permutation and planning sliding windows.
 
-Parsing is deterministic and loses nothing: identifiers are read in order, duplicates are
-dropped, out-of-range identifiers are ignored, and identifiers the model never mentioned are
-appended in their input order, so every candidate appears exactly once. Each kind of problem
-is counted so runs can report how often the model misbehaved.
+Parsing is deterministic and loses nothing: a reasoning section (``<think>...</think>``, or
+an unterminated ``<think>`` to the end) is dropped first; identifiers are read in order,
+duplicates are dropped, out-of-range identifiers are ignored, and identifiers the model never
+mentioned are appended in their input order, so every candidate appears exactly once. An
+answer without any bracketed identifier is read as bare numbers (``2 > 1 > 3``, as RankGPT and
+RankLLM accept it). Each kind of problem is counted so runs can report how often the model
+misbehaved.
+
+:func:`read_label` reads the label a setwise answer names without mistaking the article "A"
+(or the pronoun "I") in prose for a label.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 _ID = re.compile(r"\[(\d+)\]|\b(\d+)\b")
+_THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.S | re.I)
+
+
+def without_reasoning(text: str) -> str:
+    """``text`` without ``<think>...</think>`` sections (an unterminated one runs to the end)."""
+    return _THINK.sub(" ", text) if "<think>" in text.lower() else text
 
 
 @dataclass(frozen=True)
@@ -22,23 +35,36 @@ class ParsedPermutation:
     duplicates: int = 0
     out_of_range: int = 0
     missing: int = 0
+    unbracketed: int = 0
+    """1 when the answer had no bracketed identifier and was read as bare numbers."""
 
     @property
     def clean(self) -> bool:
         """True when the model's answer needed no repair."""
-        return not (self.duplicates or self.out_of_range or self.missing)
+        return not (self.duplicates or self.out_of_range or self.missing or self.unbracketed)
 
     def problems(self) -> dict[str, int]:
         """Repair counts by kind (zero counts included)."""
-        return {"duplicates": self.duplicates, "out_of_range": self.out_of_range, "missing": self.missing}
+        return {
+            "duplicates": self.duplicates,
+            "out_of_range": self.out_of_range,
+            "missing": self.missing,
+            "unbracketed": self.unbracketed,
+        }
 
 
 def parse_permutation(text: str, n: int, *, first_label: int = 1, bracketed_only: bool = True) -> ParsedPermutation:
     """Read a ranking like ``[3] > [1] > [2]`` of ``n`` passages labelled from ``first_label``.
 
     With ``bracketed_only`` (default) only ``[k]`` counts, so numbers inside prose ("top 3")
-    are not mistaken for identifiers; otherwise bare numbers count too.
+    are not mistaken for identifiers, unless the answer has no ``[k]`` at all: then bare
+    numbers are read (counted as ``unbracketed``). Otherwise bare numbers always count.
     """
+    text = without_reasoning(text)
+    unbracketed = 0
+    if bracketed_only and not any(m.group(1) is not None for m in _ID.finditer(text)):
+        bracketed_only = False
+        unbracketed = int(any(m.group(2) is not None for m in _ID.finditer(text)))
     seen: list[int] = []
     duplicates = out_of_range = 0
     for match in _ID.finditer(text):
@@ -53,7 +79,29 @@ def parse_permutation(text: str, n: int, *, first_label: int = 1, bracketed_only
         else:
             seen.append(idx)
     missing = [i for i in range(n) if i not in set(seen)]
-    return ParsedPermutation(tuple(seen + missing), duplicates, out_of_range, len(missing))
+    return ParsedPermutation(tuple(seen + missing), duplicates, out_of_range, len(missing), unbracketed)
+
+
+_LABEL_VERBS = frozenset(["is", "was", "seems", "has", "answers", "matches", "contains", "provides", "best", "because"])
+
+
+def read_label(text: str, pattern: str, labels: Sequence[str]) -> int | None:
+    """Index in ``labels`` of the first label a setwise answer names by ``pattern`` (the
+    template's output regex), reasoning sections dropped. A bare "A" or "I" followed by a
+    lowercase word other than a verb such as "is" reads as prose ("A good passage is B",
+    "I think C") and is skipped."""
+    text = without_reasoning(text)
+    for match in re.finditer(pattern, text):
+        value = next((g for g in match.groups() if g is not None), match.group(0))
+        if value not in labels:
+            continue
+        bracketed = text[max(match.start() - 1, 0) : match.start() + 1].startswith(("[", "("))
+        if value in ("A", "I") and not bracketed and match.group(0) == value:
+            after = re.match(r"\s+([a-z]+)", text[match.end() :])
+            if after and after.group(1) not in _LABEL_VERBS:
+                continue
+        return list(labels).index(value)
+    return None
 
 
 def sliding_windows(n: int, window: int, stride: int) -> list[tuple[int, int]]:

@@ -16,7 +16,6 @@ their input order.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -28,6 +27,7 @@ from ..backends.types import GenerationParams, Prompt
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate
 from .base import PlannedOptions, PlannedReranker, passage_block
+from .permutation import read_label
 from .scheduler import Outcome, Plan, ask_generate, ask_labels, gather, rank_scores
 from .sorting import heap_top_k
 
@@ -125,9 +125,5 @@ class SetwiseReranker(PlannedReranker):
         return Outcome(rank_scores(order), rank_derived=True, problems=problems)
 
     def _picked(self, text: str, labels: Sequence[str]) -> int | None:
-        """Index of the first of ``labels`` the answer names (by the template's output regex)."""
-        for match in re.finditer(self.template.output_regex or "", text):
-            value = next((g for g in match.groups() if g is not None), match.group(0))
-            if value in labels:
-                return list(labels).index(value)
-        return None
+        """Index of the first of ``labels`` the answer names (see :func:`read_label`)."""
+        return read_label(text, self.template.output_regex or "", labels)
