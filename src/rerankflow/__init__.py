@@ -18,7 +18,7 @@ from .errors import ConfigError, DataError, PipelineTypeError, RerankflowError
 from .eval import Experiment, evaluate, experiment
 from .generators import AnswerGenerator
 from .io import demo_dataset, read_qrels, read_topics
-from .pipelines import load_job, load_pipeline, run_job
+from .pipelines import load_job, load_pipeline, rerank, run_job
 from .rerankers import (
     BiEncoderReranker,
     CrossEncoderReranker,
@@ -81,6 +81,7 @@ __all__ = [
     "load_pipeline",
     "read_qrels",
     "read_topics",
+    "rerank",
     "rrf",
     "run_job",
 ]

@@ -1,4 +1,5 @@
-"""``rerankflow`` command line: run, serve, validate, schema, stages, eval, models, report, prompts.
+"""``rerankflow`` command line: run, serve, validate, schema, stages, eval, models, report, prompts,
+presets.
 
 Every expected failure prints one line ``rerankflow: error: ...`` and exits with status 2;
 ``--debug`` shows the traceback instead.
@@ -147,6 +148,28 @@ def _cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_presets(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ..pipelines.presets import load_preset, preset_names
+
+    if args.action == "list":
+        rows: list[tuple[str, ...]] = [("preset", "stage", "models", "reference", "DL19", "DL20")]
+        for name in preset_names():
+            p = load_preset(name)
+            published = p.published or {}
+            rows.append((name, p.stage, ", ".join(p.models) or "(any)", p.reference,
+                         *(f"{published[k]:.4f}" if k in published else "-" for k in ("dl19", "dl20"))))  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+        return 0
+    if not args.name:
+        raise ConfigError("presets show needs a NAME (see `rerankflow presets list`)")
+    print(yaml.safe_dump(load_preset(args.name).model_dump(), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="rerankflow", description="Retrieval, LLM reranking and RAG pipelines.")
@@ -205,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the two systems of the per-query view (default: the baseline against the best other system)",
     )
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("presets", help="list the published reranker presets, or show one")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("name", nargs="?", help="preset name (show)")
+    p.set_defaults(func=_cmd_presets)
 
     p = sub.add_parser("prompts", help="list the built-in prompt templates, or show one")
     p.add_argument("action", choices=["list", "show"])

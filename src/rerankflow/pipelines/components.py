@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..backends.cross_encoder import CrossEncoderModel
 from ..backends.embeddings import SentenceTransformerEncoder, TextEncoder
@@ -33,6 +33,7 @@ from ..retrievers.bm25 import BM25Index, BM25Retriever
 from ..retrievers.dense import DenseRetriever
 from ..retrievers.tokenize import Tokenizer
 from ..stage import ConvexFusion, Cutoff, Identity, RRFFusion, Transformer
+from . import presets
 from .context import BuildContext
 
 # -- keys that name objects ---------------------------------------------------------------------
@@ -87,6 +88,36 @@ class LLMKeys(StageConfig):
     template: OptionalJobPath = Field(
         None, description="built-in template name or a YAML file (default: the stage's own)"
     )
+
+
+class RerankerKeys(LLMKeys):
+    """An LLM reranker's model and template, and optionally a preset (``rerankflow presets list``)."""
+
+    preset: str | None = Field(
+        None,
+        description="a published configuration (template, settings); default: the preset that names the backend's "
+        "model, if any. Settings written here win",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """Fill the settings and template this config does not give from its preset (so a dumped
+        job says what ran)."""
+        if not isinstance(data, dict):
+            return data
+        backend = data.get("backend")
+        model = backend.get("model") if isinstance(backend, dict) else getattr(backend, "model", None)
+        preset = presets.resolve(None, data.get("preset"), str(model) if model else None)
+        if preset is None:
+            return data
+        foreign = sorted(k for k in preset.settings if k not in cls.model_fields)
+        if foreign:
+            raise ValueError(
+                f"preset {preset.name!r} is for the {preset.stage} stage (its settings {foreign} are not this "
+                f"stage's); use it as `{preset.stage}: {{preset: {preset.name}, ...}}`"
+            )
+        return {**preset.settings, "template": preset.template, **data, "preset": preset.name}
 
 
 class TokenizerKeys(StageConfig):
@@ -179,10 +210,13 @@ def _build_crossencoder(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) 
     return CrossEncoderReranker(model)
 
 
-def _llm_stage(cls: type[Any]) -> Any:
-    """The build function of an LLM reranker or generator: backend, template, options."""
+def _llm_stage(cls: type[Any], name: str | None = None) -> Any:
+    """The build function of an LLM reranker (``name``: its stage, checked against a preset) or
+    generator: backend, template, options."""
 
     def build(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+        if name is not None:
+            presets.resolve(name, cfg.preset, None)  # the preset (already applied to cfg) is this stage's
         backend = shared_backend(cfg.backend, ctx.resources)
         stage: Transformer = cls(backend, ctx.template(cfg.template), cfg.pick(cls.Options))
         return stage
@@ -196,7 +230,7 @@ for _name, _cls in [
     ("pairwise", PairwiseReranker),
     ("setwise", SetwiseReranker),
 ]:
-    register(_name, kind="reranker", stage=_cls, keys=LLMKeys)(_llm_stage(_cls))
+    register(_name, kind="reranker", stage=_cls, keys=RerankerKeys)(_llm_stage(_cls, _name))
 
 
 # -- transforms and fusion ----------------------------------------------------------------------

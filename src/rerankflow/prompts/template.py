@@ -14,7 +14,7 @@ import re
 import string
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -56,6 +56,11 @@ class PromptTemplate(BaseModel):
     user: str
     labels: list[str] | None = Field(None, description="single-token answers scored by label logprobs")
     output_regex: str | None = Field(None, description="what a well-formed generated answer matches")
+    passage_style: Literal["plain", "rankllm"] = Field(
+        "plain",
+        description="plain: title and text on one line, cut by tokens; rankllm: as RankLLM shows passages "
+        "(Title: .. Content: .., ftfy-repaired, cut to 300 * 20 / window words, [n] written (n))",
+    )
 
     @field_validator("output_regex")
     @classmethod

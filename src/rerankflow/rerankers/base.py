@@ -20,6 +20,7 @@ from pydantic import Field
 from ..backends.base import LLMBackend
 from ..errors import ConfigError
 from ..options import StageOptions
+from ..prompts import rankllm_style
 from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer, require_at_most
 from ..types import Candidate, Document, LLMUsage, Ranking, StageRecord, document_text, one_line, sort_candidates
@@ -111,7 +112,10 @@ class PlannedReranker(Transformer):
         """The calls that rank ``texts`` (already truncated, one line each) for ``query``."""
 
     def passages(self, candidates: Sequence[Candidate]) -> list[str]:
-        """Passage texts as the model sees them (see :func:`shown_passages`)."""
+        """Passage texts as the model sees them (see :func:`shown_passages`; a template with
+        ``passage_style: rankllm`` gets RankLLM's passage content, cut per window later)."""
+        if self.template.passage_style == "rankllm":
+            return [rankllm_style.content(c.doc) for c in candidates]
         return shown_passages(self.backend, [c.doc for c in candidates], self.max_passage_tokens)
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:

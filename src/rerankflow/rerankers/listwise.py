@@ -52,6 +52,7 @@ from pydantic import Field, model_validator
 from ..backends.base import LLMBackend
 from ..backends.types import GenerationParams
 from ..errors import ConfigError, DataError
+from ..prompts import rankllm_style
 from ..prompts.template import PromptTemplate
 from .base import PlannedOptions, PlannedReranker, passage_block
 from .permutation import parse_permutation, sliding_windows
@@ -280,6 +281,9 @@ class ListwiseReranker(PlannedReranker):
             order = sorted(range(n), key=lambda i: -scores.logprobs[labels[i]])  # ties keep input order
             return order, Counter({"unscored_labels": len(scores.missing)} if scores.missing else {})
         numbers = [str(i + 1) for i in range(n)]
+        if self.template.passage_style == "rankllm":
+            query = rankllm_style.without_identifiers(query)
+            texts = [rankllm_style.shown(t, n) for t in texts]
         prompt = self.template.render(query=query, num=str(n), passages=passage_block(numbers, texts))
         max_tokens = self.max_output_tokens or 5 * n + 8
         reply = yield from ask_generate(prompt, GenerationParams(max_tokens=max_tokens))

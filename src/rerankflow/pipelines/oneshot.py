@@ -1,0 +1,54 @@
+"""``rerankflow.rerank``: rerank a handful of documents for one query in one call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .. import registry
+from ..backends.base import LLMBackend
+from ..backends.factory import BackendConfig, create_backend
+from ..errors import ConfigError
+from ..types import Candidate, Document, Query, Ranking
+from . import components  # noqa: F401  (registers the built-in stages)
+from .presets import preset_names, resolve
+
+
+def rerank(
+    query: str,
+    documents: Sequence[str | Document],
+    model: str | None = None,
+    *,
+    preset: str | None = None,
+    backend: LLMBackend | str | Mapping[str, Any] = "vllm",
+    top_k: int | None = None,
+    **settings: Any,
+) -> Ranking:
+    """``documents`` reranked for ``query`` by ``model`` with its published configuration.
+
+    The preset is the one named, else the one that lists ``model`` (``rerankflow presets
+    list``); nothing is guessed from a model's name. ``backend`` is a backend object, a kind
+    (``"vllm"``, ``"hf"``, ``"http"``) or a backend config mapping; ``settings`` override the
+    preset's stage settings. Returns a :class:`Ranking` (best first; ``top_k`` keeps the first
+    ``k``); strings become documents ``d0``, ``d1``... in the order given.
+    """
+    chosen = resolve(None, preset, model)
+    if chosen is None:
+        raise ConfigError(
+            f"no preset names the model {model!r}; pass preset= one of {', '.join(preset_names())} "
+            "(listwise_instruct or pointwise_yes_no for any instruction-tuned chat model)"
+        )
+    if isinstance(backend, LLMBackend):
+        llm = backend
+    else:
+        spec = {"kind": backend} if isinstance(backend, str) else dict(backend)
+        if model is None and "model" not in spec:
+            raise ConfigError("rerank() needs model= (or a backend object or config that names one)")
+        llm = create_backend(BackendConfig.model_validate({"model": model, **spec}))
+    stage_class = registry.get(chosen.stage).stage
+    assert stage_class is not None  # LLM rerankers register their stage class
+    stage = stage_class(llm, chosen.template, **{**chosen.settings, **settings})
+    docs = [d if isinstance(d, Document) else Document(f"d{i}", d) for i, d in enumerate(documents)]
+    first = Ranking(Query("q0", query), tuple(Candidate(d, float(len(docs) - i), "input") for i, d in enumerate(docs)))
+    (out,) = stage([first])
+    return out if top_k is None else out.with_candidates(out.candidates[:top_k])

@@ -1,0 +1,79 @@
+"""Presets: a published reranker's whole configuration as data.
+
+A preset (``rerankflow/presets/NAME.yaml``) binds model checkpoints to the stage, the prompt
+template (which fixes the passage formatting and identifier style), the settings and the
+output budget they were published with, the reference implementation whose format it
+reproduces and what the parity test compares, and the published DL19/DL20 nDCG@10 with its
+source. ``listwise: {preset: rank_zephyr, backend: ...}`` in a job, or a backend model that a
+preset lists, applies it; settings written in the job win over the preset's.
+``rerankflow presets list | show NAME`` prints them. Nothing is inferred from model names:
+a model is matched only by the ids a preset names.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import ConfigError
+from ..options import describe
+from ..yamlio import YamlDocument
+
+Stage = Literal["listwise", "pointwise", "pairwise", "setwise"]
+
+
+class Preset(BaseModel):
+    """One published configuration (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+    stage: Stage
+    models: list[str] = Field(default_factory=list, description="checkpoint ids this preset is for")
+    template: str = Field(..., description="built-in prompt template")
+    settings: dict[str, Any] = Field(default_factory=dict, description="the stage's options as published")
+    reference: str = Field(..., description="reference implementation and version whose format this reproduces")
+    parity: str = Field(..., description="what the parity test compares, or why there is none")
+    published: dict[str, Any] | None = Field(None, description="dl19 / dl20 nDCG@10 and their source")
+
+
+def _folder() -> Path:
+    return Path(str(resources.files("rerankflow") / "presets"))
+
+
+def preset_names() -> list[str]:
+    """The names of the built-in presets."""
+    return sorted(p.stem for p in _folder().glob("*.yaml"))
+
+
+def load_preset(name: str) -> Preset:
+    """The built-in preset ``name``."""
+    path = _folder() / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no preset {name!r}; the presets are: {', '.join(preset_names())}")
+    doc = YamlDocument(path.read_text(encoding="utf-8"), path)
+    try:
+        return Preset.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ConfigError(f"preset {name!r} is invalid: {describe(exc)}", file=path) from exc
+
+
+def preset_for_model(model: str) -> Preset | None:
+    """The preset that names ``model`` among its checkpoints, if any."""
+    return next((p for p in map(load_preset, preset_names()) if model in p.models), None)
+
+
+def resolve(stage: str | None, preset: str | None, model: str | None) -> Preset | None:
+    """The preset a stage uses: the one named, else the one that lists the backend's model
+    (checked against ``stage`` when given)."""
+    found = load_preset(preset) if preset else (preset_for_model(model) if model else None)
+    if found is not None and stage is not None and found.stage != stage:
+        raise ConfigError(
+            f"preset {found.name!r} is for the {found.stage} stage, not {stage}; "
+            f"use it as `{found.stage}: {{preset: {found.name}, ...}}`"
+        )
+    return found

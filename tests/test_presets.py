@@ -1,0 +1,175 @@
+"""Presets: published rerankers with their exact published formats.
+
+The RankZephyr / RankVicuna prompt is compared with RankLLM 0.25.7's own prompt builder
+(``SingleTurnListwiseInferenceHandler`` with its ``rank_zephyr_template.yaml``, and the
+``fix_text`` of ``RankListwiseOSLLM.create_prompt``), installed from PyPI without its ``vllm``
+requirement (``make test``); only its LiT5 module, which does not import under transformers 5
+and is not on this path, is replaced by a stub, as bench/peers.py does.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from importlib import resources
+
+import pytest
+import yaml
+
+from rerankflow import Candidate, Document, Query, Ranking
+from rerankflow.cli.main import main
+from rerankflow.errors import ConfigError
+from rerankflow.pipelines.job import load_job_text
+from rerankflow.pipelines.presets import load_preset, preset_for_model, preset_names
+from rerankflow.rerankers.listwise import ListwiseReranker
+from rerankflow.testing.fake import FakeBackend
+
+PASSAGES = [
+    ("Deep learning", "Neural networks with many layers [1] learn representations."),
+    (None, "The café’s menu lists â€œcrÃ¨me brÃ»lÃ©eâ€ and other desserts."),  # mojibake ftfy repairs
+    ("BM25", "  BM25 scores   a document by term frequency,\ninverse document frequency and length.  "),
+    (None, " ".join(f"w{i}" for i in range(400))),  # longer than the 300-word limit of a 20-passage window
+    ("Short", "See [12] and [3] for details."),
+]
+QUERY = "what does [2] say about ranking?"
+
+
+def rank_llm_handler():
+    stub = types.ModuleType("rank_llm.rerank.listwise.lit5.model")
+
+    class Unavailable:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("LiT5 is not available under transformers 5")
+
+    stub.FiD = stub.FiDCrossAttentionScore = Unavailable
+    sys.modules.setdefault(stub.__name__, stub)
+    try:
+        from rank_llm.data import Candidate as RCandidate
+        from rank_llm.data import Query as RQuery
+        from rank_llm.data import Result
+        from rank_llm.rerank.listwise.singleturn_listwise_inference_handler import (
+            SingleTurnListwiseInferenceHandler,
+        )
+    except ImportError:
+        pytest.skip("rank-llm 0.25.7 is not installed (make test installs it without its vllm requirement)")
+    path = resources.files("rank_llm.rerank.prompt_templates") / "rank_zephyr_template.yaml"
+    handler = SingleTurnListwiseInferenceHandler(yaml.safe_load(path.read_text()))
+    return handler, Result, RQuery, RCandidate
+
+
+def ours(docs, window):
+    fake = FakeBackend(lambda p: "[1]")
+    preset = load_preset("rank_zephyr")
+    rr = ListwiseReranker(fake, preset.template, **{**preset.settings, "window": window, "stride": window})
+    rr([Ranking(Query("q", QUERY), tuple(Candidate(d, -i, "bm25") for i, d in enumerate(docs)))])
+    return fake.seen
+
+
+@pytest.mark.slow  # imports RankLLM, which imports vLLM
+@pytest.mark.parametrize("window", [20, 7, 3])
+def test_rank_zephyr_prompt_is_rankllms_own(window):
+    handler, Result, RQuery, RCandidate = rank_llm_handler()
+    docs = [Document(f"d{i}", text, title) for i, (title, text) in enumerate(PASSAGES * 4)][:window]
+    result = Result(
+        RQuery(QUERY, "q"),
+        [
+            RCandidate(d.docid, -i, {"text": d.text, **({"title": d.title} if d.title else {})})
+            for i, d in enumerate(docs)
+        ],
+    )
+    reference = handler.generate_prompt(result, rank_start=0, rank_end=window, max_length=300 * (20 / window))
+    (prompt,) = ours(docs, window)
+    assert [(m.role, m.content) for m in prompt.messages] == [(m["role"], m["content"]) for m in reference]
+
+
+def test_rank_zephyr_prompt_after_the_chat_template_and_token_ids(smollm2):
+    """RankLLM applies the model's chat template and then ftfy's fix_text to the whole prompt.
+    Zephyr's and Vicuna's tokenizers cannot be downloaded here, so both sides go through
+    SmolLM2's chat template: equal messages must give equal strings and token ids."""
+    from ftfy import fix_text
+    from transformers import AutoTokenizer
+
+    from rerankflow.backends.models import resolve_llm
+
+    handler, Result, RQuery, RCandidate = rank_llm_handler()
+    docs = [Document(f"d{i}", text, title) for i, (title, text) in enumerate(PASSAGES)]
+    result = Result(RQuery(QUERY, "q"), [RCandidate(d.docid, 0, {"text": d.text, "title": d.title}) for d in docs])
+    reference = handler.generate_prompt(result, rank_start=0, rank_end=5, max_length=300 * (20 / 5))
+    tok = AutoTokenizer.from_pretrained(resolve_llm("smollm2-135m-instruct"))
+    theirs = fix_text(tok.apply_chat_template(reference, tokenize=False, add_generation_prompt=True))
+    (prompt,) = ours(docs, 5)
+    mine = tok.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in prompt.messages], tokenize=False, add_generation_prompt=True
+    )
+    assert mine == theirs and tok.encode(mine) == tok.encode(theirs)
+
+
+def test_presets_are_data_and_can_be_listed_and_shown(capsys):
+    assert {"rank_zephyr", "rank_vicuna", "listwise_instruct", "pointwise_yes_no"} <= set(preset_names())
+    zephyr = load_preset("rank_zephyr")
+    assert zephyr.stage == "listwise" and zephyr.settings["window"] == 20 and zephyr.published["dl19"] == 0.7365
+    assert preset_for_model("castorini/rank_zephyr_7b_v1_full").name == "rank_zephyr"
+    assert preset_for_model("some/unknown-model") is None
+    assert main(["presets", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "rank_zephyr" in out and "RankLLM 0.25.7" in out and "0.7365" in out
+    assert main(["presets", "show", "rank_vicuna"]) == 0
+    assert "castorini/rank_vicuna_7b_v1" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="no preset 'nope'"):
+        load_preset("nope")
+
+
+def test_a_job_picks_a_preset_by_name_or_by_model_and_explicit_settings_win():
+    job = load_job_text(
+        "name: t\ndataset: {builtin: demo}\npipelines:\n"
+        "  a: [bm25, listwise: {preset: rank_zephyr, backend: {kind: vllm, model: m}, window: 10}]\n"
+    )
+    cfg = job.pipelines["a"][1].config
+    assert (cfg.preset, cfg.template, cfg.window, cfg.stride, cfg.max_passage_tokens) == (
+        "rank_zephyr",
+        "rank_zephyr",
+        10,
+        10,
+        None,
+    )
+    by_model = load_job_text(
+        "name: t\ndataset: {builtin: demo}\npipelines:\n"
+        "  a: [bm25, listwise: {backend: {kind: vllm, model: castorini/rank_zephyr_7b_v1_full}}]\n"
+    )
+    assert by_model.pipelines["a"][1].config.preset == "rank_zephyr"  # the dumped job says which preset ran
+    plain = load_job_text(
+        "name: t\ndataset: {builtin: demo}\npipelines:\n  a: [bm25, listwise: {backend: {kind: vllm, model: m}}]\n"
+    )
+    assert plain.pipelines["a"][1].config.preset is None and plain.pipelines["a"][1].config.max_passage_tokens == 256
+    with pytest.raises(ConfigError, match="preset 'pointwise_yes_no' is for the pointwise stage"):
+        load_job_text(
+            "name: t\ndataset: {builtin: demo}\npipelines:\n"
+            "  a: [bm25, listwise: {preset: pointwise_yes_no, backend: {kind: vllm, model: m}}]\n"
+        )
+
+
+def test_rerank_in_one_call_with_a_preset_and_a_backend_object():
+    from rerankflow import rerank
+
+    def by_number(prompt):  # a listwise answer: passages by the number in their text, highest first
+        import re
+
+        shown = re.findall(r"^\[(\d+)\] passage (\d+)", prompt.messages[-1].content, re.M)
+        return " > ".join(f"[{i}]" for i, _ in sorted(shown, key=lambda x: -int(x[1])))
+
+    docs = [f"passage {n}" for n in (3, 9, 1, 7)]
+    out = rerank("which passage?", docs, preset="listwise_instruct", backend=FakeBackend(by_number), top_k=3)
+    assert [c.doc.text for c in out.candidates] == ["passage 9", "passage 7", "passage 3"]
+    assert out.trace[-1].stage == "listwise" and out.trace[-1].usage.calls == 1
+    with pytest.raises(ConfigError, match="no preset names the model 'my/model'; pass preset="):
+        rerank("q", docs, model="my/model")
+
+
+def test_rerank_in_one_call_on_a_real_model(hf_backend):
+    """SmolLM2-135M (a plumbing model: the order is not a quality claim) through the HF backend."""
+    from rerankflow import rerank
+
+    docs = ["BM25 ranks documents by term statistics.", "Paris is the capital of France.", "Cats sleep a lot."]
+    out = rerank("what is the capital of France?", docs, preset="pointwise_yes_no", backend=hf_backend)
+    assert sorted(c.docid for c in out.candidates) == ["d0", "d1", "d2"]
+    assert all(c.stage == "pointwise" for c in out.candidates) and out.trace[-1].usage.calls == 3
