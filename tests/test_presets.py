@@ -173,3 +173,48 @@ def test_rerank_in_one_call_on_a_real_model(hf_backend):
     out = rerank("what is the capital of France?", docs, preset="pointwise_yes_no", backend=hf_backend)
     assert sorted(c.docid for c in out.candidates) == ["d0", "d1", "d2"]
     assert all(c.stage == "pointwise" for c in out.candidates) and out.trace[-1].usage.calls == 3
+
+
+def test_rank_vicuna_prompt_is_the_text_rankllms_vllm_handler_builds(smollm2):
+    """RankLLM's VllmHandler installs its own chat template on a rank_vicuna model's tokenizer.
+    The handler runs for real with a stand-in engine that hands it a real tokenizer (SmolLM2's,
+    whose own template it replaces); its rendered, fix_text-ed prompt must equal ours, and both
+    must tokenize alike (a text prompt gets the BOS token, as vLLM gives a string prompt)."""
+    from ftfy import fix_text
+    from transformers import AutoTokenizer
+
+    from rerankflow.backends import tokens
+    from rerankflow.backends.models import resolve_llm
+
+    handler, Result, RQuery, RCandidate = rank_llm_handler()
+    from rank_llm.rerank import vllm_handler
+
+    class StandInEngine:
+        def __init__(self, **kwargs):
+            self.tokenizer = AutoTokenizer.from_pretrained(resolve_llm("smollm2-135m-instruct"))
+
+        def get_tokenizer(self):
+            return self.tokenizer
+
+    real = vllm_handler.vllm
+    vllm_handler.vllm = types.SimpleNamespace(LLM=StandInEngine)
+    try:
+        engine = vllm_handler.VllmHandler(
+            model="castorini/rank_vicuna_7b_v1", download_dir="", enforce_eager=True, max_logprobs=30,
+            tensor_parallel_size=1, gpu_memory_utilization=0.3,
+        )  # fmt: skip
+    finally:
+        vllm_handler.vllm = real
+    tok = engine._tokenizer
+    docs = [Document(f"d{i}", text, title) for i, (title, text) in enumerate(PASSAGES)]
+    result = Result(RQuery(QUERY, "q"), [RCandidate(d.docid, 0, {"text": d.text, "title": d.title}) for d in docs])
+    messages = handler.generate_prompt(result, rank_start=0, rank_end=5, max_length=300 * (20 / 5))
+    theirs = fix_text(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    fake = FakeBackend(lambda p: "[1]")
+    preset = load_preset("rank_vicuna")
+    ListwiseReranker(fake, preset.template, **{**preset.settings, "window": 5, "stride": 5})(
+        [Ranking(Query("q", QUERY), tuple(Candidate(d, -i, "bm25") for i, d in enumerate(docs)))]
+    )
+    (prompt,) = fake.seen
+    assert prompt.text == theirs and theirs.startswith("You are RankLLM") and theirs.endswith(" ASSISTANT:")
+    assert tokens.prompt_ids_many(tok, [prompt]) == [tok(theirs)["input_ids"]]

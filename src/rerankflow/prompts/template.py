@@ -56,6 +56,11 @@ class PromptTemplate(BaseModel):
     user: str
     labels: list[str] | None = Field(None, description="single-token answers scored by label logprobs")
     output_regex: str | None = Field(None, description="what a well-formed generated answer matches")
+    chat_format: Literal["model", "vicuna"] = Field(
+        "model",
+        description="model: messages through the model's own chat template; vicuna: the raw text "
+        "'<system> USER: <user> ASSISTANT:' that RankLLM gives RankVicuna",
+    )
     passage_style: Literal["plain", "rankllm"] = Field(
         "plain",
         description="plain: title and text on one line, cut by tokens; rankllm: as RankLLM shows passages "
@@ -113,10 +118,12 @@ class PromptTemplate(BaseModel):
             raise ConfigError(
                 f"template {self.name!r}: missing values {missing}, unknown values {extra}; expected {self.placeholders}"
             )
-        msgs = []
-        if self.system:
-            msgs.append(Message("system", self.system.format(**values)))
-        msgs.append(Message("user", self.user.format(**values)))
+        system = self.system.format(**values) if self.system else None
+        user = self.user.format(**values)
+        if self.chat_format == "vicuna":  # RankLLM's chat template for RankVicuna, rendered
+            return Prompt.raw(f"{system} USER: {user} ASSISTANT:" if system else f"USER: {user} ASSISTANT:")
+        msgs = [Message("system", system)] if system else []
+        msgs.append(Message("user", user))
         return Prompt(messages=tuple(msgs))
 
     def parse(self, text: str) -> re.Match[str] | None:
