@@ -31,7 +31,8 @@ from rerankflow.io.trec import rankings_to_run, read_qrels
 from rerankflow.rerankers.listwise import ListwiseReranker
 from rerankflow.rerankers.pairwise import PairwiseReranker
 from rerankflow.rerankers.setwise import SetwiseReranker
-from rerankflow.testing.oracle import OracleJudge
+from rerankflow.testing.oracle import REALISTIC, OracleJudge
+from rerankflow.testing.plans import counted
 
 from common import SHARED_DATA, table, write_result
 
@@ -88,27 +89,6 @@ BOUNDS = {  # calls per query for n=100 that the issue sets as the bar (PRP: com
 }
 
 
-def counted(plan, rounds: list[int]):
-    """The plan, counting its rounds (steps of calls that wait on each other) into ``rounds``."""
-    rounds.append(0)
-    try:
-        step = next(plan)
-        while True:
-            rounds[-1] += 1
-            step = plan.send((yield step))
-    except StopIteration as stop:
-        return stop.value
-
-
-REALISTIC = {  # OracleJudge.realistic's defaults (docs/benchmarks.md says where they come from)
-    "noise": 0.5,
-    "passage_error": 0.5,
-    "position_bias": 0.3,
-    "copy_rate": 0.05,
-    "malformed_rate": 0.05,
-}
-
-
 def pairwise_accuracy(noise: float, gap: int = 1) -> float:
     """P(a comparison of two passages whose grades differ by ``gap`` comes out right)."""
     if noise == 0:
@@ -142,9 +122,7 @@ def main() -> int:
     bm25_ndcg = evaluate(["nDCG@10"], qrels, rankings_to_run(first))["nDCG@10"]
     judges = [("independent", noise, {"noise": noise}) for noise in args.noise]
     for scale in args.realistic:
-        judges.append(
-            (f"realistic x{scale:g}", 0.5 * scale, {**REALISTIC, **{k: v * scale for k, v in REALISTIC.items()}})
-        )
+        judges.append((f"realistic x{scale:g}", 0.5 * scale, {k: v * scale for k, v in REALISTIC.items()}))
     methods = {k: v for k, v in METHODS.items() if args.methods is None or k in args.methods}
     rows = []
     for judge_name, noise, knobs in judges:

@@ -37,6 +37,7 @@ from rerankflow.rerankers.sorting import heap_top_k
 from rerankflow.retrievers.bm25 import BM25Retriever
 from rerankflow.testing.fake import FakeBackend, prompt_text
 from rerankflow.testing.oracle import OracleJudge
+from rerankflow.testing.plans import counted
 
 
 def ranking(n, qid="q", text="query"):
@@ -203,18 +204,6 @@ def test_jointrank_ranks_all_blocks_in_one_step(design, aggregate, calls):
         concordant = sum(ranks[i] > ranks[j] for i, j in itertools.combinations(range(12), 2))
         assert ranks[0] == 11 and concordant / 66 >= 0.8, ranks
     assert not any(c.rank_derived for c in out.candidates)
-
-
-def counted(plan, rounds):
-    """The plan, counting its rounds (steps of calls that wait on each other) into ``rounds``."""
-    rounds.append(0)
-    try:
-        step = next(plan)
-        while True:
-            rounds[-1] += 1
-            step = plan.send((yield step))
-    except StopIteration as stop:
-        return stop.value
 
 
 def test_permutation_self_consistency_ranks_each_window_k_times_and_undoes_a_position_bias():

@@ -46,6 +46,16 @@ from .fake import prompt_text
 _PASSAGE = re.compile(r"^(?:\[([^\]]{1,8})\]|Passage(?: ([A-Z]))?:) ?(.*)$")
 
 
+REALISTIC = {
+    "noise": 0.5,
+    "passage_error": 0.5,
+    "position_bias": 0.3,
+    "copy_rate": 0.05,
+    "malformed_rate": 0.05,
+}
+"""The realistic judge's error sizes and rates (chosen, not fitted; see docs/rerankers.md)."""
+
+
 def _stable_unit(text: str) -> float:
     """A number in [0, 1) fixed by ``text`` (independent of Python's hash seed)."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
@@ -97,25 +107,15 @@ class OracleJudge(LLMBackend):
         queries: Iterable[Query],
         documents: Iterable[Document],
         *,
-        noise: float = 0.5,
-        passage_error: float = 0.5,
-        position_bias: float = 0.3,
-        copy_rate: float = 0.05,
-        malformed_rate: float = 0.05,
         seed: int = 0,
+        **sizes: float,
     ) -> OracleJudge:
-        """A judge that errs the way LLM rankers do, with the defaults docs/benchmarks.md gives."""
-        return cls(
-            qrels,
-            queries,
-            documents,
-            noise=noise,
-            seed=seed,
-            passage_error=passage_error,
-            position_bias=position_bias,
-            copy_rate=copy_rate,
-            malformed_rate=malformed_rate,
-        )
+        """A judge that errs the way LLM rankers do: :data:`REALISTIC`, with any of its
+        entries replaced by ``sizes`` (docs/rerankers.md says where the values come from)."""
+        unknown = sorted(set(sizes) - set(REALISTIC))
+        if unknown:
+            raise BackendError(f"unknown judge settings {unknown}; known: {sorted(REALISTIC)}")
+        return cls(qrels, queries, documents, seed=seed, **{**REALISTIC, **sizes})
 
     def load(self) -> None:
         """Nothing to load."""
