@@ -30,9 +30,9 @@ from rerankflow.io.jsonl import read_hits
 from rerankflow.io.trec import rankings_to_run, read_qrels
 from rerankflow.rerankers.listwise import ListwiseReranker
 from rerankflow.rerankers.pairwise import PairwiseReranker
+from rerankflow.rerankers.scheduler import counted
 from rerankflow.rerankers.setwise import SetwiseReranker
 from rerankflow.testing.oracle import REALISTIC, OracleJudge
-from rerankflow.testing.plans import counted
 
 from common import SHARED_DATA, table, write_result
 

@@ -31,13 +31,12 @@ from rerankflow.rerankers.listwise import (
 from rerankflow.rerankers.pairwise import PairwiseReranker
 from rerankflow.rerankers.permutation import sliding_windows
 from rerankflow.rerankers.pointwise import PointwiseReranker
-from rerankflow.rerankers.scheduler import Scheduler
+from rerankflow.rerankers.scheduler import Scheduler, counted
 from rerankflow.rerankers.setwise import SetwiseReranker
 from rerankflow.rerankers.sorting import heap_top_k
 from rerankflow.retrievers.bm25 import BM25Retriever
 from rerankflow.testing.fake import FakeBackend, prompt_text
 from rerankflow.testing.oracle import OracleJudge
-from rerankflow.testing.plans import counted
 
 
 def ranking(n, qid="q", text="query"):

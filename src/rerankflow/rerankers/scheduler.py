@@ -98,6 +98,19 @@ def gather(plans: Sequence[Plan[T]]) -> Plan[list[T]]:
     return results
 
 
+def counted(plan: Plan[T], rounds: list[int]) -> Plan[T]:
+    """``plan`` unchanged, appending to ``rounds`` how many steps it yielded: its rounds of calls
+    that wait on each other's answers (the parallel depth of a ranking method)."""
+    rounds.append(0)
+    try:
+        step = next(plan)
+        while True:
+            rounds[-1] += 1
+            step = plan.send((yield step))
+    except StopIteration as stop:
+        return stop.value
+
+
 def ask_labels(prompt: Prompt, labels: Sequence[str]) -> Plan[LabelScores]:
     """A plan of one label call that returns its scores."""
     (reply,) = yield [LabelCall(prompt, tuple(labels))]
