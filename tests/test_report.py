@@ -150,3 +150,14 @@ def test_per_query_view_picks_baseline_against_best_and_refuses_unknown_names(tm
     assert page.count("class='bar'") == 4 and "Per query: b against a" in page
     data = re.search(r"<script type='application/json' id='rf-data-0'>(.*?)</script>", page, re.S).group(1)
     assert json.loads(data.replace("<\\/", "</"))["a"] == "a"
+
+
+def test_query_links_are_url_encoded_and_infinite_scores_stay_valid_json():
+    from rerankflow import Candidate, Document, Query, Ranking
+    from rerankflow.eval.details import details
+    from rerankflow.eval.report_queries import _href
+
+    assert _href(0, "a b%/&") == "#e0:q=a%20b%25%2F%26"
+    ranked = Ranking(Query("q", "x"), (Candidate(Document("d", "t"), float("-inf"), "pointwise"),))
+    text = json.dumps(details({"s": [ranked]}, {}, {}), allow_nan=False)  # raises on NaN/inf
+    assert json.loads(text)["systems"]["s"]["q"]["ranking"][0]["score"] is None

@@ -11,6 +11,7 @@ cut to ``TEXT_CHARS`` characters outside answer contexts).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,7 +44,14 @@ def details(
             queries.setdefault(qid, {"text": r.query.text, "gold": list(answers.get(qid, []))})
             top = r.candidates[:depth]
             entry: dict[str, Any] = {
-                "ranking": [{"docid": c.docid, "score": c.score, "scores": c.scores()} for c in top],
+                "ranking": [
+                    {
+                        "docid": c.docid,
+                        "score": _finite(c.score),
+                        "scores": {k: _finite(v) for k, v in c.scores().items()},
+                    }
+                    for c in top
+                ],
             }
             if len(r.candidates) > depth:
                 entry["order"] = list(r.docids)
@@ -60,6 +68,11 @@ def details(
         q["judged"] = judged is not None
         q["grades"] = {d: judged[d] for d in sorted(shown.get(qid, ())) if judged and d in judged}
     return {"format": DETAILS_FORMAT, "depth": depth, "queries": queries, "documents": texts, "systems": out}
+
+
+def _finite(x: float) -> float | None:
+    """``x``, or ``None`` when it is not finite (JSON has no infinities; browsers reject them)."""
+    return x if math.isfinite(x) else None
 
 
 def _answer(r: Ranking, texts: dict[str, dict[str, Any]], originals: Mapping[str, Document]) -> dict[str, Any]:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from ..errors import ConfigError
 
@@ -62,7 +64,7 @@ def comparison(results: dict[str, Any], found: dict[str, Any], pair: tuple[str, 
     diffs = []
     if measure is not None:
         va, vb = by_name[a]["per_query"][measure], by_name[b]["per_query"][measure]
-        diffs = [[q, va.get(q), vb.get(q)] for q in qids if va.get(q) is not None and vb.get(q) is not None]
+        diffs = [[q, va[q], vb[q]] for q in qids if _finite(va.get(q)) and _finite(vb.get(q))]
         diffs.sort(key=lambda d: (-(d[2] - d[1]), d[0]))
     systems = {n: found["systems"].get(n, {}) for n in pair}
     used = {
@@ -86,12 +88,20 @@ def comparison(results: dict[str, Any], found: dict[str, Any], pair: tuple[str, 
     return Comparison(a, b, measure, data)
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _href(index: int, qid: str) -> str:
+    return html.escape(f"#e{index}:q={quote(qid, safe='')}")
+
+
 def bars_html(index: int, c: Comparison) -> str:
     """The sorted per-query differences as linked bars (or a plain list of queries)."""
     e = html.escape
     head = f"<h3 id='e{index}'>Per query: {e(c.b)} against {e(c.a)}</h3>"
     if not c.data["diffs"]:
-        links = "".join(f"<a class='ql' href='#e{index}:q={e(q)}'>{e(q)}</a> " for q in c.data["qids"])
+        links = "".join(f"<a class='ql' href='{_href(index, q)}'>{e(q)}</a> " for q in c.data["qids"])
         why = "no per-query measure (no judgments)" if c.measure is None else "no query scored by both systems"
         return (
             f"{head}<p class='env'>{why}; open a query:</p><p>{links}</p><div class='detail' id='detail-{index}'></div>"
@@ -108,7 +118,7 @@ def bars_html(index: int, c: Comparison) -> str:
         kind = "pos" if d > 0 else "neg" if d < 0 else "tie"
         text = e(c.data["queries"].get(qid, {}).get("text", ""))
         rows.append(
-            f"<a class='bar' href='#e{index}:q={e(qid)}' title='{e(qid)}: {va:.4g} → {vb:.4g}'>"
+            f"<a class='bar' href='{_href(index, qid)}' title='{e(qid)}: {va:.4g} → {vb:.4g}'>"
             f"<span class='qid'>{e(qid)}</span><span class='track'><span class='fill {kind}' style='{side}'></span>"
             f"</span><span class='v'>{d:+.3f}</span><span class='qt'>{text}</span></a>"
         )
@@ -196,7 +206,8 @@ function answer(D,name,qid,ts,n){
 const parsed={};
 function show(){
   const m=location.hash.match(/^#e(\d+):q=(.*)$/);if(!m)return;
-  const n=m[1],qid=decodeURIComponent(m[2]),box=document.getElementById('detail-'+n),src=document.getElementById('rf-data-'+n);
+  let qid;try{qid=decodeURIComponent(m[2]);}catch(err){qid=m[2];}
+  const n=m[1],box=document.getElementById('detail-'+n),src=document.getElementById('rf-data-'+n);
   if(!box||!src)return;
   const D=parsed[n]||(parsed[n]=JSON.parse(src.textContent)),q=D.queries[qid];  // parsed once, when first needed
   if(!q){box.innerHTML='<p>unknown query '+esc(qid)+'</p>';return;}

@@ -84,6 +84,11 @@ class PlannedReranker(Transformer):
                 f"a {self.stage_name} template needs exactly {sorted(self.required_placeholders)}"
             )
         self.check_template(self.template)
+        if self.template.passage_style != "plain" and self.stage_name != "listwise":
+            raise ConfigError(
+                f"template {self.template.name!r} shows passages in the {self.template.passage_style} style, "
+                "which only the listwise stage applies; use a template with passage_style: plain"
+            )
         self.backend = backend
         o = self.options
         self.depth = o.depth

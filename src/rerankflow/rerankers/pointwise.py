@@ -69,6 +69,8 @@ class PointwiseReranker(Transformer):
 
     def _check_template(self) -> None:
         t, labels = self.template, self.template.labels or []
+        if t.passage_style != "plain":
+            raise ConfigError(f"template {t.name!r}: the pointwise stage shows passages plainly (passage_style: plain)")
         if self.mode == "query_likelihood":
             if set(t.placeholders) != {"passage"}:
                 raise ConfigError(f"template {t.name!r}: query likelihood needs exactly the placeholder passage")
