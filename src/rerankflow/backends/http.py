@@ -18,28 +18,21 @@ read from the environment variable named by ``api_key_env`` and never logged.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 import time
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..cancel import CancelToken
 from ..errors import BackendError, MissingDependencyError
 from . import tokens
 from .base import LLMBackend
+from .http_transport import HTTPTransport, describe_error
 from .models import resolve_llm
 from .types import Completion, ContinuationScores, GenerationParams, LabelScores, Prompt, StreamChunk
 
 log = logging.getLogger(__name__)
-
-
-class RetryableHTTPError(BackendError):
-    """A 429 or 5xx answer (retried)."""
 
 
 class OpenAIHTTPBackend(LLMBackend):
@@ -65,14 +58,17 @@ class OpenAIHTTPBackend(LLMBackend):
         vllm_label_ids: bool = False,
     ) -> None:
         super().__init__(model)
-        if max_concurrency < 1:
-            raise BackendError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        if urlsplit(base_url).password is not None:
-            raise BackendError(
-                "base_url holds a password; put the credential in an environment variable and name it in api_key_env"
-            )
-        self.base_url = base_url.rstrip("/")
-        self.api_key_env = api_key_env
+        self.http = HTTPTransport(
+            base_url,
+            api_key_env=api_key_env,
+            max_concurrency=max_concurrency,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_retries=max_retries,
+            backoff_initial_s=backoff_initial_s,
+            backoff_max_s=backoff_max_s,
+            retry_budget_s=retry_budget_s,
+        )
         self.tokenizer_name = tokenizer
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
@@ -117,17 +113,18 @@ class OpenAIHTTPBackend(LLMBackend):
 
         path, body = self._generation_body(prompt, params)
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
-        url = f"{self.base_url}{path}"
+        http = self.http
+        timeout = httpx.Timeout(http.timeout_s, connect=http.connect_timeout_s)
+        url = f"{http.base_url}{path}"
         start = time.perf_counter()
         text, finish, usage = "", None, {}
-        with self._key_blanked():
-            async with httpx.AsyncClient(timeout=timeout, headers=self._headers()) as client:
+        with http.key_blanked():
+            async with httpx.AsyncClient(timeout=timeout, headers=http.headers()) as client:
                 try:
                     async with client.stream("POST", url, json=body) as response:
                         if response.status_code >= 400:
                             await response.aread()
-                            self._decode(response)  # raises the same errors as a plain request
+                            http.decode(response, _with_choices)  # raises the same errors as a plain request
                         async for line in response.aiter_lines():
                             event = _sse_event(line, url)
                             if event is None:
@@ -145,102 +142,11 @@ class OpenAIHTTPBackend(LLMBackend):
                                     text += piece
                                     yield StreamChunk(piece)
                 except httpx.HTTPError as exc:
-                    raise BackendError(f"{url}: the stream failed: {_describe(exc)}") from exc
+                    raise BackendError(f"{url}: the stream failed: {describe_error(exc)}") from exc
         stats = self.stats(
             int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), time.perf_counter() - start
         )
         yield StreamChunk("", Completion(text, stats, finish))
-
-    # -- transport ------------------------------------------------------------------------
-    def _api_key(self) -> str | None:
-        if not self.api_key_env:
-            return None
-        return os.environ.get(self.api_key_env) or None
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        key = self._api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
-
-    @contextmanager
-    def _key_blanked(self) -> Iterator[None]:
-        """Re-raise a :class:`BackendError` that shows the API key with the key blanked out
-        (servers may echo a refused key in their answer); other errors pass unchanged."""
-        try:
-            yield
-        except BackendError as exc:
-            key = self._api_key()
-            if not key or key not in str(exc):
-                raise
-            raise BackendError(str(exc).replace(key, "***")) from None
-
-    async def _post_all(self, path: str, bodies: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
-        """POST every body (bounded concurrency, retries); answers and latencies in order."""
-        import httpx
-
-        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
-        limits = httpx.Limits(max_connections=self.max_concurrency)
-        sem = asyncio.Semaphore(self.max_concurrency)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=self._headers()) as client:
-
-            async def one(body: dict[str, Any]) -> tuple[dict[str, Any], float]:
-                async with sem:
-                    start = time.perf_counter()
-                    data = await self._post_with_retries(client, path, body)
-                    return data, time.perf_counter() - start
-
-            with self._key_blanked():
-                return list(await asyncio.gather(*(one(b) for b in bodies)))
-
-    async def _post_with_retries(self, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        import httpx
-        from tenacity import (
-            AsyncRetrying,
-            RetryError,
-            retry_if_exception_type,
-            stop_after_attempt,
-            stop_after_delay,
-            wait_exponential_jitter,
-        )
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1) | stop_after_delay(self.retry_budget_s),
-            wait=wait_exponential_jitter(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
-            retry=retry_if_exception_type((httpx.TransportError, RetryableHTTPError)),
-            reraise=False,
-        )
-        url = f"{self.base_url}{path}"
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    response = await client.post(url, json=body)
-                    return self._decode(response)
-        except RetryError as exc:
-            last = exc.last_attempt.exception()
-            raise BackendError(
-                f"{url} failed after {exc.last_attempt.attempt_number} attempts: {_describe(last)}"
-            ) from last
-        raise BackendError(f"{url}: no attempt was made")  # unreachable: tenacity runs at least once
-
-    def _decode(self, response: Any) -> dict[str, Any]:
-        status = response.status_code
-        if status == 429 or status >= 500:
-            raise RetryableHTTPError(f"HTTP {status}: {_error_text(response)}")
-        if status >= 400:
-            raise BackendError(
-                f"{response.request.url} answered HTTP {status}: {_error_text(response)} (not retried: the request itself was refused)"
-            )
-        try:
-            data = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BackendError(
-                f"{response.request.url} answered HTTP {status} with a body that is not JSON: {response.text[:120]!r}"
-            ) from None
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-            raise BackendError(f"{response.request.url} answered JSON without 'choices': {str(data)[:120]}")
-        return data
 
     # -- the three primitives -----------------------------------------------------------------
     def _text_prompt(self, prompt: Prompt) -> str | None:
@@ -322,7 +228,8 @@ class OpenAIHTTPBackend(LLMBackend):
     async def _post_mixed(self, bodies: list[tuple[str, dict[str, Any]]]) -> list[tuple[dict[str, Any], float]]:
         paths = sorted({p for p, _ in bodies})
         answers: dict[str, Any] = {
-            path: iter(await self._post_all(path, [b for p, b in bodies if p == path])) for path in paths
+            path: iter(await self.http.post_all(path, [b for p, b in bodies if p == path], _with_choices))
+            for path in paths
         }
         return [next(answers[p]) for p, _ in bodies]
 
@@ -339,7 +246,7 @@ class OpenAIHTTPBackend(LLMBackend):
             {"model": self.model, "prompt": t + c, "echo": True, "max_tokens": 1, "temperature": 0, "logprobs": 0}
             for t, c in zip(texts, continuations, strict=True)
         ]
-        answers = await self._post_all("/completions", bodies)
+        answers = await self.http.post_all("/completions", bodies, _with_choices)
         result = []
         for t, c, (data, latency) in zip(texts, continuations, answers, strict=True):
             lp = data["choices"][0].get("logprobs") or {}
@@ -373,6 +280,12 @@ def _sse_event(line: str, url: str) -> dict[str, Any] | None:
     return event
 
 
+def _with_choices(url: str, data: Any) -> None:
+    """An OpenAI completion answer has a non-empty ``choices`` list."""
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+        raise BackendError(f"{url} answered JSON without 'choices': {str(data)[:120]}")
+
+
 def _messages(prompt: Prompt) -> list[dict[str, str]]:
     """Chat messages in the OpenAI request shape."""
     return [{"role": m.role, "content": m.content} for m in prompt.messages]
@@ -391,19 +304,3 @@ def _generated_top_logprobs(choice: dict[str, Any]) -> tuple[dict[str, float], .
     if isinstance(tops, list):  # completions
         return tuple({k: float(v) for k, v in (step or {}).items()} for step in tops)
     return None
-
-
-def _error_text(response: Any) -> str:
-    try:
-        data = response.json()
-        err = data.get("error", data) if isinstance(data, dict) else data
-        msg = err.get("message", err) if isinstance(err, dict) else err
-        return str(msg)[:200]
-    except (ValueError, UnicodeDecodeError):
-        return response.text[:200]
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "unknown error"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

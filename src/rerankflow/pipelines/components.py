@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..backends.cross_encoder import CrossEncoderModel
 from ..backends.embeddings import SentenceTransformerEncoder, TextEncoder
 from ..backends.factory import BackendConfig, shared_backend
+from ..backends.rerank_http import RerankEndpointModel
 from ..compressors.dedup import NearDuplicateFilter
 from ..compressors.llm import LLMExtractor, LLMFilter
 from ..compressors.select import BudgetFilter, Reorder
@@ -71,14 +72,40 @@ class BiEncoderKeys(EncoderKeys):
     """Rerank candidates by cosine similarity of query and passage embeddings."""
 
 
-class CrossEncoderKeys(StageConfig):
-    """Rerank with a sentence-transformers cross-encoder (a local folder offline, or a HF id)."""
+class RerankEndpointConfig(BaseModel):
+    """A rerank endpoint: ``/v1/rerank`` (Cohere/Jina shape: vLLM serve, Infinity, Cohere, Jina,
+    rerankflow serve) or TEI's ``/rerank``."""
 
-    model: JobPath = Field(..., description="local folder or HF id, e.g. cross-encoder/ms-marco-MiniLM-L6-v2")
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["rerank_http"] = "rerank_http"
+    base_url: str = Field(..., description="server address, e.g. http://127.0.0.1:8000")
+    model: str | None = Field(None, description="model name the server expects (Cohere/Jina shape)")
+    api: Literal["cohere", "tei"] = Field("cohere", description="request/answer shape")
+    path: str | None = Field(None, description="default: /v1/rerank (cohere), /rerank (tei)")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    batch_size: int = Field(64, ge=1, description="documents per request")
+    max_concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+
+
+class CrossEncoderKeys(StageConfig):
+    """Rerank with a cross-encoder: a sentence-transformers model (a local folder offline, or a
+    HF id), or one served behind a rerank endpoint (``backend: {kind: rerank_http, ...}``)."""
+
+    model: OptionalJobPath = Field(None, description="local folder or HF id, e.g. cross-encoder/ms-marco-MiniLM-L6-v2")
+    backend: RerankEndpointConfig | None = Field(None, description="a rerank endpoint instead of a local model")
     batch_size: int = Field(32, ge=1)
     max_length: int | None = Field(512, ge=8, description="truncate query + passage to this many tokens")
     device: str | None = Field(None, description="cpu, cuda, ... (default: best available)")
     trust_remote_code: bool = Field(False, description="run code shipped with the model (off unless you trust it)")
+
+    @model_validator(mode="after")
+    def _one_scorer(self) -> CrossEncoderKeys:
+        if (self.model is None) == (self.backend is None):
+            raise ValueError("give either model (a local cross-encoder) or backend (a rerank endpoint), not both")
+        return self
 
 
 class LLMKeys(StageConfig):
@@ -197,6 +224,13 @@ def _build_biencoder(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> 
 
 @register("crossencoder", kind="reranker", stage=CrossEncoderReranker, keys=CrossEncoderKeys)
 def _build_crossencoder(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    if cfg.backend is not None:
+        b = cfg.backend
+        endpoint = RerankEndpointModel(
+            b.model, base_url=b.base_url, path=b.path, api=b.api, api_key_env=b.api_key_env,
+            batch_size=b.batch_size, max_concurrency=b.max_concurrency, timeout_s=b.timeout_s, max_retries=b.max_retries,
+        )  # fmt: skip
+        return CrossEncoderReranker(endpoint)
     model = ctx.resources.get(
         ("crossencoder", cfg.model, str(cfg.max_length), str(cfg.device)),
         lambda: CrossEncoderModel(

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..backends.cross_encoder import CrossEncoderModel
+from ..backends.rerank_http import RerankEndpointModel
 from ..stage import Transformer
 from ..types import Ranking, document_text, rescore
 
 
 class CrossEncoderReranker(Transformer):
-    """Rescore every candidate with a :class:`CrossEncoderModel`; all pairs of a batch go in one call."""
+    """Rescore every candidate with a :class:`CrossEncoderModel` (local) or a
+    :class:`RerankEndpointModel` (a served reranker); all pairs of a batch go in one call."""
 
-    def __init__(self, model: CrossEncoderModel) -> None:
+    def __init__(self, model: CrossEncoderModel | RerankEndpointModel) -> None:
         self.model = model
 
     @property

@@ -1,0 +1,123 @@
+"""A reranker behind an HTTP rerank endpoint: ``/v1/rerank`` (Cohere and Jina shape: vLLM
+serve, Infinity, Cohere, Jina, ``rerankflow serve``) or ``/rerank`` (Hugging Face TEI shape).
+
+Pairs are grouped by query (consecutive pairs with the same query go together) and sent in
+requests of at most ``batch_size`` documents, concurrently up to ``max_concurrency``, with the
+retries and limits of :class:`~rerankflow.backends.http_transport.HTTPTransport`. Every answer
+must score every document it was sent exactly once; anything else is an error naming the URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from ..errors import BackendError, MissingDependencyError
+from .base import run_sync
+from .http_transport import HTTPTransport
+
+RerankAPI = Literal["cohere", "tei"]
+
+
+class RerankEndpointModel:
+    """One relevance score per (query, passage) pair from a rerank endpoint (see the module
+    docstring); a drop-in for :class:`~rerankflow.backends.cross_encoder.CrossEncoderModel`."""
+
+    def __init__(
+        self,
+        model: str | None,
+        *,
+        base_url: str = "http://127.0.0.1:8000",
+        path: str | None = None,
+        api: RerankAPI = "cohere",
+        api_key_env: str | None = None,
+        batch_size: int = 64,
+        max_concurrency: int = 8,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+    ) -> None:
+        if batch_size < 1:
+            raise BackendError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.api: RerankAPI = api
+        self.path = path or ("/v1/rerank" if api == "cohere" else "/rerank")
+        self.batch_size = batch_size
+        self.http = HTTPTransport(
+            base_url,
+            api_key_env=api_key_env,
+            max_concurrency=max_concurrency,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+        )
+
+    def load(self) -> None:
+        """Nothing to load; checks that the HTTP libraries are there."""
+        try:
+            import httpx  # noqa: F401
+            import tenacity  # noqa: F401
+        except ImportError as exc:
+            raise MissingDependencyError("httpx and tenacity", "serve") from exc
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """One score per (query, passage) pair, in input order (higher is more relevant)."""
+        if not pairs:
+            return []
+        self.load()
+        spans: list[tuple[int, int]] = []  # [start, end) of each request's pairs
+        start = 0
+        for i in range(1, len(pairs) + 1):
+            if i == len(pairs) or pairs[i][0] != pairs[start][0] or i - start == self.batch_size:
+                spans.append((start, i))
+                start = i
+        bodies = [self._body(pairs[a][0], [p for _, p in pairs[a:b]]) for a, b in spans]
+        answers = run_sync(self.http.post_all(self.path, bodies, self._check))
+        scores: list[float] = []
+        for (a, b), (data, _) in zip(spans, answers, strict=True):
+            scores.extend(self._scores(data, b - a))
+        return scores
+
+    def _body(self, query: str, documents: list[str]) -> dict[str, Any]:
+        if self.api == "tei":
+            return {"query": query, "texts": documents, "raw_scores": False}
+        body: dict[str, Any] = {"query": query, "documents": documents, "top_n": len(documents)}
+        if self.model:
+            body["model"] = self.model
+        return body
+
+    def _results(self, data: Any) -> Any:
+        return data if self.api == "tei" else (data.get("results") if isinstance(data, dict) else None)
+
+    def _check(self, url: str, data: Any) -> None:
+        results = self._results(data)
+        key = "score" if self.api == "tei" else "relevance_score"
+        if not isinstance(results, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("index"), int) and isinstance(r.get(key), (int, float))
+            for r in results
+        ):
+            shape = "a list of {index, score}" if self.api == "tei" else "'results': [{index, relevance_score}]"
+            raise BackendError(f"{url} answered without {shape} (api: {self.api}): {str(data)[:120]}")
+
+    def _scores(self, data: Any, n: int) -> list[float]:
+        key = "score" if self.api == "tei" else "relevance_score"
+        by_index: dict[int, float] = {}
+        for r in self._results(data):
+            if r["index"] in by_index or not 0 <= r["index"] < n:
+                raise BackendError(
+                    f"{self.http.base_url}{self.path} scored document {r['index']} twice or out of range (sent {n})"
+                )
+            by_index[r["index"]] = float(r[key])
+        missing = sorted(set(range(n)) - set(by_index))
+        if missing:
+            raise BackendError(
+                f"{self.http.base_url}{self.path} left documents {missing[:10]} of {n} unscored "
+                "(the endpoint must return every document: top_n is sent as the number of documents)"
+            )
+        return [by_index[i] for i in range(n)]
+
+    @property
+    def identity(self) -> str:
+        """What the scores depend on (a stage-cache key part)."""
+        return f"rerank-endpoint:{self.http.base_url}{self.path}:{self.api}:{self.model}"
+
+    def __repr__(self) -> str:
+        return f"RerankEndpointModel({self.model!r}, base_url={self.http.base_url!r})"
