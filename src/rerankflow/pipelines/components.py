@@ -16,6 +16,7 @@ from ..backends.cross_encoder import CrossEncoderModel
 from ..backends.embeddings import SentenceTransformerEncoder, TextEncoder
 from ..backends.factory import BackendConfig, shared_backend
 from ..backends.rerank_http import RerankEndpointModel
+from ..backends.vllm_score import VLLMScoreModel
 from ..compressors.dedup import NearDuplicateFilter
 from ..compressors.llm import LLMExtractor, LLMFilter
 from ..compressors.select import BudgetFilter, Reorder
@@ -96,6 +97,12 @@ class CrossEncoderKeys(StageConfig):
 
     model: OptionalJobPath = Field(None, description="local folder or HF id, e.g. cross-encoder/ms-marco-MiniLM-L6-v2")
     backend: RerankEndpointConfig | None = Field(None, description="a rerank endpoint instead of a local model")
+    engine: Literal["sentence-transformers", "vllm"] = Field(
+        "sentence-transformers", description="what runs a local model: sentence-transformers, or vLLM's pooling runner"
+    )
+    engine_options: dict[str, Any] = Field(
+        default_factory=dict, description="vllm engine: options for vllm.LLM (gpu_memory_utilization, dtype...)"
+    )
     batch_size: int = Field(32, ge=1)
     max_length: int | None = Field(512, ge=8, description="truncate query + passage to this many tokens")
     device: str | None = Field(None, description="cpu, cuda, ... (default: best available)")
@@ -231,10 +238,15 @@ def _build_crossencoder(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) 
             batch_size=b.batch_size, max_concurrency=b.max_concurrency, timeout_s=b.timeout_s, max_retries=b.max_retries,
         )  # fmt: skip
         return CrossEncoderReranker(endpoint)
+    path = str(ctx.resolve(cfg.model)) if (ctx.base_dir / cfg.model).exists() else cfg.model
+    if cfg.engine == "vllm":
+        options = {"trust_remote_code": cfg.trust_remote_code, **cfg.engine_options}
+        scorer = ctx.resources.get(("vllm-score", path), lambda: VLLMScoreModel(path, **options))
+        return CrossEncoderReranker(scorer)
     model = ctx.resources.get(
         ("crossencoder", cfg.model, str(cfg.max_length), str(cfg.device)),
         lambda: CrossEncoderModel(
-            str(ctx.resolve(cfg.model)) if (ctx.base_dir / cfg.model).exists() else cfg.model,
+            path,
             device=cfg.device,
             batch_size=cfg.batch_size,
             max_length=cfg.max_length,

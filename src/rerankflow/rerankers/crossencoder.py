@@ -6,15 +6,17 @@ from collections.abc import Sequence
 
 from ..backends.cross_encoder import CrossEncoderModel
 from ..backends.rerank_http import RerankEndpointModel
+from ..backends.vllm_score import VLLMScoreModel
 from ..stage import Transformer
 from ..types import Ranking, document_text, rescore
 
 
 class CrossEncoderReranker(Transformer):
-    """Rescore every candidate with a :class:`CrossEncoderModel` (local) or a
-    :class:`RerankEndpointModel` (a served reranker); all pairs of a batch go in one call."""
+    """Rescore every candidate with a :class:`CrossEncoderModel` (sentence-transformers), a
+    :class:`VLLMScoreModel` (vLLM's pooling runner) or a :class:`RerankEndpointModel` (a served
+    reranker); all pairs of a batch go in one call."""
 
-    def __init__(self, model: CrossEncoderModel | RerankEndpointModel) -> None:
+    def __init__(self, model: CrossEncoderModel | VLLMScoreModel | RerankEndpointModel) -> None:
         self.model = model
 
     @property
