@@ -11,6 +11,7 @@ import pytest
 
 from rerankflow.backends.types import GenerationParams, Prompt
 from rerankflow.cancel import CancelToken
+from rerankflow.errors import BackendError
 from rerankflow.generators.answer import AnswerGenerator
 from rerankflow.pipelines.job import ServeSpec
 from rerankflow.retrievers.bm25 import BM25Retriever
@@ -136,3 +137,14 @@ def test_vllm_skips_prompts_whose_request_already_left(vllm_backend):
     )
     assert out[0].finish_reason == "cancelled" and out[0].text == "" and out[1].stats.output_tokens > 0
     assert (vllm_backend.ledger.calls, vllm_backend.ledger.cancelled) == (before[0] + 1, before[1] + 1)
+
+
+def test_vllm_a_refused_prompt_in_a_batch_leaves_the_engine_usable(vllm_backend):
+    """A prompt the engine refuses (longer than max_model_len) fails the call; the requests
+    already added for it are aborted, so nothing is left running and the next call works."""
+    too_long = Prompt.raw("word " * 5000)
+    with pytest.raises(BackendError, match="vLLM refused a prompt of 5001 tokens: .*maximum context length is 2048"):
+        vllm_backend.generate([Prompt.chat("Say hi."), too_long], GenerationParams(max_tokens=4))
+    assert vllm_backend.llm.llm_engine.get_num_unfinished_requests() == 0
+    (out,) = vllm_backend.generate([Prompt.chat("Say hi.")], GenerationParams(max_tokens=4))
+    assert out.finish_reason in ("length", "stop") and out.stats.output_tokens > 0

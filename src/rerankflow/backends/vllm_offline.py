@@ -143,15 +143,18 @@ class VLLMOfflineBackend(LLMBackend):
         engine = self.llm.llm_engine
         result: list[Any] = [None] * len(requests)
         running: dict[str, int] = {}
-        for i, req in enumerate(requests):
-            if is_cancelled(req.cancel):
-                continue
-            params = req.params.clone()
-            params.output_kind = RequestOutputKind.CUMULATIVE  # progress at every step
-            request_id = f"rerankflow-{next(self._request_ids)}"
-            engine.add_request(request_id, TokensPrompt(prompt_token_ids=req.ids), params)
-            running[request_id] = i
         try:
+            for i, req in enumerate(requests):
+                if is_cancelled(req.cancel):
+                    continue
+                params = req.params.clone()
+                params.output_kind = RequestOutputKind.CUMULATIVE  # progress at every step
+                request_id = f"rerankflow-{next(self._request_ids)}"
+                try:
+                    engine.add_request(request_id, TokensPrompt(prompt_token_ids=req.ids), params)
+                except Exception as exc:  # vLLM's own validation errors are no ValueError
+                    raise BackendError(f"vLLM refused a prompt of {len(req.ids)} tokens: {exc}") from exc
+                running[request_id] = i
             while running:
                 gone = [rid for rid, i in running.items() if is_cancelled(requests[i].cancel)]
                 if gone:
@@ -172,8 +175,9 @@ class VLLMOfflineBackend(LLMBackend):
                         progress(out.outputs[0].text)
                     if out.finished:
                         del running[out.request_id]
-        except BaseException:
-            engine.abort_request(list(running))  # the engine stays usable for the next call
+        except BaseException:  # a refused prompt, an engine error, an interrupt
+            if running:
+                engine.abort_request(list(running))  # the engine stays usable for the next call
             raise
         return result
 
