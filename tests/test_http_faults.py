@@ -1,9 +1,7 @@
 """The HTTP backend against a small misbehaving loopback server (real sockets, real HTTP)."""
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -11,7 +9,7 @@ from rerankflow.backends.http import OpenAIHTTPBackend
 from rerankflow.backends.types import Prompt
 from rerankflow.errors import BackendError
 
-from .support.servers import free_port
+from .support.servers import DROP, free_port, json_server
 
 pytestmark = pytest.mark.slow  # starts a scripted model server on loopback
 
@@ -32,52 +30,39 @@ class Script:
             return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
+def answer(script, body, headers):
+    """The scripted answer to one request: ``drop`` the connection, ``sleep`` then answer OK,
+    ``echo`` the prompt (after a delay that reverses arrival order), or a status and payload."""
+    kind, payload = script.next(body, headers)
+    if kind == "drop":  # connection dropped mid-request
+        return DROP
+    if kind == "sleep":
+        time.sleep(payload)
+        return 200, OK
+    if kind == "echo":
+        time.sleep(0.05 * (12 - int(body["prompt"][1:])) / 12)
+        return 200, {"choices": [{"text": body["prompt"]}]}
+    return kind, payload
+
+
 @pytest.fixture
 def server():
     holder = {}
+    with json_server(lambda body, headers: answer(holder["script"], body, headers)) as base:
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+        def use(*answers, **options):
+            holder["script"] = Script(*answers)
+            opts = {
+                "max_retries": 3,
+                "backoff_initial_s": 0.01,
+                "backoff_max_s": 0.05,
+                "timeout_s": 2.0,
+                "api_key_env": None,
+                **options,
+            }
+            return OpenAIHTTPBackend("m", base_url=f"{base}/v1", **opts), holder["script"]
 
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            kind, payload = holder["script"].next(body, dict(self.headers))
-            if kind == "drop":
-                self.connection.close()  # connection dropped mid-request
-                return
-            if kind == "sleep":
-                time.sleep(payload)
-                kind, payload = 200, OK
-            if kind == "echo":  # answer with the prompt, after a delay that reverses arrival order
-                time.sleep(0.05 * (12 - int(body["prompt"][1:])) / 12)
-                kind, payload = 200, {"choices": [{"text": body["prompt"]}]}
-            raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            self.send_response(kind)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-
-    def use(*answers, **options):
-        holder["script"] = Script(*answers)
-        opts = {
-            "max_retries": 3,
-            "backoff_initial_s": 0.01,
-            "backoff_max_s": 0.05,
-            "timeout_s": 2.0,
-            "api_key_env": None,
-            **options,
-        }
-        backend = OpenAIHTTPBackend("m", base_url=f"http://127.0.0.1:{httpd.server_port}/v1", **opts)
-        return backend, holder["script"]
-
-    yield use
-    httpd.shutdown()
+        yield use
 
 
 PROMPT = [Prompt.raw("hello")]

@@ -4,10 +4,6 @@ Hugging Face TEI's ``/rerank`` shape that also misbehaves on purpose."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from rerankflow import BiEncoderReranker, Candidate, Document, Query, Ranking
@@ -15,6 +11,8 @@ from rerankflow.backends.rerank_http import RerankEndpointModel
 from rerankflow.errors import BackendError
 from rerankflow.pipelines.job import load_job_text
 from rerankflow.rerankers.crossencoder import CrossEncoderReranker
+
+from .support.servers import json_server
 
 pytestmark = pytest.mark.slow  # real servers on loopback
 
@@ -70,31 +68,13 @@ class TEI:
 @pytest.fixture
 def tei():
     holder = {}
+    with json_server(lambda body, headers: holder["server"].answer(body)) as base:
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+        def use(*faults):
+            holder["server"] = TEI(*faults)
+            return RerankEndpointModel(None, base_url=base, api="tei", max_retries=2), holder["server"]
 
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            status, payload = holder["server"].answer(body)
-            raw = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-
-    def use(*faults):
-        holder["server"] = TEI(*faults)
-        model = RerankEndpointModel(None, base_url=f"http://127.0.0.1:{httpd.server_port}", api="tei", max_retries=2)
-        return model, holder["server"]
-
-    yield use
-    httpd.shutdown()
+        yield use
 
 
 def test_tei_shape_with_a_retried_503(tei):

@@ -56,6 +56,43 @@ def server_process(cmd, ready_url, log_path, *, env=None, stop=signal.SIGTERM, t
         log.close()
 
 
+DROP = object()
+"""What a :func:`json_server` answer function returns to drop the connection mid-request."""
+
+
+@contextmanager
+def json_server(answer):
+    """A loopback HTTP server for scripted JSON APIs; yields its base URL. ``answer(body,
+    headers)`` gets each POST's JSON body and headers and returns ``(status, payload)``
+    (payload: JSON-able or bytes) or :data:`DROP`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            result = answer(body, dict(self.headers))
+            if result is DROP:
+                self.connection.close()
+                return
+            status, payload = result
+            raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 class ModelServer:
     """An OpenAI-compatible loopback server that answers yes/no log-probabilities from a hash
     of the prompt; after ``die_after`` requests it drops the connection and stops listening.

@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 In = TypeVar("In")
@@ -86,3 +86,15 @@ class Coalescer(Generic[In, Out]):
         start = time.perf_counter()
         out = await self.submit(items)
         return out, (time.perf_counter() - start) / max(len(items), 1)
+
+
+def query_runs(queries: Sequence[str], limit: int | None = None) -> list[tuple[int, int]]:
+    """``[start, end)`` spans of consecutive equal queries (a scorer's one call per query),
+    each at most ``limit`` long."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(queries) + 1):
+        if i == len(queries) or queries[i] != queries[start] or (limit is not None and i - start == limit):
+            spans.append((start, i))
+            start = i
+    return spans

@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from ..cancel import CancelToken
-from ..errors import BackendError, MissingDependencyError
+from ..errors import BackendError
 from . import tokens
 from .base import LLMBackend
 from .http_transport import HTTPTransport, describe_error
@@ -85,11 +85,7 @@ class OpenAIHTTPBackend(LLMBackend):
 
     def load(self) -> None:
         """Load the local tokenizer, if one is named (the server needs no loading here)."""
-        try:
-            import httpx  # noqa: F401
-            import tenacity  # noqa: F401
-        except ImportError as exc:
-            raise MissingDependencyError("httpx and tenacity", "serve") from exc
+        HTTPTransport.check_installed()
         if self.tokenizer_name:
             from transformers import AutoTokenizer
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import BackendError
+from ..errors import BackendError, MissingDependencyError
 
 Check = Callable[[str, Any], None]
 """Validates a decoded answer (``url``, JSON); raises :class:`BackendError` naming what is wrong."""
@@ -59,6 +59,15 @@ class HTTPTransport:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.retry_budget_s = retry_budget_s
+
+    @staticmethod
+    def check_installed() -> None:
+        """The HTTP libraries are there (they come with the ``serve`` extra)."""
+        try:
+            import httpx  # noqa: F401
+            import tenacity  # noqa: F401
+        except ImportError as exc:
+            raise MissingDependencyError("httpx and tenacity", "serve") from exc
 
     def api_key(self) -> str | None:
         """The key from the environment variable ``api_key_env`` names (``None``: no key)."""

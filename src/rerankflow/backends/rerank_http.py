@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ..errors import BackendError, MissingDependencyError
+from ..errors import BackendError
 from .base import run_sync
+from .batching import query_runs
 from .http_transport import HTTPTransport
 
 RerankAPI = Literal["cohere", "tei"]
@@ -52,23 +53,14 @@ class RerankEndpointModel:
 
     def load(self) -> None:
         """Nothing to load; checks that the HTTP libraries are there."""
-        try:
-            import httpx  # noqa: F401
-            import tenacity  # noqa: F401
-        except ImportError as exc:
-            raise MissingDependencyError("httpx and tenacity", "serve") from exc
+        HTTPTransport.check_installed()
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """One score per (query, passage) pair, in input order (higher is more relevant)."""
         if not pairs:
             return []
         self.load()
-        spans: list[tuple[int, int]] = []  # [start, end) of each request's pairs
-        start = 0
-        for i in range(1, len(pairs) + 1):
-            if i == len(pairs) or pairs[i][0] != pairs[start][0] or i - start == self.batch_size:
-                spans.append((start, i))
-                start = i
+        spans = query_runs([q for q, _ in pairs], self.batch_size)  # one request per span
         bodies = [self._body(pairs[a][0], [p for _, p in pairs[a:b]]) for a, b in spans]
         answers = run_sync(self.http.post_all(self.path, bodies, self._check))
         scores: list[float] = []

