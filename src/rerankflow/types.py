@@ -20,10 +20,15 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """A query (topic) with its identifier."""
+    """A query (topic) with its identifier.
+
+    ``filter`` restricts what retrievers may return for this query (a metadata filter, see
+    ``rerankflow.retrievers.filters``; a chat request's ``filter``); it adds to a retriever's own.
+    """
 
     qid: str
     text: str
+    filter: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,19 @@ class SentenceTransformerEncoder:
         )
         return np.asarray(emb, dtype=np.float32)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` for this model's tokenizer (special tokens not counted); what the
+        indexer's chunker measures chunks with."""
+        with self._lock:
+            self._load()
+            return len(self._st.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the model reads (longer inputs are truncated)."""
+        self.load()
+        return int(self._st.max_seq_length)
+
     @property
     def dimension(self) -> int:
         """Embedding size."""

@@ -1,5 +1,5 @@
-"""``rerankflow`` command line: run, serve, validate, schema, stages, eval, models, report, prompts,
-presets.
+"""``rerankflow`` command line: run, serve, index, ask, validate, schema, stages, eval, models, report,
+prompts, presets.
 
 Every expected failure prints one line ``rerankflow: error: ...`` and exits with status 2;
 ``--debug`` shows the traceback instead.
@@ -170,6 +170,61 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index(args: argparse.Namespace) -> int:
+    from ..index import ChunkSettings, IndexSettings, update_index
+    from ..index.store import read_manifest
+    from ..retrievers.tokenize import Tokenizer
+
+    given = {"encoder": args.encoder, "chunk_tokens": args.chunk_tokens, "overlap": args.overlap,
+             "no_dense": args.no_dense or None, "ann_threshold": args.ann_threshold}  # fmt: skip
+    settings = None
+    if args.rebuild or read_manifest(Path(args.output)) is None or any(v is not None for v in given.values()):
+        defaults = IndexSettings()
+        encoder = None if args.no_dense else (args.encoder or defaults.encoder)
+        chunking = ChunkSettings(args.chunk_tokens or defaults.chunking.chunk_tokens,
+                                 defaults.chunking.overlap_tokens if args.overlap is None else args.overlap)  # fmt: skip
+        settings = IndexSettings(encoder, chunking, Tokenizer(), args.ann_threshold or defaults.ann_threshold)
+    report = update_index(args.sources, args.output, settings, strict=args.strict, rebuild=args.rebuild)
+    print(report.summary())
+    return 0
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    import os
+
+    import httpx
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    body: dict[str, object] = {"model": args.model, "messages": [{"role": "user", "content": args.question}]}
+    if args.filter:
+        try:
+            body["filter"] = json.loads(args.filter)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f'--filter is not valid JSON ({exc.msg}); e.g. --filter \'{{"tags": "setup"}}\''
+            ) from None
+    key = os.environ.get("RERANKFLOW_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        resp = httpx.post(
+            f"{args.url.rstrip('/')}/v1/chat/completions", json=body, headers=headers, timeout=args.timeout
+        )
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach {args.url} ({exc}); start it with: rerankflow serve JOB") from None
+    if resp.status_code != 200:
+        raise ConfigError(f"the server answered {resp.status_code}: {resp.text[:500]}")
+    data = resp.json()
+    print(data["choices"][0]["message"]["content"])
+    documents = data.get("rerankflow", {}).get("documents", [])
+    if documents:
+        print("sources (* cited):")
+    for d in documents:
+        where = f"{d['source']} chars {d['start']}-{d['end']}" if "source" in d else d["docid"]
+        heading = f" ({d['heading']})" if d.get("heading") else ""
+        print(f"  {'*' if d.get('cited') else ' '}[{d['number']}] {where}{heading}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="rerankflow", description="Retrieval, LLM reranking and RAG pipelines.")
@@ -192,6 +247,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", nargs="+", metavar="NAME", help="serve only these pipelines")
     p.add_argument("--no-warm-up", action="store_true", help="load models on the first request, not at start-up")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("index", help="index folders and files (txt, md, html, pdf, jsonl) into an index folder")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="files and folders (folders are read recursively)")
+    p.add_argument("--output", "-o", required=True, metavar="INDEX_DIR", help="the index folder (created or updated)")
+    p.add_argument("--encoder", help="embedding model (default all-minilm-l6-v2; fixed once the index exists)")
+    p.add_argument("--no-dense", action="store_true", help="BM25 only (no embeddings)")
+    p.add_argument("--chunk-tokens", type=int, help="chunk size in the encoder's tokens (default 200)")
+    p.add_argument("--overlap", type=int, help="tokens shared by neighbouring chunks (default 40)")
+    p.add_argument("--ann-threshold", type=int, help="chunks from which an HNSW index is built (default 200000)")
+    p.add_argument("--strict", action="store_true", help="a file that cannot be read stops the run")
+    p.add_argument("--rebuild", action="store_true", help="start a new index instead of updating this one")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("ask", help="ask a running `rerankflow serve` a question; prints the answer and its sources")
+    p.add_argument("question")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="server address")
+    p.add_argument("--model", default="rag", help="the served pipeline (default rag)")
+    p.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"tags": "setup"}\'')
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
+    p.set_defaults(func=_cmd_ask)
 
     p = sub.add_parser("validate", help="check a YAML job without running it")
     p.add_argument("job")

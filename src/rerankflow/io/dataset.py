@@ -26,6 +26,9 @@ class DatasetSpec(BaseModel):
 
     builtin: Literal["demo"] | None = Field(None, description="a dataset that ships with rerankflow")
     corpus: OptionalJobPath = Field(None, description="JSONL documents for retrievers")
+    index: OptionalJobPath = Field(
+        None, description="an index folder made by `rerankflow index` (its chunks are the corpus; nothing re-encoded)"
+    )
     topics: OptionalJobPath = Field(None, description="TREC topics (qid<TAB>query) or queries.jsonl")
     qrels: OptionalJobPath = Field(None, description="TREC qrels for evaluation")
     run: OptionalJobPath = Field(None, description="initial candidates: TREC run (needs corpus) or hits JSON")
@@ -56,10 +59,14 @@ class DatasetSpec(BaseModel):
             raise ValueError("corpus_from_run needs 'run' to be a hits .json file (with passage text) and no 'corpus'")
         if self.questions and any((self.builtin, self.beir, self.topics, self.run)):
             raise ValueError("a questions file brings its own questions and passages; remove builtin/beir/topics/run")
+        if self.index and any((self.builtin, self.corpus, self.beir, self.questions, self.corpus_from_run)):
+            raise ValueError("an index brings its own documents; remove builtin/corpus/beir/questions or 'index'")
         if self.distractors is not None and not self.questions:
             raise ValueError("distractors mixes the passages of a questions file; set 'questions' too")
-        if not (self.builtin or self.beir or self.topics or self.run or self.questions):
-            raise ValueError("name the queries: set 'builtin', 'beir', 'topics', 'run' or 'questions'")
+        if not (self.builtin or self.beir or self.topics or self.run or self.questions or self.index):
+            raise ValueError(
+                "name the queries: set 'builtin', 'beir', 'topics', 'run' or 'questions' (or 'index' to serve)"
+            )
         return self
 
 

@@ -73,6 +73,8 @@ def ranking_to_dict(ranking: Ranking, *, trace: bool = True) -> dict[str, Any]:
             for c in ranking.candidates
         ],
     }
+    if ranking.query.filter:
+        out["filter"] = dict(ranking.query.filter)
     a = ranking.answer
     if a is not None:
         out["answer"] = {
@@ -119,6 +121,6 @@ def ranking_from_dict(data: Mapping[str, Any]) -> Ranking:
                 a["finish_reason"],
             )
         records = tuple(record_from_dict(r) for r in data.get("trace") or ())
-        return Ranking(Query(data["qid"], data["query"]), candidates, answer, records)
+        return Ranking(Query(data["qid"], data["query"], data.get("filter")), candidates, answer, records)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"not a serialised ranking ({type(exc).__name__}: {exc})") from None

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..backends.cross_encoder import CrossEncoderModel
 from ..backends.embeddings import SentenceTransformerEncoder, TextEncoder
 from ..backends.factory import BackendConfig, shared_backend
+from ..backends.models import model_identity
 from ..backends.rerank_http import RerankEndpointModel
 from ..backends.vllm_score import VLLMScoreModel
 from ..compressors.dedup import NearDuplicateFilter
@@ -22,11 +23,13 @@ from ..compressors.llm import LLMExtractor, LLMFilter
 from ..compressors.select import BudgetFilter, Reorder
 from ..compressors.sentences import SentenceExtractor
 from ..compressors.surprisal import SurprisalPruner
+from ..errors import ConfigError
 from ..generators.answer import AnswerGenerator
 from ..paths import JobPath, OptionalJobPath
 from ..registry import StageConfig, register
 from ..rerankers.biencoder import BiEncoderReranker
 from ..rerankers.crossencoder import CrossEncoderReranker
+from ..rerankers.documents import DocumentAggregator
 from ..rerankers.listwise import ListwiseReranker
 from ..rerankers.pairwise import PairwiseReranker
 from ..rerankers.pointwise import PointwiseReranker
@@ -200,6 +203,13 @@ def _tokenizer(cfg: BackendConfig | None, ctx: BuildContext) -> Any:
 @register("bm25", kind="retriever", stage=BM25Retriever, keys=BM25Keys)
 def _build_bm25(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
     tokenizer = Tokenizer(lowercase=cfg.lowercase, stopwords=cfg.stopwords, stemmer=cfg.stemmer)
+    if ctx.index is not None and cfg.index is None:
+        if tokenizer != ctx.index.tokenizer:
+            raise ConfigError(
+                f"the dataset's index was built with {ctx.index.tokenizer}; this stage asks for {tokenizer}. "
+                "Drop the tokenizer keys or re-index with those settings"
+            )
+        return BM25Retriever(ctx.index.bm25, cfg.pick(BM25Retriever.Options), tokenizer=tokenizer)
 
     def make_index() -> BM25Index:
         if cfg.index is None:
@@ -218,7 +228,19 @@ def _build_bm25(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Trans
 
 @register("dense", kind="retriever", stage=DenseRetriever, keys=EncoderKeys)
 def _build_dense(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
-    return DenseRetriever(ctx.require_corpus("dense"), _encoder(cfg, ctx), cfg.pick(DenseRetriever.Options))
+    encoder = _encoder(cfg, ctx)
+    index = ctx.index
+    if index is None:
+        return DenseRetriever(ctx.require_corpus("dense"), encoder, cfg.pick(DenseRetriever.Options))
+    if index.embeddings is None or model_identity(cfg.model) != index.encoder_identity:
+        built = f"with {index.encoder_model!r}" if index.encoder_model else "without dense vectors"
+        raise ConfigError(
+            f"the dataset's index was built {built}; this stage encodes queries with {cfg.model!r}. "
+            "Name the index's model or re-index with this one"
+        )
+    return DenseRetriever(
+        index.chunks, encoder, cfg.pick(DenseRetriever.Options), embeddings=index.embeddings, ann=index.ann
+    )
 
 
 # -- rerankers ----------------------------------------------------------------------------------
@@ -285,6 +307,11 @@ for _name, _cls in [
 @register("cutoff", kind="transform", stage=Cutoff)
 def _build_cutoff(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
     return Cutoff(cfg.k)
+
+
+@register("documents", kind="transform", stage=DocumentAggregator)
+def _build_documents(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    return DocumentAggregator(cfg.pick(DocumentAggregator.Options))
 
 
 @register("identity", kind="transform", stage=Identity)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..index.store import OpenIndex, open_index
 from ..paths import resolve_path
 from ..prompts.template import PromptTemplate, as_template
 from ..registry import ResourcePool
@@ -25,12 +26,16 @@ class BuildContext:
     base_dir: Path = field(default_factory=Path.cwd)
     resources: ResourcePool = field(default_factory=ResourcePool)
     cache: StageCache | None = None
+    index: OpenIndex | None = None
+    """The dataset's index (``dataset.index``): retrievers search its prebuilt structures."""
 
     def require_corpus(self, stage: str) -> Sequence[Document]:
         """The corpus, or a clear error saying the stage needs one."""
+        if self.index is not None:
+            return self.index.chunks
         if self.corpus is None:
             raise ConfigError(
-                f"stage {stage!r} retrieves from a corpus, but the dataset names none; add dataset.corpus"
+                f"stage {stage!r} retrieves from a corpus, but the dataset names none; add dataset.corpus or dataset.index"
             )
         return self.corpus
 
@@ -42,3 +47,8 @@ class BuildContext:
         """A job's ``template`` key loaded: a built-in name, or a YAML file relative to the
         job's folder (``None``: the stage's own default)."""
         return as_template(name_or_file, self.base_dir) if name_or_file else None
+
+
+def job_index(path: str | None, base_dir: Path) -> OpenIndex | None:
+    """The index a dataset names (``dataset.index``), opened; ``None`` when it names none."""
+    return open_index(resolve_path(path, base_dir)) if path else None

@@ -155,6 +155,10 @@ class ServeSpec(_Strict):
         "RERANKFLOW_API_KEY",
         description="environment variable holding the API key; when it is set, /v1 requests need 'Bearer <key>'",
     )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="serve on a non-loopback address without an API key (anyone who reaches the port can use it)",
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted (413 above)")
     max_concurrent: int = Field(8, ge=1, description="requests in progress at once; more get 429")
     timeout_s: float = Field(120.0, gt=0, description="per-request time limit (504 after it)")

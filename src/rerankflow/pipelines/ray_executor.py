@@ -36,7 +36,7 @@ from ..stage import Transformer, check_contract
 from ..types import Ranking
 from .build import CACHED_KINDS, build_stage
 from .cache import StageCache
-from .context import BuildContext
+from .context import BuildContext, job_index
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,10 @@ def build_on_worker(spec: Any, dataset: Any, base_dir: Path, cache_dir: str | No
     only), its own resources, the job's stage cache in ``cache_dir`` (``None``: no cache).
     """
     needs_corpus = registry.get(spec.name).kind in ("retriever", "fusion")
-    corpus = load_dataset(dataset, base_dir).corpus if needs_corpus else None
+    index = job_index(dataset.index, base_dir) if needs_corpus else None
+    corpus = load_dataset(dataset, base_dir).corpus if needs_corpus and index is None else None
     cache = StageCache(cache_dir) if cache_dir is not None else None
-    return build_stage(spec, BuildContext(corpus=corpus, base_dir=base_dir, cache=cache))
+    return build_stage(spec, BuildContext(corpus=corpus, base_dir=base_dir, cache=cache, index=index))
 
 
 def ray_pipeline(specs: Sequence[Any], job: Any, base_dir: Path, cache_dir: str | None) -> RayPipeline:

@@ -17,7 +17,7 @@ from ..stage import Transformer
 from ..types import Document
 from .build import build_pipeline
 from .cache import StageCache
-from .context import BuildContext
+from .context import BuildContext, job_index
 from .job import Job, dump_job, load_job
 from .ray_executor import ray_pipeline
 
@@ -43,7 +43,10 @@ def build_job(
     with ``cache``, model stages keep their outputs there.
     """
     dataset = load_dataset(job.dataset, base_dir)
-    ctx = BuildContext(corpus=dataset.corpus, base_dir=base_dir, resources=resources or ResourcePool(), cache=cache)
+    index = job_index(job.dataset.index, base_dir)
+    if index is not None:
+        dataset.corpus = index.chunks
+    ctx = BuildContext(dataset.corpus, base_dir, resources or ResourcePool(), cache, index)
     pipelines = {name: build_pipeline(specs, ctx, ("pipelines", name)) for name, specs in job.pipelines.items()}
     return dataset, pipelines
 
@@ -88,6 +91,11 @@ def run_job(
         }
     else:
         dataset, pipelines = build_job(job, base_dir, resources, cache)
+    if not dataset.topics:
+        raise ConfigError(
+            "the dataset has no queries to run (an index alone is for `rerankflow serve`); add dataset.topics",
+            path=("dataset",),
+        )
     out = output_dir or (base_dir / job.output.dir if job.output.dir else base_dir / "runs" / job.name)
     experiment = Experiment(
         pipelines,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ from ..options import StageOptions
 from ..progress import progress
 from ..stage import Retriever
 from ..types import Candidate, Document, Query, Ranking, document_text
+from .filters import MaskCache, combine
 from .tokenize import Tokenizer
 
 Variant = Literal["lucene", "okapi"]
@@ -55,6 +56,26 @@ def idf_values(df: np.ndarray, n_docs: int, variant: Variant, epsilon: float) ->
     return np.where(idf < 0, floor, idf)
 
 
+def count_terms(
+    texts: Iterable[str], tokenizer: Tokenizer, vocab: dict[str, int] | None = None
+) -> tuple[sparse.csr_matrix, dict[str, int]]:
+    """Term counts of ``texts`` (texts x terms) and the vocabulary (term -> column); new terms
+    are appended to ``vocab`` when one is given."""
+    vocab = {} if vocab is None else vocab
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[int] = []
+    n = 0
+    for i, text in enumerate(texts):
+        n = i + 1
+        for term, count in Counter(tokenizer(text)).items():
+            rows.append(i)
+            cols.append(vocab.setdefault(term, len(vocab)))
+            vals.append(count)
+    shape = (n, max(len(vocab), 1))
+    return sparse.csr_matrix((np.array(vals, dtype=np.float64), (rows, cols)), shape=shape), vocab
+
+
 class BM25Index:
     """Tokenised corpus as a documents x terms count matrix; shared by retrievers whose
     scoring settings differ (k1, b, variant), saved to and loaded from a folder.
@@ -68,22 +89,23 @@ class BM25Index:
         self.tf: sparse.csr_matrix | None = None
         self.vocab: dict[str, int] = {}
 
+    @classmethod
+    def from_counts(
+        cls, corpus: Sequence[Document], tf: sparse.csr_matrix, vocab: dict[str, int], tokenizer: Tokenizer
+    ) -> BM25Index:
+        """An index from term counts made elsewhere (a saved index's segments): ``tf`` has one row
+        per document of ``corpus`` and one column per ``vocab`` id."""
+        index = cls(corpus, tokenizer)
+        if tf.shape[0] != len(index.corpus) or tf.shape[1] < len(vocab):
+            raise DataError("term counts, vocabulary and documents disagree in size; rebuild the index")
+        index.tf, index.vocab = tf.tocsr(), dict(vocab)
+        return index
+
     def build(self) -> BM25Index:
         """Tokenise every document and fill the count matrix (once)."""
-        if self.tf is not None:
-            return self
-        vocab: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        vals: list[int] = []
-        for i, doc in enumerate(progress(self.corpus, desc="bm25: indexing", unit="doc")):
-            for term, count in Counter(self.tokenizer(document_text(doc))).items():
-                rows.append(i)
-                cols.append(vocab.setdefault(term, len(vocab)))
-                vals.append(count)
-        shape = (len(self.corpus), max(len(vocab), 1))
-        self.tf = sparse.csr_matrix((np.array(vals, dtype=np.float64), (rows, cols)), shape=shape)
-        self.vocab = vocab
+        if self.tf is None:
+            docs = progress(self.corpus, desc="bm25: indexing", unit="doc")
+            self.tf, self.vocab = count_terms((document_text(d) for d in docs), self.tokenizer)
         return self
 
     def tokenized_corpus(self) -> list[list[str]]:
@@ -155,6 +177,9 @@ class BM25Options(StageOptions):
     variant: Variant = "lucene"
     epsilon: float = Field(0.25, description="okapi only: floor for negative IDF, as a fraction of the mean IDF")
     engine: Engine = "sparse"
+    filter: dict[str, Any] | None = Field(
+        None, description="metadata filter applied inside retrieval (rerankflow.retrievers.filters)"
+    )
 
 
 class BM25Retriever(Retriever):
@@ -188,6 +213,7 @@ class BM25Retriever(Retriever):
         self.engine: Engine = o.engine
         self._weights: sparse.csr_matrix | None = None  # terms x documents, BM25 weights
         self._ref: Any = None
+        self._masks = MaskCache(self.index.corpus)
 
     @classmethod
     def from_index(cls, folder: str | Path, **params: Any) -> BM25Retriever:
@@ -250,14 +276,16 @@ class BM25Retriever(Retriever):
         """Top ``k`` documents of each query."""
         out = []
         for q in queries:
-            ids, scores = self._search_one(self.tokenizer(q.text))
+            flt = combine(self.options.filter, q.filter)
+            ids, scores = self._search_one(self.tokenizer(q.text), self._masks.mask(flt) if flt else None)
             cands = tuple(Candidate(self.corpus[i], float(s), "bm25") for i, s in zip(ids, scores, strict=True))
             out.append(Ranking(q, cands))
         return out
 
-    def _search_one(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _search_one(self, tokens: list[str], allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` ids and scores; ``allowed`` (a mask over the corpus) restricts the candidates."""
         if self.engine == "rank_bm25":
-            return self._search_reference(tokens)
+            return self._search_reference(tokens, allowed)
         weights = self._weights
         if weights is None:
             raise DataError("BM25 weights are not built; call load() first")
@@ -272,15 +300,21 @@ class BM25Retriever(Retriever):
         scores = np.bincount(rows.indices, weights=rows.data * reps, minlength=n_docs)
         hit = np.zeros(n_docs, dtype=bool)
         hit[rows.indices] = True  # documents containing a query term (a mask: no sort needed)
+        if allowed is not None:
+            hit &= allowed
         matched = np.flatnonzero(hit)
         return _top_k(matched, scores[matched], self.k)
 
-    def _search_reference(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _search_reference(self, tokens: list[str], allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         ref = self._ref
         scores = ref.get_scores(tokens)
         present = set(tokens)
         matched = np.array(
-            [i for i, freqs in enumerate(ref.doc_freqs) if not present.isdisjoint(freqs)],
+            [
+                i
+                for i, freqs in enumerate(ref.doc_freqs)
+                if not present.isdisjoint(freqs) and (allowed is None or allowed[i])
+            ],
             dtype=np.int64,
         )
         if matched.size == 0:

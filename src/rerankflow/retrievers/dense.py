@@ -19,6 +19,7 @@ from ..options import StageOptions
 from ..paths import cache_home, corpus_fingerprint
 from ..stage import Retriever
 from ..types import Candidate, Document, Query, Ranking, document_text
+from .filters import MaskCache, combine
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ class DenseOptions(StageOptions):
     faiss: bool = Field(False, description="search with a FAISS flat index (needs faiss-cpu)")
     cache: bool = Field(True, description="cache corpus embeddings on disk")
     query_batch_size: int = Field(256, ge=1, description="queries encoded and searched at once")
+    filter: dict[str, Any] | None = Field(
+        None, description="metadata filter applied inside retrieval (rerankflow.retrievers.filters)"
+    )
 
 
 class DenseRetriever(Retriever):
@@ -42,6 +46,9 @@ class DenseRetriever(Retriever):
     """
 
     Options = DenseOptions
+    # Given ``embeddings`` (a saved index's) are used as they are and nothing is encoded; a
+    # given ``ann`` (a FAISS index over them) answers unfiltered queries; filtered ones are
+    # searched exactly over the documents that pass the filter, so ``k`` results come back.
 
     def __init__(
         self,
@@ -50,6 +57,8 @@ class DenseRetriever(Retriever):
         options: DenseOptions | None = None,
         *,
         cache_dir: str | Path | None = None,
+        embeddings: np.ndarray | None = None,
+        ann: Any = None,
         **settings: Any,
     ) -> None:
         self.options = DenseOptions.build(options, settings, "dense")
@@ -62,8 +71,11 @@ class DenseRetriever(Retriever):
         self.use_faiss = self.options.faiss
         self.cache_dir = Path(cache_dir) if cache_dir is not None else cache_home() / "embeddings"
         self.cache = self.options.cache
-        self._emb: np.ndarray | None = None
-        self._faiss: Any = None
+        if embeddings is not None and embeddings.shape[0] != len(self.corpus):
+            raise DataError(f"{embeddings.shape[0]} embeddings for {len(self.corpus)} documents; rebuild the index")
+        self._emb: np.ndarray | None = embeddings
+        self._faiss: Any = ann
+        self._masks = MaskCache(self.corpus)
 
     @property
     def name(self) -> str:
@@ -80,6 +92,8 @@ class DenseRetriever(Retriever):
 
     def load(self) -> None:
         """Encode the corpus or load its cached embeddings; build the FAISS index if asked."""
+        if self._emb is not None:
+            return
         path = self.cache_path() if self.cache else None
         if path is not None and path.is_file():
             emb = np.load(path, allow_pickle=False)
@@ -112,7 +126,12 @@ class DenseRetriever(Retriever):
         for start in range(0, len(queries), self.query_batch_size):
             chunk = queries[start : start + self.query_batch_size]
             qemb = self.encoder.encode([q.text for q in chunk], desc="dense: encoding queries")
-            ids, scores = self._search(qemb, k)
+            found = self._search(qemb, k)
+            ids, scores = list(found[0]), list(found[1])
+            for row, q in enumerate(chunk):
+                flt = combine(self.options.filter, q.filter)
+                if flt is not None:
+                    ids[row], scores[row] = self._search_allowed(qemb[row], self._masks.mask(flt), k)
             for q, row_ids, row_scores in zip(chunk, ids, scores, strict=True):
                 cands = tuple(
                     Candidate(self.corpus[i], float(s), "dense")
@@ -121,6 +140,14 @@ class DenseRetriever(Retriever):
                 )
                 out.append(Ranking(q, cands))
         return out
+
+    def _search_allowed(self, qvec: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over the documents ``allowed`` marks (a filtered query)."""
+        emb = self._emb
+        if emb is None:
+            raise DataError("dense index is not loaded; call load() first")
+        ids = np.flatnonzero(allowed)
+        return _top_rows(emb[ids] @ qvec, ids, k)
 
     def _search(self, qemb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._faiss is not None:
@@ -140,6 +167,15 @@ class DenseRetriever(Retriever):
         order = np.lexsort((part, -top), axis=1)
         ids = part[rows, order]
         return ids, sims[rows, ids]
+
+
+def _top_rows(sims: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of one query's similarities (ties by smaller id), as ids and scores."""
+    if ids.size > k:
+        part = np.argpartition(-sims, k - 1)[:k]
+        sims, ids = sims[part], ids[part]
+    order = np.lexsort((ids, -sims))
+    return ids[order], sims[order]
 
 
 def _save_array(path: Path, arr: np.ndarray, meta: dict[str, Any]) -> None:

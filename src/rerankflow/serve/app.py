@@ -449,7 +449,7 @@ def create_app(pipelines: Mapping[str, ServedPipeline], spec: ServeSpec | None =
             raise ApiError(500, f"pipeline {served.name!r} has no generator", type="server_error")
         params = body.params(served.generator.params, spec.max_tokens)
         rid = new_id("chatcmpl")
-        ranking = Ranking(Query(rid, query))
+        ranking = Ranking(Query(rid, query, body.filter))
         release = state.admit()
         token = CancelToken()
         if not body.stream:

@@ -66,6 +66,9 @@ class ChatRequest(_Body):
     seed: int | None = None
     n: Literal[1] = 1
     user: str | None = None
+    filter: dict[str, Any] | None = Field(
+        None, description="rerankflow extension: a metadata filter for the retrievers (docs/indexing.md#filters)"
+    )
 
     def query(self) -> str:
         """Text of the last user message (empty if there is none)."""
@@ -132,6 +135,7 @@ def passages(ranking: Ranking) -> dict[str, Any]:
     scores = {c.docid: c.score for c in ranking.candidates}
     context = answer.context if answer else tuple(c.doc for c in ranking.candidates)
     cited = set(answer.cited_docids) if answer else set()
+    by_id = {d.docid: d for d in context}
     return {
         "query_id": ranking.query.qid,
         "documents": [
@@ -142,11 +146,26 @@ def passages(ranking: Ranking) -> dict[str, Any]:
                 "text": d.text,
                 "score": scores.get(d.docid),
                 "cited": d.docid in cited,
+                **location(d),
             }
             for n, d in enumerate(context, 1)
         ],
-        "citations": [{"number": c.number, "docid": c.docid} for c in answer.citations] if answer else [],
+        "citations": [
+            {"number": c.number, "docid": c.docid, **(location(by_id[c.docid]) if c.docid in by_id else {})}
+            for c in answer.citations
+        ]
+        if answer
+        else [],
     }
+
+
+LOCATION_KEYS = ("doc_id", "source", "start", "end", "heading", "page")
+
+
+def location(doc: Document) -> dict[str, Any]:
+    """Where an indexed chunk comes from (document, file, character offsets, heading, page);
+    empty for documents that did not come from an index."""
+    return {k: doc.meta[k] for k in LOCATION_KEYS if k in doc.meta}
 
 
 def usage(answer: Answer) -> dict[str, int]:

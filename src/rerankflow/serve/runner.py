@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,6 +58,28 @@ def serve_spec(base: ServeSpec, overrides: Mapping[str, Any]) -> ServeSpec:
         raise validation_to_config_error(exc, ServeSpec, ("serve",)) from None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (only this machine can connect)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def check_exposure(spec: ServeSpec) -> None:
+    """Refuse a non-loopback address without an API key, unless the job allows it explicitly."""
+    if is_loopback(spec.host) or os.environ.get(spec.api_key_env) or spec.allow_unauthenticated:
+        return
+    raise ConfigError(
+        f"serving on {spec.host} without an API key would let anyone who reaches port {spec.port} read the "
+        f"indexed documents and spend the models' compute. Set the key in ${spec.api_key_env}, bind 127.0.0.1, "
+        "or set serve.allow_unauthenticated: true to accept that risk",
+        path=("serve", "host"),
+    )
+
+
 def run_server(job: Job, base_dir: Path, spec: ServeSpec | None = None, names: Sequence[str] | None = None) -> None:
     """Build the pipelines and serve them until interrupted (``spec`` overrides ``job.serve``)."""
     try:
@@ -65,6 +89,7 @@ def run_server(job: Job, base_dir: Path, spec: ServeSpec | None = None, names: S
     except ImportError as exc:
         raise MissingDependencyError(exc.name or "fastapi", "serve") from None
     spec = spec or job.serve
+    check_exposure(spec)
     pipelines = job_pipelines_to_serve(job, base_dir, names)
     for name, p in pipelines.items():
         log.info("serving %s (%s): %r", name, "chat" if p.chats else "rerank", p.pipeline)

@@ -1,0 +1,368 @@
+"""``rerankflow index``: bring an index folder in line with its sources, incrementally.
+
+A run scans the sources, compares each file's SHA-256 (and, in JSONL corpora, each record's)
+with the manifest, chunks and encodes only new and changed documents into one new segment,
+marks the rows of changed and removed documents deleted, and then replaces the manifest
+atomically. Until that rename the previous manifest, and the segments it names, are
+untouched: a run that is killed leaves the previous index answering. A file that cannot be
+read is reported with the reason and counted (its previously indexed version, if any, is
+kept); ``strict`` makes it fatal instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backends.embeddings import SentenceTransformerEncoder
+from ..backends.models import model_identity
+from ..errors import ConfigError, DataError, MissingDependencyError
+from ..io.files import atomic_write
+from ..retrievers.bm25 import count_terms
+from ..retrievers.tokenize import Tokenizer
+from ..types import Document, document_text
+from .chunking import Chunker, ChunkSettings
+from .extract import SUFFIXES, SourceDocument, read_source
+from .store import INDEX_FORMAT, MANIFEST, SegmentData, load_segments, read_manifest, write_segment
+
+log = logging.getLogger(__name__)
+
+MAX_SEGMENTS = 8
+"""More segments than this (or more deleted rows than live ones) and a run merges them into one."""
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """What the index's contents depend on; an update must use the same (else ``rebuild``)."""
+
+    encoder: str | None = "all-minilm-l6-v2"
+    chunking: ChunkSettings = field(default_factory=ChunkSettings)
+    tokenizer: Tokenizer = field(default_factory=Tokenizer)
+    ann_threshold: int = 200_000
+    """Live chunks from which an approximate HNSW index is built (exact search below it)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as the manifest records them."""
+        tok = self.tokenizer
+        return {
+            "encoder": self.encoder,
+            "encoder_identity": model_identity(self.encoder) if self.encoder else None,
+            "chunking": self.chunking.as_dict(),
+            "tokenizer": {"lowercase": tok.lowercase, "stopwords": tok.stopwords, "stemmer": tok.stemmer},
+            "ann_threshold": self.ann_threshold,
+        }
+
+
+@dataclass
+class IndexReport:
+    """What a run did (``rerankflow index`` prints it)."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    chunks_added: int = 0
+    chunks_live: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: int = 0
+    merged: bool = False
+    ann: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """A few lines for the terminal."""
+        lines = [
+            f"documents: {len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed, "
+            f"{self.unchanged} unchanged; chunks: {self.chunks_added} new, {self.chunks_live} in the index"
+            f"{'; segments merged' if self.merged else ''}{'; approximate (HNSW) index built' if self.ann else ''} "
+            f"({self.seconds:.1f} s)"
+        ]
+        if self.ignored:
+            lines.append(f"ignored {self.ignored} files of other types (supported: {', '.join(SUFFIXES)})")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} files that could not be read:")
+            lines.extend(f"  {path}: {reason}" for path, reason in self.skipped)
+        return "\n".join(lines)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError("another `rerankflow index` run is updating this index; wait for it", file=folder) from None
+        yield
+
+
+def _scan(sources: Sequence[str | Path]) -> tuple[list[tuple[str, Path]], int]:
+    """``(name, path)`` of every supported file under ``sources`` (names relative to each
+    source's parent folder, so ``index docs/`` names ``docs/a.md``), and how many were ignored."""
+    found: dict[str, Path] = {}
+    ignored = 0
+    for src in sources:
+        root = Path(src).resolve()
+        if not root.exists():
+            raise DataError("source not found; check the path", file=src)
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in files:
+            rel = path.relative_to(root.parent)
+            if any(part.startswith(".") for part in rel.parts):
+                continue  # hidden files and folders (.git, editor files)
+            if root.is_dir() and path.suffix.lower() not in SUFFIXES:
+                ignored += 1
+                continue
+            name = rel.as_posix()
+            if name in found and found[name] != path:
+                raise DataError(f"two sources give the name {name!r} ({found[name]} and {path}); index them apart")
+            found[name] = path
+    return sorted(found.items()), ignored
+
+
+def _doc_hash(doc: SourceDocument) -> str:
+    payload = json.dumps([doc.text, doc.title, doc.meta, doc.body_start], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def update_index(
+    sources: Sequence[str | Path],
+    folder: str | Path,
+    settings: IndexSettings | None = None,
+    *,
+    strict: bool = False,
+    rebuild: bool = False,
+    encoder: Any = None,
+) -> IndexReport:
+    """Make the index in ``folder`` hold exactly the documents of ``sources`` (see the module
+    docstring). ``settings`` default to the existing index's, else :class:`IndexSettings()`;
+    ``encoder`` replaces the one the settings name (tests share a loaded model this way)."""
+    started = time.monotonic()
+    folder = Path(folder)
+    with _locked(folder):
+        old = None if rebuild else read_manifest(folder)
+        settings = settings or (_settings_of(old) if old else IndexSettings())
+        if old is not None:
+            _check_same(old["settings"], settings.as_dict())
+        report = IndexReport()
+        files, report.ignored = _scan(sources)
+        old_docs: dict[str, dict[str, Any]] = old["documents"] if old else {}
+        old_files: dict[str, dict[str, Any]] = old["files"] if old else {}
+        docs: dict[str, dict[str, Any]] = {}
+        file_entries: dict[str, dict[str, Any]] = {}
+        fresh: list[tuple[SourceDocument, str]] = []
+        for name, path in files:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            before = old_files.get(name)
+            if before is not None and before["hash"] == digest:
+                file_entries[name] = before
+                for doc_id in before["docs"]:
+                    docs[doc_id] = old_docs[doc_id]
+                continue
+            try:
+                read = read_source(path, name)
+                for d in read:
+                    if d.doc_id in docs:
+                        raise DataError(f"document id {d.doc_id!r} is also in {docs[d.doc_id]['source']}", file=path)
+            except DataError as exc:
+                if strict:
+                    raise
+                report.skipped.append((name, str(exc).removeprefix(f"{path}: ")))
+                if before is not None:  # keep what was indexed from it last time
+                    file_entries[name] = before
+                    for doc_id in before["docs"]:
+                        docs.setdefault(doc_id, old_docs[doc_id])
+                continue
+            file_entries[name] = {"hash": digest, "docs": [d.doc_id for d in read]}
+            for d in read:
+                h = _doc_hash(d)
+                prior = old_docs.get(d.doc_id)
+                if prior is not None and prior["hash"] == h:
+                    docs[d.doc_id] = prior
+                    continue
+                (report.changed if prior is not None else report.added).append(d.doc_id)
+                docs[d.doc_id] = {"source": name, "hash": h}
+                fresh.append((d, h))
+        report.removed = sorted(set(old_docs) - set(docs))
+        report.unchanged = len(docs) - len(report.added) - len(report.changed)
+        segments = [dict(s, deleted=list(s.get("deleted", []))) for s in (old["segments"] if old else [])]
+        _mark_deleted(segments, [old_docs[d] for d in (*report.changed, *report.removed)])
+        generation = (old["generation"] + 1) if old else 1
+        pending: list[Path] = []
+        try:
+            if fresh:
+                name = f"seg-{generation:06d}-{uuid.uuid4().hex[:8]}"
+                tmp = folder / "segments" / f".tmp-{name}"
+                pending.append(tmp)
+                data = _encode_segment([d for d, _ in fresh], settings, encoder, tmp)
+                os.replace(tmp, folder / "segments" / name)
+                pending.append(folder / "segments" / name)
+                report.chunks_added = len(data.chunks)
+                row = 0
+                counts: dict[str, int] = {}
+                for c in data.chunks:
+                    counts[str(c.meta["doc_id"])] = counts.get(str(c.meta["doc_id"]), 0) + 1
+                for d, _ in fresh:
+                    n = counts.get(d.doc_id, 0)
+                    docs[d.doc_id].update(segment=name, first=row, count=n)
+                    row += n
+                segments.append({"name": name, "chunks": len(data.chunks), "deleted": []})
+            segments = [s for s in segments if len(s["deleted"]) < s["chunks"]]
+            dense = bool(settings.encoder)
+            live = sum(s["chunks"] - len(s["deleted"]) for s in segments)
+            deleted = sum(len(s["deleted"]) for s in segments)
+            if len(segments) > MAX_SEGMENTS or deleted > live:
+                segments = _merge(folder, segments, docs, generation, dense, pending)
+                report.merged = True
+            report.chunks_live = live
+            ann = None
+            if dense and live >= settings.ann_threshold and (fresh or report.removed or report.changed or not old):
+                ann = _build_ann(folder, segments, generation, pending)
+                report.ann = True
+            elif old is not None and old.get("ann") and not (fresh or report.removed or report.changed):
+                ann = old["ann"]
+            manifest = {
+                "format": INDEX_FORMAT,
+                "generation": generation,
+                "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "settings": settings.as_dict(),
+                "segments": segments,
+                "documents": docs,
+                "files": file_entries,
+                "skipped": [{"source": s, "reason": r} for s, r in report.skipped],
+                "counts": {
+                    "documents": len(docs),
+                    "chunks": live,
+                    "segments": len(segments),
+                    "files": len(file_entries),
+                },
+                "ann": ann,
+            }
+            with atomic_write(folder / MANIFEST) as fh:  # the switch: a run killed before here changed nothing
+                json.dump(manifest, fh, indent=1)
+        except BaseException:
+            for path in pending:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            raise
+        _collect_garbage(folder, manifest)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _settings_of(manifest: dict[str, Any]) -> IndexSettings:
+    s = manifest["settings"]
+    return IndexSettings(
+        encoder=s.get("encoder"),
+        chunking=ChunkSettings(s["chunking"]["chunk_tokens"], s["chunking"]["overlap_tokens"]),
+        tokenizer=Tokenizer(**s["tokenizer"]),
+        ann_threshold=int(s.get("ann_threshold", IndexSettings.ann_threshold)),
+    )
+
+
+def _check_same(recorded: dict[str, Any], wanted: dict[str, Any]) -> None:
+    for key in ("encoder", "encoder_identity", "chunking", "tokenizer"):
+        if recorded.get(key) != wanted.get(key):
+            raise ConfigError(
+                f"the index was built with {key} {recorded.get(key)!r}, this run asks for {wanted.get(key)!r}; "
+                "use the same settings, another folder, or --rebuild"
+            )
+
+
+def _mark_deleted(segments: list[dict[str, Any]], entries: list[dict[str, Any]]) -> None:
+    by_name = {s["name"]: s for s in segments}
+    for e in entries:
+        seg = by_name.get(e.get("segment", ""))
+        if seg is not None:
+            seg["deleted"] = sorted(set(seg["deleted"]) | set(range(e["first"], e["first"] + e["count"])))
+
+
+def _encode_segment(docs: list[SourceDocument], settings: IndexSettings, encoder: Any, where: Path) -> SegmentData:
+    """Chunk, count and encode ``docs`` into a new segment folder ``where`` (chunks and counts
+    are written first, the vectors when encoding is done)."""
+    if encoder is None:
+        encoder = SentenceTransformerEncoder(settings.encoder or "all-minilm-l6-v2", memo_size=0)
+    chunker = Chunker(settings.chunking, encoder.count_tokens)
+    chunks: list[Document] = [c for d in docs for c in chunker.chunks(d)]
+    texts = [document_text(c) for c in chunks]
+    tf, vocab = count_terms(texts, settings.tokenizer)
+    write_segment(where, SegmentData(chunks, tf, vocab, None))
+    emb = None
+    if settings.encoder:
+        emb = encoder.encode(texts, desc="index: encoding chunks") if texts else np.zeros((0, 1), np.float32)
+        np.save(where / "embeddings.npy", emb, allow_pickle=False)
+    return SegmentData(chunks, tf, vocab, emb)
+
+
+def _write_new_segment(folder: Path, name: str, data: SegmentData, pending: list[Path]) -> None:
+    tmp = folder / "segments" / f".tmp-{name}"
+    pending.append(tmp)
+    write_segment(tmp, data)
+    target = folder / "segments" / name
+    os.replace(tmp, target)
+    pending.append(target)
+
+
+def _merge(
+    folder: Path,
+    segments: list[dict[str, Any]],
+    docs: dict[str, dict[str, Any]],
+    generation: int,
+    dense: bool,
+    pending: list[Path],
+) -> list[dict[str, Any]]:
+    """One segment holding every live row (copied, not re-encoded); document rows renumbered."""
+    data = load_segments(folder, segments, dense)
+    name = f"seg-{generation:06d}-{uuid.uuid4().hex[:8]}-merged"
+    _write_new_segment(folder, name, data, pending)
+    firsts: dict[str, int] = {}
+    for row, c in enumerate(data.chunks):
+        firsts.setdefault(str(c.meta["doc_id"]), row)
+    for doc_id, entry in docs.items():
+        if doc_id in firsts:
+            entry.update(segment=name, first=firsts[doc_id])
+    return [{"name": name, "chunks": len(data.chunks), "deleted": []}]
+
+
+def _build_ann(folder: Path, segments: list[dict[str, Any]], generation: int, pending: list[Path]) -> dict[str, Any]:
+    try:
+        import faiss
+    except ImportError as exc:
+        raise MissingDependencyError("faiss-cpu", "faiss") from exc
+    emb = load_segments(folder, segments, True).embeddings
+    assert emb is not None
+    index = faiss.IndexHNSWFlat(emb.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 80
+    index.add(np.ascontiguousarray(emb))
+    index.hnsw.efSearch = 128
+    file = f"ann-{generation:06d}.faiss"
+    pending.append(folder / file)
+    faiss.write_index(index, str(folder / file))
+    return {"file": file, "kind": "hnsw", "M": 32, "efConstruction": 80, "efSearch": 128}
+
+
+def _collect_garbage(folder: Path, manifest: dict[str, Any]) -> None:
+    """Delete segments and ANN files the manifest no longer names (left by earlier runs)."""
+    keep = {s["name"] for s in manifest["segments"]}
+    seg_dir = folder / "segments"
+    if seg_dir.is_dir():
+        for path in seg_dir.iterdir():
+            if path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+    ann = (manifest.get("ann") or {}).get("file")
+    for path in folder.glob("ann-*.faiss"):
+        if path.name != ann:
+            path.unlink(missing_ok=True)
