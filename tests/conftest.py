@@ -83,7 +83,9 @@ def vllm_backend(smollm2):
     _need_vllm()
     from rerankflow.backends.vllm_offline import VLLMOfflineBackend
 
-    backend = VLLMOfflineBackend(smollm2, enforce_eager=True, gpu_memory_utilization=0.3, max_model_len=2048)
+    backend = VLLMOfflineBackend(  # max_logprobs: RankLLM's FIRST scoring asks for 30 (tests/test_presets.py)
+        smollm2, enforce_eager=True, gpu_memory_utilization=0.3, max_model_len=2048, engine_kwargs={"max_logprobs": 30}
+    )
     backend.ensure_loaded()
     yield backend
     backend.close()

@@ -97,3 +97,42 @@ measures: [nDCG@10]
         assert [c.score for c in b.candidates] == pytest.approx([c.score for c in a.candidates], abs=1e-4)
     (stage,) = [s for s in job.pipelines["vllm"].walk() if isinstance(s, CrossEncoderReranker)]
     stage.model.close()  # frees the engine's memory for the rest of the session
+
+
+@pytest.mark.parametrize(
+    ("preset", "architecture"), [("ms_marco_minilm", "bert"), ("bge_reranker_v2_m3", "xlm-roberta")]
+)
+def test_cross_encoder_presets_give_sentence_transformers_scores(preset, architecture, tmp_path, demo):
+    """The preset's settings reach the model: the stage equals CrossEncoder(model, max_length=512)
+    on a random-weight classifier of the preset's architecture (tokenizer: MiniLM's, offline)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from rerankflow.backends.models import resolve_embedder
+    from rerankflow.pipelines.runner import build_job
+
+    tok = AutoTokenizer.from_pretrained(resolve_embedder("all-minilm-l6-v2"))
+    config = AutoConfig.for_model(
+        architecture, vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=128, max_position_embeddings=1026, num_labels=1,
+        **({"pad_token_id": tok.pad_token_id} if architecture == "xlm-roberta" else {}),
+    )  # fmt: skip
+    torch.manual_seed(1)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "ce")
+    tok.save_pretrained(tmp_path / "ce")
+    job = load_job_text(
+        f'name: p\ndataset: {{builtin: demo}}\npipelines:\n  ce: [crossencoder: {{model: "{tmp_path / "ce"}", preset: {preset}, device: cpu}}]\n'
+    )
+    assert job.pipelines["ce"][0].config.max_length == 512 and job.pipelines["ce"][0].config.preset == preset
+    _, pipes = build_job(job, tmp_path)
+    corpus, queries, _ = demo
+    long = corpus[0].__class__("long", " ".join(["relevance"] * 700))
+    first = BM25Retriever(corpus, k=4)([Ranking(q) for q in queries[:2]])
+    first = [r.with_candidates((*r.candidates, r.candidates[0].__class__(long, 0.0, "bm25"))) for r in first]
+    out = pipes["ce"](first)
+    reference = CrossEncoder(str(tmp_path / "ce"), max_length=512, device="cpu")
+    for before, after in zip(first, out):
+        by_id = {c.docid: c for c in before.candidates}
+        expected = reference.predict([(after.query.text, document_text(by_id[d].doc)) for d in after.docids])
+        assert [c.score for c in after.candidates] == pytest.approx(expected.tolist(), abs=1e-5)

@@ -34,7 +34,7 @@ PASSAGES = [
 QUERY = "what does [2] say about ranking?"
 
 
-def rank_llm_handler():
+def rank_llm_handler(template="rank_zephyr_template.yaml"):
     stub = types.ModuleType("rank_llm.rerank.listwise.lit5.model")
 
     class Unavailable:
@@ -52,7 +52,7 @@ def rank_llm_handler():
         )
     except ImportError:
         pytest.skip("rank-llm 0.25.7 is not installed (make test installs it without its vllm requirement)")
-    path = resources.files("rank_llm.rerank.prompt_templates") / "rank_zephyr_template.yaml"
+    path = resources.files("rank_llm.rerank.prompt_templates") / template
     handler = SingleTurnListwiseInferenceHandler(yaml.safe_load(path.read_text()))
     return handler, Result, RQuery, RCandidate
 
@@ -218,3 +218,76 @@ def test_rank_vicuna_prompt_is_the_text_rankllms_vllm_handler_builds(smollm2):
     (prompt,) = fake.seen
     assert prompt.text == theirs and theirs.startswith("You are RankLLM") and theirs.endswith(" ASSISTANT:")
     assert tokens.prompt_ids_many(tok, [prompt]) == [tok(theirs)["input_ids"]]
+
+
+def rankllm_result(docs, RQuery, RCandidate, Result):
+    cands = [
+        RCandidate(d.docid, -i, {"text": d.text, **({"title": d.title} if d.title else {})}) for i, d in enumerate(docs)
+    ]
+    return Result(RQuery(QUERY, "q"), cands)
+
+
+def first_mistral_prompts(docs, window, backend=None):
+    fake = backend or FakeBackend(
+        lambda p: "[A]", labels=lambda p, labels: {x: -float(i) for i, x in enumerate(labels)}
+    )
+    preset = load_preset("first_mistral")
+    rr = ListwiseReranker(fake, preset.template, **{**preset.settings, "window": window, "stride": window})
+    out = rr([Ranking(Query("q", QUERY), tuple(Candidate(d, -i, "bm25") for i, d in enumerate(docs)))])
+    return (fake.seen if backend is None else None), out
+
+
+@pytest.mark.slow  # imports RankLLM, which imports vLLM
+@pytest.mark.parametrize("window", [20, 7, 3])
+def test_first_mistral_prompt_is_rankllms_alpha_prompt(window):
+    handler, Result, RQuery, RCandidate = rank_llm_handler("rank_zephyr_alpha_template.yaml")
+    docs = [Document(f"d{i}", text, title) for i, (title, text) in enumerate(PASSAGES * 4)][:window]
+    result = rankllm_result(docs, RQuery, RCandidate, Result)
+    reference = handler.generate_prompt(
+        result, rank_start=0, rank_end=window, max_length=300 * (20 / window), use_alpha=True
+    )
+    seen, _ = first_mistral_prompts(docs, window)
+    assert [(m.role, m.content) for m in seen[0].messages] == [(m["role"], m["content"]) for m in reference]
+
+
+def test_first_mistral_reads_the_identifiers_where_rankllm_does(vllm_backend):
+    """RankLLM (use_logits) asks vLLM for 2 greedy tokens with the top-30 log-probabilities and
+    reads position 1, the token after the model's "["; rerankflow asks for the letters' own
+    log-probabilities after 1 greedy token, as the tokens that continue "[". On one engine (real
+    SmolLM2 on vLLM) and one prompt, RankLLM's own _get_logits_single_digit must find the same
+    values and give the same order."""
+    from vllm import SamplingParams
+
+    from rerankflow.backends import tokens
+    from rerankflow.backends.base import run_sync
+    from rerankflow.backends.types import Prompt
+    from rerankflow.backends.vllm_offline import _Request
+
+    rank_llm_handler()  # skips without RankLLM; installs the LiT5 stub
+    from rank_llm.rerank.listwise.rank_listwise_os_llm import RankListwiseOSLLM
+
+    # SmolLM2 does not answer the FIRST prompt with "[" (it starts "Title:"), so position 1 would
+    # hold no letter for either side; a few-shot prompt in the same answer format makes it start
+    # with "[" as a FIRST model does. What is compared is where and how the letters are read.
+    prompt = Prompt.raw(
+        "Rank the passages by relevance to the query.\nQuery: tides\n[A] Bread recipes.\n[B] The moon causes "
+        "tides.\n[C] Ocean tides rise twice a day.\nRanking: [B] > [C] > [A]\n\nRank the passages by relevance "
+        "to the query.\nQuery: volcanoes\n[A] Lava erupts from volcanoes.\n[B] Stock markets fell.\n[C] Magma "
+        "chambers feed volcanoes.\n[D] Tennis scores.\n[E] Volcanic ash clouds.\nRanking:"
+    )
+    ids = tokens.prompt_ids_many(vllm_backend.tokenizer, [prompt])[0]
+    sp = SamplingParams(min_tokens=2, max_tokens=2, temperature=0.0, logprobs=30)
+    (output,), _ = run_sync(vllm_backend._coalescer.submit_timed([_Request(ids, sp)]))
+    reference = object.__new__(RankListwiseOSLLM)  # only the two attributes its scoring reads
+    reference._use_alpha, reference._window_size = True, 20
+    ranking, evaluations = reference._get_logits_single_digit(output)
+    assert output.outputs[0].text.strip().startswith("["), output.outputs[0].text
+    assert len(evaluations) >= 3, evaluations  # the comparison below covers several letters
+    labels = ["A", "B", "C", "D", "E"]
+    (mine,) = vllm_backend.label_logprobs([prompt], labels, after=1, context=" [")
+    for code, logprob in evaluations.items():
+        if chr(code) in labels:
+            assert mine.logprobs[chr(code)] == pytest.approx(logprob, abs=1e-4)
+    theirs = [x for x in ranking.replace("[", "").replace("]", "").split(">") if x in labels]
+    ours_order = sorted(labels, key=lambda x: -mine.logprobs[x])
+    assert ours_order[: len(theirs)] == theirs

@@ -17,11 +17,13 @@ from .compressors import (
 from .errors import ConfigError, DataError, PipelineTypeError, RerankflowError
 from .eval import Experiment, evaluate, experiment
 from .generators import AnswerGenerator
+from .index import IndexSettings, open_index, update_index
 from .io import demo_dataset, read_qrels, read_topics
 from .pipelines import load_job, load_pipeline, rerank, run_job
 from .rerankers import (
     BiEncoderReranker,
     CrossEncoderReranker,
+    DocumentAggregator,
     ListwiseReranker,
     PairwiseReranker,
     PointwiseReranker,
@@ -48,9 +50,11 @@ __all__ = [
     "DataError",
     "DenseRetriever",
     "Document",
+    "DocumentAggregator",
     "Experiment",
     "HFBackend",
     "Identity",
+    "IndexSettings",
     "LLMExtractor",
     "LLMFilter",
     "ListwiseReranker",
@@ -79,9 +83,11 @@ __all__ = [
     "experiment",
     "load_job",
     "load_pipeline",
+    "open_index",
     "read_qrels",
     "read_topics",
     "rerank",
     "rrf",
     "run_job",
+    "update_index",
 ]

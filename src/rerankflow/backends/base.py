@@ -171,12 +171,22 @@ class LLMBackend(ABC):
             )
         return out
 
-    async def alabel_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[LabelScores]:
-        """Next-token log-probabilities of ``labels`` after each prompt, in input order."""
+    async def alabel_logprobs(
+        self, prompts: Sequence[Prompt], labels: Sequence[str], *, after: int = 0, context: str | None = None
+    ) -> list[LabelScores]:
+        """Next-token log-probabilities of ``labels`` after each prompt, in input order.
+
+        ``after`` > 0 reads them at that position of the answer instead: after ``after`` tokens
+        generated greedily (end of sequence excluded), as RankLLM reads FIRST models' identifier
+        at the answer's second token, the one after the model's ``[``. ``context`` is the text
+        the labels follow there (``[``): each label is then the token that continues it.
+        """
         if len(set(labels)) != len(labels) or not labels:
             raise BackendError(f"labels must be distinct and non-empty, got {list(labels)}")
+        if after < 0:
+            raise BackendError(f"after must be >= 0, got {after}")
         self.ensure_loaded()
-        out = await self._alabel_logprobs(list(prompts), list(labels))
+        out = await self._alabel_logprobs(list(prompts), list(labels), after, context)
         self.ledger.add([s.stats for s in out])
         return out
 
@@ -241,7 +251,9 @@ class LLMBackend(ABC):
     async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]: ...
 
     @abstractmethod
-    async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]: ...
+    async def _alabel_logprobs(
+        self, prompts: list[Prompt], labels: list[str], after: int, context: str | None
+    ) -> list[LabelScores]: ...
 
     @abstractmethod
     async def _acontinuation_logprobs(
@@ -259,9 +271,11 @@ class LLMBackend(ABC):
         """Sync :meth:`agenerate`."""
         return run_sync(self.agenerate(prompts, params, cancel=cancel))
 
-    def label_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[LabelScores]:
+    def label_logprobs(
+        self, prompts: Sequence[Prompt], labels: Sequence[str], *, after: int = 0, context: str | None = None
+    ) -> list[LabelScores]:
         """Sync :meth:`alabel_logprobs`."""
-        return run_sync(self.alabel_logprobs(prompts, labels))
+        return run_sync(self.alabel_logprobs(prompts, labels, after=after, context=context))
 
     def continuation_logprobs(
         self, prompts: Sequence[Prompt], continuations: Sequence[str]

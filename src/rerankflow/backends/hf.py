@@ -214,14 +214,32 @@ class HFBackend(LLMBackend):
         along = None if steps is None else logp.gather(-1, steps.to(logp.device)[:, :, None]).squeeze(-1)
         return last, along
 
-    async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
-        ids = tokens.label_ids(self.tokenizer, labels)
-        items = [_Scoring(seq, 1, tuple(ids), True) for seq in tokens.prompt_ids_many(self.tokenizer, prompts)]
-        values, latency = await self._score.submit_timed(items)
+    async def _alabel_logprobs(
+        self, prompts: list[Prompt], labels: list[str], after: int, context: str | None
+    ) -> list[LabelScores]:
+        ids = tokens.label_ids(self.tokenizer, labels, context)
+        seqs = tokens.prompt_ids_many(self.tokenizer, prompts)
+        latency = 0.0
+        for _ in range(after):  # greedy answer tokens first (end of sequence excluded, as vLLM's min_tokens)
+            seqs, spent = await self._greedy_step(seqs)
+            latency += spent
+        items = [_Scoring(seq, 1, tuple(ids), True) for seq in seqs]
+        values, spent = await self._score.submit_timed(items)
         return [
-            LabelScores(dict(zip(labels, v, strict=True)), self.stats(len(it.ids), 1, latency))
+            LabelScores(dict(zip(labels, v, strict=True)), self.stats(len(it.ids) - after, after + 1, latency + spent))
             for it, v in zip(items, values, strict=True)
         ]
+
+    async def _greedy_step(self, seqs: list[list[int]]) -> tuple[list[list[int]], float]:
+        """Each sequence with its most likely next token appended (never an end-of-sequence token)."""
+        vocab = tuple(range(int(self.hf_model.config.vocab_size)))
+        values, latency = await self._score.submit_timed([_Scoring(seq, 1, vocab, True) for seq in seqs])
+        banned = tokens.end_ids(self.tokenizer, self.hf_model)
+        out = []
+        for seq, logp in zip(seqs, values, strict=True):
+            best = max((t for t in range(len(logp)) if t not in banned), key=logp.__getitem__)
+            out.append([*seq, best])
+        return out, latency
 
     async def _acontinuation_logprobs(
         self, prompts: list[Prompt], continuations: list[str]

@@ -182,16 +182,28 @@ class OpenAIHTTPBackend(LLMBackend):
             result.append(Completion(text, stats, choice.get("finish_reason"), _generated_top_logprobs(choice)))
         return result
 
-    async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
+    async def _alabel_logprobs(
+        self, prompts: list[Prompt], labels: list[str], after: int, context: str | None
+    ) -> list[LabelScores]:
         k = self.top_logprobs
+        steps = after + 1
         extra: dict[str, Any] = {}
         if self.vllm_label_ids:
-            extra["logprob_token_ids"] = tokens.label_ids(self.tokenizer, labels)
+            extra["logprob_token_ids"] = tokens.label_ids(self.tokenizer, labels, context)
+        if after:
+            extra["min_tokens"] = steps  # vLLM's extension; other servers may stop early (an error below)
         bodies: list[tuple[str, dict[str, Any]]] = []
         for p in prompts:
             text = self._text_prompt(p)
             if text is not None:
-                body = {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0, "logprobs": k, **extra}
+                body = {
+                    "model": self.model,
+                    "prompt": text,
+                    "max_tokens": steps,
+                    "temperature": 0,
+                    "logprobs": k,
+                    **extra,
+                }
                 bodies.append(("/completions", body))
             else:
                 msgs = _messages(p)
@@ -201,24 +213,31 @@ class OpenAIHTTPBackend(LLMBackend):
                         {
                             "model": self.model,
                             "messages": msgs,
-                            "max_tokens": 1,
+                            "max_tokens": steps,
                             "temperature": 0,
                             "logprobs": True,
                             "top_logprobs": k,
+                            **({"min_tokens": steps} if after else {}),
                         },
                     )
                 )
         answers = await self._post_mixed(bodies)
         result = []
         for data, latency in answers:
-            top = (_generated_top_logprobs(data["choices"][0]) or ({},))[0]
+            positions = _generated_top_logprobs(data["choices"][0]) or ({},)
+            if len(positions) <= after:
+                raise BackendError(
+                    f"the server answered {len(positions)} tokens; labels are read at answer position {after} "
+                    "(a server without vLLM's min_tokens may stop early)"
+                )
+            top = positions[after]
             if not top:
                 raise BackendError("the server returned no logprobs; it must support 'logprobs' / 'top_logprobs'")
             floor = min(top.values())
             scores = {label: top.get(label, floor) for label in labels}
             missing = frozenset(label for label in labels if label not in top)
             usage = data.get("usage") or {}
-            result.append(LabelScores(scores, self.stats(int(usage.get("prompt_tokens", 0)), 1, latency), missing))
+            result.append(LabelScores(scores, self.stats(int(usage.get("prompt_tokens", 0)), steps, latency), missing))
         return result
 
     async def _post_mixed(self, bodies: list[tuple[str, dict[str, Any]]]) -> list[tuple[dict[str, Any], float]]:

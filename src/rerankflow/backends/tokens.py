@@ -33,11 +33,17 @@ def prompt_ids_many(tokenizer: Any, prompts: list[Prompt]) -> list[list[int]]:
     return out
 
 
-def label_ids(tokenizer: Any, labels: list[str]) -> list[int]:
-    """One token id per label; a label that is not exactly one token is an error."""
+def label_ids(tokenizer: Any, labels: list[str], context: str | None = None) -> list[int]:
+    """One token id per label; a label that is not exactly one token is an error. With a
+    ``context``, the token a label is when it continues that text (``[`` then ``A``)."""
     ids = []
+    before = list(tokenizer(context, add_special_tokens=False)["input_ids"]) if context else []
     for label in labels:
-        toks = tokenizer(label, add_special_tokens=False)["input_ids"]
+        toks = tokenizer((context or "") + label, add_special_tokens=False)["input_ids"]
+        if context:
+            if list(toks[: len(before)]) != before:
+                raise BackendError(f"label {label!r} merges with the text before it ({context!r}) into other tokens")
+            toks = toks[len(before) :]
         if len(toks) != 1:
             raise BackendError(
                 f"label {label!r} is {len(toks)} tokens for this model; labels must be single tokens "
@@ -47,6 +53,18 @@ def label_ids(tokenizer: Any, labels: list[str]) -> list[int]:
     if len(set(ids)) != len(ids):
         raise BackendError(f"labels {labels} map to repeated token ids {ids}; use distinct labels")
     return ids
+
+
+def end_ids(tokenizer: Any, model: Any = None) -> frozenset[int]:
+    """Token ids that end a sequence: the tokenizer's and the model's generation config's."""
+    found: set[int] = set()
+    for value in (getattr(tokenizer, "eos_token_id", None),
+                  getattr(getattr(model, "generation_config", None), "eos_token_id", None)):  # fmt: skip
+        if isinstance(value, int):
+            found.add(value)
+        elif isinstance(value, list | tuple):
+            found.update(int(v) for v in value)
+    return frozenset(found)
 
 
 def continuation_ids(tokenizer: Any, continuation: str) -> list[int]:

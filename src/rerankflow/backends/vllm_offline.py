@@ -273,18 +273,21 @@ class VLLMOfflineBackend(LLMBackend):
             yield StreamChunk(completion.text[len(sent) :])
         yield StreamChunk("", completion)
 
-    async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
+    async def _alabel_logprobs(
+        self, prompts: list[Prompt], labels: list[str], after: int, context: str | None
+    ) -> list[LabelScores]:
         from vllm import SamplingParams
 
-        ids = tokens.label_ids(self.tokenizer, labels)
-        sp = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
+        ids = tokens.label_ids(self.tokenizer, labels, context)
+        steps = after + 1  # min_tokens keeps the end of sequence out of the greedy tokens before
+        sp = SamplingParams(max_tokens=steps, min_tokens=steps, temperature=0.0, logprob_token_ids=ids)
         reqs = [_Request(seq, sp) for seq in tokens.prompt_ids_many(self.tokenizer, prompts)]
         outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
         for req, out in zip(reqs, outs, strict=True):
-            step = out.outputs[0].logprobs[0]
+            step = out.outputs[0].logprobs[after]
             scores = {label: float(step[i].logprob) for label, i in zip(labels, ids, strict=True)}
-            result.append(LabelScores(scores, self.stats(len(req.ids), 1, latency)))
+            result.append(LabelScores(scores, self.stats(len(req.ids), steps, latency)))
         return result
 
     async def _acontinuation_logprobs(

@@ -110,6 +110,16 @@ class CrossEncoderKeys(StageConfig):
     max_length: int | None = Field(512, ge=8, description="truncate query + passage to this many tokens")
     device: str | None = Field(None, description="cpu, cuda, ... (default: best available)")
     trust_remote_code: bool = Field(False, description="run code shipped with the model (off unless you trust it)")
+    preset: str | None = Field(
+        None, description="a published configuration (rerankflow presets list); default: the preset naming the model"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """Fill the settings this config does not give from its preset (named, or naming the model)."""
+        model = data.get("model") if isinstance(data, dict) else None
+        return presets.apply_preset(data, cls, str(model) if model else None, "crossencoder")
 
     @model_validator(mode="after")
     def _one_scorer(self) -> CrossEncoderKeys:
@@ -139,22 +149,10 @@ class RerankerKeys(LLMKeys):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        """Fill the settings and template this config does not give from its preset (so a dumped
-        job says what ran)."""
-        if not isinstance(data, dict):
-            return data
-        backend = data.get("backend")
+        """Fill the settings and template this config does not give from its preset."""
+        backend = data.get("backend") if isinstance(data, dict) else None
         model = backend.get("model") if isinstance(backend, dict) else getattr(backend, "model", None)
-        preset = presets.resolve(None, data.get("preset"), str(model) if model else None)
-        if preset is None:
-            return data
-        foreign = sorted(k for k in preset.settings if k not in cls.model_fields)
-        if foreign:
-            raise ValueError(
-                f"preset {preset.name!r} is for the {preset.stage} stage (its settings {foreign} are not this "
-                f"stage's); use it as `{preset.stage}: {{preset: {preset.name}, ...}}`"
-            )
-        return {**preset.settings, "template": preset.template, **data, "preset": preset.name}
+        return presets.apply_preset(data, cls, str(model) if model else None)
 
 
 class TokenizerKeys(StageConfig):

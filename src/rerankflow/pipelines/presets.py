@@ -17,13 +17,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
 from ..options import describe
 from ..yamlio import YamlDocument
 
-Stage = Literal["listwise", "pointwise", "pairwise", "setwise"]
+Stage = Literal["listwise", "pointwise", "pairwise", "setwise", "crossencoder"]
 
 
 class Preset(BaseModel):
@@ -35,11 +35,17 @@ class Preset(BaseModel):
     description: str
     stage: Stage
     models: list[str] = Field(default_factory=list, description="checkpoint ids this preset is for")
-    template: str = Field(..., description="built-in prompt template")
+    template: str | None = Field(None, description="built-in prompt template (LLM stages)")
     settings: dict[str, Any] = Field(default_factory=dict, description="the stage's options as published")
     reference: str = Field(..., description="reference implementation and version whose format this reproduces")
     parity: str = Field(..., description="what the parity test compares, or why there is none")
     published: dict[str, Any] | None = Field(None, description="dl19 / dl20 nDCG@10 and their source")
+
+    @model_validator(mode="after")
+    def _template_where_needed(self) -> Preset:
+        if (self.stage == "crossencoder") != (self.template is None):
+            raise ValueError("LLM stages' presets name a template; a crossencoder preset names none")
+        return self
 
 
 def _folder() -> Path:
@@ -79,3 +85,21 @@ def resolve(stage: str | None, preset: str | None, model: str | None) -> Preset 
             f"use it as `{found.stage}: {{preset: {found.name}, ...}}`"
         )
     return found
+
+
+def apply_preset(data: Any, keys: type[BaseModel], model: str | None, stage: str | None = None) -> Any:
+    """A stage config (``data``) with the settings (and template) its preset gives and it does
+    not, so a dumped job says what ran; ``model`` picks the preset when none is named."""
+    if not isinstance(data, dict):
+        return data
+    preset = resolve(stage, data.get("preset"), model)
+    if preset is None:
+        return data
+    foreign = sorted(k for k in preset.settings if k not in keys.model_fields)
+    if foreign:
+        raise ValueError(
+            f"preset {preset.name!r} is for the {preset.stage} stage (its settings {foreign} are not this "
+            f"stage's); use it as `{preset.stage}: {{preset: {preset.name}, ...}}`"
+        )
+    template = {"template": preset.template} if preset.template else {}
+    return {**preset.settings, **template, **data, "preset": preset.name}

@@ -56,15 +56,28 @@ class PromptTemplate(BaseModel):
     user: str
     labels: list[str] | None = Field(None, description="single-token answers scored by label logprobs")
     output_regex: str | None = Field(None, description="what a well-formed generated answer matches")
-    chat_format: Literal["model", "vicuna"] = Field(
+    label_after: int = Field(
+        0,
+        ge=0,
+        description="read the labels' log-probabilities after this many greedily generated answer tokens "
+        "(FIRST models as RankLLM reads them: 1, the position after the model's '[')",
+    )
+    label_context: str | None = Field(
+        None,
+        description="the text the labels follow in the answer (e.g. '['): each label is the token that "
+        "continues it, which for SentencePiece models is the variant without a leading space",
+    )
+    chat_format: Literal["model", "vicuna", "raw"] = Field(
         "model",
         description="model: messages through the model's own chat template; vicuna: the raw text "
-        "'<system> USER: <user> ASSISTANT:' that RankLLM gives RankVicuna",
+        "'<system> USER: <user> ASSISTANT:' that RankLLM gives RankVicuna; raw: 'user' is the whole prompt "
+        "text as a model card writes it (special tokens included), sent without a chat template",
     )
-    passage_style: Literal["plain", "rankllm"] = Field(
+    passage_style: Literal["plain", "rankllm", "verbatim"] = Field(
         "plain",
         description="plain: title and text on one line, cut by tokens; rankllm: as RankLLM shows passages "
-        "(Title: .. Content: .., ftfy-repaired, cut to 300 * 20 / window words, [n] written (n))",
+        "(Title: .. Content: .., ftfy-repaired, cut to 300 * 20 / window words, [n] written (n)); verbatim: "
+        "title line and text as given (line breaks kept), cut by tokens",
     )
 
     @field_validator("output_regex")
@@ -83,6 +96,12 @@ class PromptTemplate(BaseModel):
         if v is not None and (len(set(v)) != len(v) or not v or any(not x for x in v)):
             raise ValueError(f"labels must be distinct non-empty strings, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _raw_has_no_system(self) -> PromptTemplate:
+        if self.chat_format == "raw" and self.system:
+            raise ValueError("a raw template is one text: put the system part inside 'user' and drop 'system'")
+        return self
 
     @model_validator(mode="after")
     def _placeholders_match(self) -> PromptTemplate:
@@ -120,6 +139,8 @@ class PromptTemplate(BaseModel):
             )
         system = self.system.format(**values) if self.system else None
         user = self.user.format(**values)
+        if self.chat_format == "raw":
+            return Prompt.raw(user)
         if self.chat_format == "vicuna":  # RankLLM's chat template for RankVicuna, rendered
             return Prompt.raw(f"{system} USER: {user} ASSISTANT:" if system else f"USER: {user} ASSISTANT:")
         msgs = [Message("system", system)] if system else []

@@ -3,6 +3,7 @@
 from .base import PassageOptions, PlannedOptions
 from .biencoder import BiEncoderReranker
 from .crossencoder import CrossEncoderReranker
+from .documents import DocumentAggregator
 from .listwise import ListwiseOptions, ListwiseReranker
 from .pairwise import PairwiseOptions, PairwiseReranker
 from .pointwise import PointwiseOptions, PointwiseReranker
@@ -11,6 +12,7 @@ from .setwise import SetwiseOptions, SetwiseReranker
 __all__ = [
     "BiEncoderReranker",
     "CrossEncoderReranker",
+    "DocumentAggregator",
     "ListwiseOptions",
     "ListwiseReranker",
     "PairwiseOptions",

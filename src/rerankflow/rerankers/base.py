@@ -29,10 +29,13 @@ from .scheduler import Outcome, Plan, Scheduler
 SchedulerMode = Literal["concurrent", "sequential"]
 
 
-def shown_passages(backend: LLMBackend, docs: Sequence[Document], max_tokens: int | None) -> list[str]:
-    """Passages as every LLM reranker shows them: title and text on one line, cut to
-    ``max_tokens`` tokens of the backend's tokenizer in one call (``None``: uncut)."""
-    texts = [one_line(document_text(doc)) for doc in docs]
+def shown_passages(
+    backend: LLMBackend, docs: Sequence[Document], max_tokens: int | None, *, verbatim: bool = False
+) -> list[str]:
+    """Passages as every LLM reranker shows them: title and text on one line (``verbatim``: as
+    given, line breaks kept), cut to ``max_tokens`` tokens of the backend's tokenizer in one
+    call (``None``: uncut)."""
+    texts = [document_text(doc) if verbatim else one_line(document_text(doc)) for doc in docs]
     return texts if max_tokens is None else backend.truncate_many(texts, max_tokens)
 
 
@@ -84,7 +87,7 @@ class PlannedReranker(Transformer):
                 f"a {self.stage_name} template needs exactly {sorted(self.required_placeholders)}"
             )
         self.check_template(self.template)
-        if self.template.passage_style != "plain" and self.stage_name != "listwise":
+        if self.template.passage_style == "rankllm" and self.stage_name != "listwise":
             raise ConfigError(
                 f"template {self.template.name!r} shows passages in the {self.template.passage_style} style, "
                 "which only the listwise stage applies; use a template with passage_style: plain"
@@ -121,7 +124,8 @@ class PlannedReranker(Transformer):
         ``passage_style: rankllm`` gets RankLLM's passage content, cut per window later)."""
         if self.template.passage_style == "rankllm":
             return [rankllm_style.content(c.doc) for c in candidates]
-        return shown_passages(self.backend, [c.doc for c in candidates], self.max_passage_tokens)
+        verbatim = self.template.passage_style == "verbatim"
+        return shown_passages(self.backend, [c.doc for c in candidates], self.max_passage_tokens, verbatim=verbatim)
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Rerank the head of every ranking; all queries' plans run through one scheduler."""

@@ -274,16 +274,17 @@ class ListwiseReranker(PlannedReranker):
     def _rank_once(self, query: str, texts: Sequence[str]) -> Plan[WindowResult]:
         """Order ``texts`` with one call."""
         n = len(texts)
-        if self.scorer == "first_token":
-            labels = tuple((self.template.labels or [])[:n])
-            prompt = self.template.render(query=query, num=str(n), passages=passage_block(labels, texts))
-            scores = yield from ask_labels(prompt, labels)
-            order = sorted(range(n), key=lambda i: -scores.logprobs[labels[i]])  # ties keep input order
-            return order, Counter({"unscored_labels": len(scores.missing)} if scores.missing else {})
-        numbers = [str(i + 1) for i in range(n)]
         if self.template.passage_style == "rankllm":
             query = rankllm_style.without_identifiers(query)
             texts = [rankllm_style.shown(t, n) for t in texts]
+        if self.scorer == "first_token":
+            labels = tuple((self.template.labels or [])[:n])
+            prompt = self.template.render(query=query, num=str(n), passages=passage_block(labels, texts))
+            t = self.template
+            scores = yield from ask_labels(prompt, labels, t.label_after, t.label_context)
+            order = sorted(range(n), key=lambda i: -scores.logprobs[labels[i]])  # ties keep input order
+            return order, Counter({"unscored_labels": len(scores.missing)} if scores.missing else {})
+        numbers = [str(i + 1) for i in range(n)]
         prompt = self.template.render(query=query, num=str(n), passages=passage_block(numbers, texts))
         max_tokens = self.max_output_tokens or 5 * n + 8
         reply = yield from ask_generate(prompt, GenerationParams(max_tokens=max_tokens))

@@ -69,8 +69,11 @@ class PointwiseReranker(Transformer):
 
     def _check_template(self) -> None:
         t, labels = self.template, self.template.labels or []
-        if t.passage_style != "plain":
-            raise ConfigError(f"template {t.name!r}: the pointwise stage shows passages plainly (passage_style: plain)")
+        if t.passage_style == "rankllm":
+            raise ConfigError(
+                f"template {t.name!r}: the pointwise stage shows passages plain or verbatim, not in RankLLM's "
+                "listwise style (passage_style: plain or verbatim)"
+            )
         if self.mode == "query_likelihood":
             if set(t.placeholders) != {"passage"}:
                 raise ConfigError(f"template {t.name!r}: query likelihood needs exactly the placeholder passage")
@@ -96,7 +99,8 @@ class PointwiseReranker(Transformer):
 
     def passages(self, docs: Sequence[Document]) -> list[str]:
         """The passages as shown (see :func:`~rerankflow.rerankers.base.shown_passages`)."""
-        return shown_passages(self.backend, docs, self.max_passage_tokens)
+        verbatim = self.template.passage_style == "verbatim"
+        return shown_passages(self.backend, docs, self.max_passage_tokens, verbatim=verbatim)
 
     def _scores(self, batch: Sequence[Ranking]) -> tuple[list[float], list[CallStats], list[int]]:
         """Scores, call stats and labels left unscored (an HTTP server's top-k), per candidate."""
@@ -110,7 +114,8 @@ class PointwiseReranker(Transformer):
             return [c.mean for c in conts], [c.stats for c in conts], [0] * len(conts)
         prompts = [self.template.render(query=q, passage=p) for q, p in pairs]
         labels = self.template.labels or []
-        results = self.backend.label_logprobs(prompts, labels)
+        t = self.template
+        results = self.backend.label_logprobs(prompts, labels, after=t.label_after, context=t.label_context)
         if self.mode == "grade":
             grades = [float(x) for x in labels]
             scores = [

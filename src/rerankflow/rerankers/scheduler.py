@@ -46,6 +46,10 @@ class LabelCall:
 
     prompt: Prompt
     labels: tuple[str, ...]
+    after: int = 0
+    """Read the labels after this many greedily generated answer tokens (see ``alabel_logprobs``)."""
+    context: str | None = None
+    """The text the labels follow in the answer (see ``alabel_logprobs``)."""
 
 
 Call = GenerateCall | LabelCall
@@ -111,9 +115,9 @@ def counted(plan: Plan[T], rounds: list[int]) -> Plan[T]:
         return stop.value
 
 
-def ask_labels(prompt: Prompt, labels: Sequence[str]) -> Plan[LabelScores]:
+def ask_labels(prompt: Prompt, labels: Sequence[str], after: int = 0, context: str | None = None) -> Plan[LabelScores]:
     """A plan of one label call that returns its scores."""
-    (reply,) = yield [LabelCall(prompt, tuple(labels))]
+    (reply,) = yield [LabelCall(prompt, tuple(labels), after, context)]
     if not isinstance(reply, LabelScores):
         raise RerankflowError(f"a label call got {type(reply).__name__} back (a bug in the scheduler)")
     return reply
@@ -184,4 +188,6 @@ class Scheduler:
         async with limit:
             if isinstance(call, GenerateCall):
                 return (await self.backend.agenerate([call.prompt], call.params))[0]
-            return (await self.backend.alabel_logprobs([call.prompt], call.labels))[0]
+            return (
+                await self.backend.alabel_logprobs([call.prompt], call.labels, after=call.after, context=call.context)
+            )[0]

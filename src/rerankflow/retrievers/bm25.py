@@ -213,6 +213,7 @@ class BM25Retriever(Retriever):
         self.engine: Engine = o.engine
         self._weights: sparse.csr_matrix | None = None  # terms x documents, BM25 weights
         self._ref: Any = None
+        self._positive = False
         self._masks = MaskCache(self.index.corpus)
 
     @classmethod
@@ -262,6 +263,7 @@ class BM25Retriever(Retriever):
         norm = self.k1 * (1.0 - self.b + self.b * doc_len[coo.row] / avgdl)
         data = idf[coo.col] * coo.data * (self.k1 + 1.0) / (coo.data + norm)
         self._weights = sparse.csr_matrix((data, (coo.col, coo.row)), shape=(tf.shape[1], n_docs))
+        self._positive = bool((data > 0).all())  # every posting adds to its document's score
 
     def _build_reference(self) -> None:
         from rank_bm25 import BM25Okapi
@@ -295,15 +297,41 @@ class BM25Retriever(Retriever):
             return np.array([], dtype=np.int64), np.array([])
         term_ids = np.fromiter((vocab[t] for t in counts), dtype=np.int64)
         rows = weights[term_ids]
-        reps = np.repeat(np.fromiter(counts.values(), dtype=np.float64), np.diff(rows.indptr))
+        lengths = np.diff(rows.indptr)
+        qtf = np.fromiter(counts.values(), dtype=np.float64)
+        contributions = rows.data if (qtf == 1).all() else rows.data * np.repeat(qtf, lengths)
         n_docs = weights.shape[1]
-        scores = np.bincount(rows.indices, weights=rows.data * reps, minlength=n_docs)
+        scores = np.bincount(rows.indices, weights=contributions, minlength=n_docs)
+        threshold = self._threshold(rows, lengths, scores, allowed) if self._positive else None
+        if threshold is not None:
+            # Every document scoring at least the k-th best score of a subset of the matches is a
+            # candidate: this holds the true top k (ties included) and is found with one comparison
+            # instead of marking and sorting every match.
+            keep = scores >= threshold
+            matched = np.flatnonzero(keep if allowed is None else keep & allowed)
+            return _top_k(matched, scores[matched], self.k)
         hit = np.zeros(n_docs, dtype=bool)
         hit[rows.indices] = True  # documents containing a query term (a mask: no sort needed)
         if allowed is not None:
             hit &= allowed
         matched = np.flatnonzero(hit)
         return _top_k(matched, scores[matched], self.k)
+
+    def _threshold(
+        self, rows: sparse.csr_matrix, lengths: np.ndarray, scores: np.ndarray, allowed: np.ndarray | None
+    ) -> float | None:
+        """A lower bound of the k-th best score: the k-th best among the documents of the query
+        term with the shortest postings (``None`` when they are fewer than k). Only valid when
+        every posting weight is positive, so unmatched documents (score 0) stay below it."""
+        j = int(np.argmin(lengths))
+        seed = rows.indices[rows.indptr[j] : rows.indptr[j + 1]]
+        if allowed is not None:
+            seed = seed[allowed[seed]]
+        if seed.size < self.k:
+            return None
+        found = scores[seed]
+        kth = float(np.partition(found, seed.size - self.k)[seed.size - self.k])
+        return kth if kth > 0 else None
 
     def _search_reference(self, tokens: list[str], allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         ref = self._ref

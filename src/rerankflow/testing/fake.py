@@ -73,7 +73,9 @@ class FakeBackend(LLMBackend):
             )
         return out
 
-    async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
+    async def _alabel_logprobs(
+        self, prompts: list[Prompt], labels: list[str], after: int = 0, context: str | None = None
+    ) -> list[LabelScores]:
         self.seen.extend(prompts)
         out = []
         for p in prompts:

@@ -208,7 +208,9 @@ class OracleJudge(LLMBackend):
             raise BackendError(f"oracle: labels {missing} name no passage of the prompt")
         return {w: 4.0 * by_label[w] for w in wanted}, rng
 
-    async def _alabel_logprobs(self, prompts: list[Prompt], labels: list[str]) -> list[LabelScores]:
+    async def _alabel_logprobs(
+        self, prompts: list[Prompt], labels: list[str], after: int = 0, context: str | None = None
+    ) -> list[LabelScores]:
         out = []
         for p in prompts:
             stats = self.stats(self.count_tokens(prompt_text(p)), 1, 0.0)
