@@ -135,6 +135,15 @@ class LLMBackend(ABC):
         """:meth:`truncate` for many texts, tokenised in one call."""
         return tokens.truncate_many(self._local_tokenizer("truncating by tokens"), list(texts), max_tokens)
 
+    def reencode_many(self, texts: Sequence[str], max_tokens: int) -> list[str]:
+        """Each text encoded (special tokens included, cut to ``max_tokens``) and decoded without
+        special tokens: what RankLLM's pointwise handler shows MonoT5 (characters the vocabulary
+        lacks drop out, as in its prompts)."""
+        tok = self._local_tokenizer("re-encoding passages")
+        return [
+            tok.decode(tok.encode(t, truncation=True, max_length=max_tokens), skip_special_tokens=True) for t in texts
+        ]
+
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of each token of ``text``, tokenised as continuations are
         (so ``continuation_logprobs`` values line up with these spans one to one).

@@ -13,7 +13,7 @@ from ..paths import JobPath
 from ..registry import ResourcePool
 from .base import LLMBackend
 
-BackendKind = Literal["vllm", "http", "hf"]
+BackendKind = Literal["vllm", "http", "hf", "hf_seq2seq"]
 
 
 class BackendConfig(BaseModel):
@@ -43,7 +43,11 @@ def backend_class(kind: str) -> type[LLMBackend]:
         from .hf import HFBackend
 
         return HFBackend
-    raise ConfigError(f"unknown backend kind {kind!r}; valid: vllm, http, hf")
+    if kind == "hf_seq2seq":
+        from .hf_seq2seq import HFSeq2SeqBackend
+
+        return HFSeq2SeqBackend
+    raise ConfigError(f"unknown backend kind {kind!r}; valid: vllm, http, hf, hf_seq2seq")
 
 
 def create_backend(cfg: BackendConfig) -> LLMBackend:

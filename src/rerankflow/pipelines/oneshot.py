@@ -7,8 +7,10 @@ from typing import Any
 
 from .. import registry
 from ..backends.base import LLMBackend
+from ..backends.cross_encoder import CrossEncoderModel
 from ..backends.factory import BackendConfig, create_backend
 from ..errors import ConfigError
+from ..rerankers.crossencoder import CrossEncoderReranker
 from ..types import Candidate, Document, Query, Ranking
 from . import components  # noqa: F401  (registers the built-in stages)
 from .presets import preset_names, resolve
@@ -20,7 +22,7 @@ def rerank(
     model: str | None = None,
     *,
     preset: str | None = None,
-    backend: LLMBackend | str | Mapping[str, Any] = "vllm",
+    backend: LLMBackend | str | Mapping[str, Any] | None = None,
     top_k: int | None = None,
     **settings: Any,
 ) -> Ranking:
@@ -28,7 +30,8 @@ def rerank(
 
     The preset is the one named, else the one that lists ``model`` (``rerankflow presets
     list``); nothing is guessed from a model's name. ``backend`` is a backend object, a kind
-    (``"vllm"``, ``"hf"``, ``"http"``) or a backend config mapping; ``settings`` override the
+    (``"vllm"``, ``"hf"``, ``"http"``, ``"hf_seq2seq"``) or a backend config mapping (default: the
+    kind the preset names, else ``"vllm"``); ``settings`` override the
     preset's stage settings. Returns a :class:`Ranking` (best first; ``top_k`` keeps the first
     ``k``); strings become documents ``d0``, ``d1``... in the order given.
     """
@@ -38,9 +41,18 @@ def rerank(
             f"no preset names the model {model!r}; pass preset= one of {', '.join(preset_names())} "
             "(listwise_instruct or pointwise_yes_no for any instruction-tuned chat model)"
         )
+    docs = [d if isinstance(d, Document) else Document(f"d{i}", d) for i, d in enumerate(documents)]
+    first = Ranking(Query("q0", query), tuple(Candidate(d, float(len(docs) - i), "input") for i, d in enumerate(docs)))
+    if chosen.stage == "crossencoder":
+        if model is None:
+            raise ConfigError("rerank() with a cross-encoder preset needs model= (a local folder or HF id)")
+        scorer = CrossEncoderModel(model, **{**chosen.settings, **settings})
+        (out,) = CrossEncoderReranker(scorer)([first])
+        return out if top_k is None else out.with_candidates(out.candidates[:top_k])
     if isinstance(backend, LLMBackend):
         llm = backend
     else:
+        backend = backend or chosen.backend_kind or "vllm"
         spec = {"kind": backend} if isinstance(backend, str) else dict(backend)
         if model is None and "model" not in spec:
             raise ConfigError("rerank() needs model= (or a backend object or config that names one)")
@@ -48,7 +60,5 @@ def rerank(
     stage_class = registry.get(chosen.stage).stage
     assert stage_class is not None  # LLM rerankers register their stage class
     stage = stage_class(llm, chosen.template, **{**chosen.settings, **settings})
-    docs = [d if isinstance(d, Document) else Document(f"d{i}", d) for i, d in enumerate(documents)]
-    first = Ranking(Query("q0", query), tuple(Candidate(d, float(len(docs) - i), "input") for i, d in enumerate(docs)))
     (out,) = stage([first])
     return out if top_k is None else out.with_candidates(out.candidates[:top_k])

@@ -36,6 +36,9 @@ class Preset(BaseModel):
     stage: Stage
     models: list[str] = Field(default_factory=list, description="checkpoint ids this preset is for")
     template: str | None = Field(None, description="built-in prompt template (LLM stages)")
+    backend_kind: str | None = Field(
+        None, description="the backend kind the checkpoints need (hf_seq2seq for T5); filled in where a job names none"
+    )
     settings: dict[str, Any] = Field(default_factory=dict, description="the stage's options as published")
     reference: str = Field(..., description="reference implementation and version whose format this reproduces")
     parity: str = Field(..., description="what the parity test compares, or why there is none")
@@ -102,4 +105,8 @@ def apply_preset(data: Any, keys: type[BaseModel], model: str | None, stage: str
             f"stage's); use it as `{preset.stage}: {{preset: {preset.name}, ...}}`"
         )
     template = {"template": preset.template} if preset.template else {}
-    return {**preset.settings, **template, **data, "preset": preset.name}
+    out = {**preset.settings, **template, **data, "preset": preset.name}
+    backend = data.get("backend")
+    if preset.backend_kind and isinstance(backend, dict) and "kind" not in backend:
+        out["backend"] = {**backend, "kind": preset.backend_kind}
+    return out

@@ -45,4 +45,10 @@ def word_limit(window: int) -> int:
 
 def shown(text: str, window: int) -> str:
     """A passage's :func:`content` as it appears in a window of ``window`` passages."""
-    return without_identifiers(" ".join(text.split()[: word_limit(window)]))
+    return shown_words(text, word_limit(window))
+
+
+def shown_words(text: str, words: int) -> str:
+    """A passage's :func:`content` cut to its first ``words`` words (joined by single spaces),
+    ``[n]`` written ``(n)``."""
+    return without_identifiers(" ".join(text.split()[:words]))

@@ -1,0 +1,114 @@
+"""Encoder-decoder rerankers (MonoT5 and kin) on transformers: label log-probabilities at the
+first decoder step.
+
+The encoder reads the prompt (plain text; a T5 tokenizer appends ``</s>``), the decoder starts
+from the model's ``decoder_start_token_id`` and the log-softmax of its first step's logits gives
+each label's log-probability, as MonoT5 is scored (Nogueira et al., 2020: ``true`` against
+``false``). Only label scoring is offered: these checkpoints are not used to generate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..errors import BackendError, MissingDependencyError
+from . import tokens
+from .base import LLMBackend
+from .models import resolve_llm
+from .types import Completion, ContinuationScores, GenerationParams, LabelScores, Prompt
+
+log = logging.getLogger(__name__)
+
+
+class HFSeq2SeqBackend(LLMBackend):
+    """transformers ``AutoModelForSeq2SeqLM`` scoring labels at the first decoder step."""
+
+    kind = "hf_seq2seq"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str = "float32",
+        batch_size: int = 32,
+        max_length: int = 512,
+    ) -> None:
+        super().__init__(model, revision=revision)
+        self.device, self.dtype, self.batch_size, self.max_length = device, dtype, batch_size, max_length
+        self.hf_model: Any = None
+
+    def load(self) -> None:
+        """Load tokenizer and weights."""
+        try:
+            import torch
+            from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        except ImportError as exc:
+            raise MissingDependencyError("transformers and torch", "hf") from exc
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        folder = resolve_llm(self.model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, revision=self.revision)
+            self.hf_model = AutoModelForSeq2SeqLM.from_pretrained(
+                folder, revision=self.revision, dtype=getattr(torch, self.dtype)
+            )
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"transformers could not load {self.model!r}: {exc}") from exc
+        self.hf_model.to(device).eval()
+        self.device = device
+        log.info("loaded %s (encoder-decoder) on %s", self.model, device)
+
+    def _texts(self, prompts: list[Prompt]) -> list[str]:
+        if any(p.text is None for p in prompts):
+            raise BackendError(
+                f"{self.model!r} is an encoder-decoder scorer that reads plain text; use a template with "
+                "chat_format: raw (e.g. the monot5 preset's)"
+            )
+        return [str(p.text) for p in prompts]
+
+    def _score(self, texts: list[str], label_ids: list[int]) -> list[list[float]]:
+        """Label log-probabilities at the first decoder step, batch by batch (prompts longer than
+        ``max_length`` tokens are cut at the end, as the T5 rerankers' own code does)."""
+        import torch
+
+        start = self.hf_model.config.decoder_start_token_id
+        out: list[list[float]] = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(
+                texts[i : i + self.batch_size], padding=True, truncation=True, max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)  # fmt: skip
+            decoder = torch.full((enc["input_ids"].shape[0], 1), start, dtype=torch.long, device=self.device)
+            with torch.inference_mode():
+                logits = self.hf_model(**enc, decoder_input_ids=decoder).logits[:, 0, :]
+                logp = torch.log_softmax(logits.float(), dim=-1)[:, label_ids]
+            out.extend(logp.cpu().tolist())
+        return out
+
+    async def _alabel_logprobs(
+        self, prompts: list[Prompt], labels: list[str], after: int, context: str | None
+    ) -> list[LabelScores]:
+        if after:
+            raise BackendError("an encoder-decoder scorer reads labels at the first decoder step only (after: 0)")
+        texts = self._texts(prompts)
+        ids = tokens.label_ids(self.tokenizer, labels, context)
+        started = time.perf_counter()
+        values = await asyncio.to_thread(self._score, texts, ids)
+        latency = time.perf_counter() - started
+        lengths = [len(x) for x in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
+        return [
+            LabelScores(dict(zip(labels, v, strict=True)), self.stats(n, 1, latency))
+            for v, n in zip(values, lengths, strict=True)
+        ]
+
+    async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
+        raise BackendError(f"{self.model!r} runs as an encoder-decoder scorer: it scores labels, it does not generate")
+
+    async def _acontinuation_logprobs(
+        self, prompts: list[Prompt], continuations: list[str]
+    ) -> list[ContinuationScores]:
+        raise BackendError(f"{self.model!r} runs as an encoder-decoder scorer: it scores labels only")
