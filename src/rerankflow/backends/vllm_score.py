@@ -29,6 +29,7 @@ class VLLMScoreModel:
         enforce_eager: bool = False,
         trust_remote_code: bool = False,
         engine_kwargs: dict[str, Any] | None = None,
+        **more: Any,
     ) -> None:
         self.model = model
         self.engine_args: dict[str, Any] = {
@@ -37,6 +38,7 @@ class VLLMScoreModel:
             "enforce_eager": enforce_eager,
             "trust_remote_code": trust_remote_code,
             **(engine_kwargs or {}),
+            **more,  # any other vllm.LLM option (hf_overrides, max_model_len...)
         }
         self.llm: Any = None
 

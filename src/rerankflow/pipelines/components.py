@@ -257,12 +257,12 @@ def _build_crossencoder(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) 
             b.model, base_url=b.base_url, path=b.path, api=b.api, api_key_env=b.api_key_env,
             batch_size=b.batch_size, max_concurrency=b.max_concurrency, timeout_s=b.timeout_s, max_retries=b.max_retries,
         )  # fmt: skip
-        return CrossEncoderReranker(endpoint)
+        return CrossEncoderReranker(endpoint, cfg.pick(CrossEncoderReranker.Options))
     path = str(ctx.resolve(cfg.model)) if (ctx.base_dir / cfg.model).exists() else cfg.model
     if cfg.engine == "vllm":
         options = {"trust_remote_code": cfg.trust_remote_code, **cfg.engine_options}
         scorer = ctx.resources.get(("vllm-score", path), lambda: VLLMScoreModel(path, **options))
-        return CrossEncoderReranker(scorer)
+        return CrossEncoderReranker(scorer, cfg.pick(CrossEncoderReranker.Options))
     model = ctx.resources.get(
         ("crossencoder", cfg.model, str(cfg.max_length), str(cfg.device)),
         lambda: CrossEncoderModel(
@@ -273,7 +273,7 @@ def _build_crossencoder(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) 
             trust_remote_code=cfg.trust_remote_code,
         ),
     )
-    return CrossEncoderReranker(model)
+    return CrossEncoderReranker(model, cfg.pick(CrossEncoderReranker.Options))
 
 
 def _llm_stage(cls: type[Any], name: str | None = None) -> Any:

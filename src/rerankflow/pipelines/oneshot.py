@@ -9,6 +9,7 @@ from .. import registry
 from ..backends.base import LLMBackend
 from ..backends.cross_encoder import CrossEncoderModel
 from ..backends.factory import BackendConfig, create_backend
+from ..backends.vllm_score import VLLMScoreModel
 from ..errors import ConfigError
 from ..rerankers.crossencoder import CrossEncoderReranker
 from ..types import Candidate, Document, Query, Ranking
@@ -46,8 +47,14 @@ def rerank(
     if chosen.stage == "crossencoder":
         if model is None:
             raise ConfigError("rerank() with a cross-encoder preset needs model= (a local folder or HF id)")
-        scorer = CrossEncoderModel(model, **{**chosen.settings, **settings})
-        (out,) = CrossEncoderReranker(scorer)([first])
+        given = {**chosen.settings, **settings}
+        stage_opts = {k: given.pop(k) for k in list(given) if k in CrossEncoderReranker.Options.model_fields}
+        scorer: CrossEncoderModel | VLLMScoreModel
+        if given.pop("engine", None) == "vllm":
+            scorer = VLLMScoreModel(model, **given.pop("engine_options", {}))
+        else:
+            scorer = CrossEncoderModel(model, **given)
+        (out,) = CrossEncoderReranker(scorer, **stage_opts)([first])
         return out if top_k is None else out.with_candidates(out.candidates[:top_k])
     if isinstance(backend, LLMBackend):
         llm = backend

@@ -106,6 +106,9 @@ def apply_preset(data: Any, keys: type[BaseModel], model: str | None, stage: str
         )
     template = {"template": preset.template} if preset.template else {}
     out = {**preset.settings, **template, **data, "preset": preset.name}
+    for key, value in preset.settings.items():  # mappings merge one level (engine_options: the job's keys win)
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            out[key] = {**value, **data[key]}
     backend = data.get("backend")
     if preset.backend_kind and isinstance(backend, dict) and "kind" not in backend:
         out["backend"] = {**backend, "kind": preset.backend_kind}
