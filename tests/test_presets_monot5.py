@@ -110,3 +110,45 @@ def test_the_preset_names_its_backend_kind_in_a_job():
     )
     cfg = job.pipelines["mono"][0].config
     assert (cfg.preset, cfg.backend.kind, cfg.template, cfg.score) == ("monot5", "hf_seq2seq", "monot5", "p_yes")
+
+
+def test_duot5_prompts_and_summed_scores_equal_rankllms(t5_folder):
+    pytest.importorskip("rank_llm", reason="rank-llm 0.25.7 is installed by make test (without its vllm requirement)")
+    from transformers import AutoTokenizer, T5Tokenizer
+
+    from rerankflow.backends.hf_seq2seq import HFSeq2SeqBackend
+    from rerankflow.rerankers.pairwise import PairwiseReranker
+
+    from .test_presets import rank_llm_handler
+
+    rank_llm_handler()
+    from rank_llm.data import Candidate as RCandidate
+    from rank_llm.data import Query as RQuery
+    from rank_llm.data import Request, Result
+    from rank_llm.rerank.pairwise.duot5 import DuoT5
+
+    # batch size 1: RankLLM's batches also leave out the attention mask (see the MonoT5 test)
+    reference = DuoT5(model=str(t5_folder), device="cpu", batch_size=1)
+    cands = [RCandidate(d.docid, 0.0, {"text": d.text, **({"title": d.title} if d.title else {})}) for d in DOCS]
+    result = Result(RQuery(QUERY, "q"), cands)
+    pairs = [(i, j) for i in range(len(DOCS)) for j in range(i + 1, len(DOCS))]
+    ref_prompts = [reference.create_prompt(result, i, j)[0] for i, j in pairs]
+    (ranked,) = reference.rerank_batch([Request(RQuery(QUERY, "q"), cands)])
+    ref_scores = {c.docid: c.score for c in ranked.candidates}
+
+    class Recording(HFSeq2SeqBackend):
+        seen: typing.ClassVar[list] = []
+
+        async def _alabel_logprobs(self, prompts, labels, after, context):
+            self.seen.extend(prompts)
+            return await super()._alabel_logprobs(prompts, labels, after, context)
+
+    backend = Recording(str(t5_folder), device="cpu")
+    preset = load_preset("duot5")
+    stage = PairwiseReranker(backend, preset.template, **preset.settings)
+    (out,) = stage([Ranking(Query("q", QUERY), tuple(Candidate(d, 0.0, "bm25") for d in DOCS))])
+    fast, slow = AutoTokenizer.from_pretrained(str(t5_folder)), T5Tokenizer.from_pretrained(str(t5_folder))
+    assert [fast(p.text)["input_ids"] for p in backend.seen] == [slow(p)["input_ids"] for p in ref_prompts]
+    scores = {c.docid: c.score for c in out.candidates}
+    assert [scores[d.docid] for d in DOCS] == pytest.approx([ref_scores[d.docid] for d in DOCS], abs=1e-5)
+    assert out.docids == [c.docid for c in ranked.candidates]

@@ -87,11 +87,6 @@ class PlannedReranker(Transformer):
                 f"a {self.stage_name} template needs exactly {sorted(self.required_placeholders)}"
             )
         self.check_template(self.template)
-        if self.template.passage_style == "rankllm" and self.stage_name != "listwise":
-            raise ConfigError(
-                f"template {self.template.name!r} shows passages in the {self.template.passage_style} style, "
-                "which only the listwise stage applies; use a template with passage_style: plain"
-            )
         self.backend = backend
         o = self.options
         self.depth = o.depth
@@ -121,9 +116,15 @@ class PlannedReranker(Transformer):
 
     def passages(self, candidates: Sequence[Candidate]) -> list[str]:
         """Passage texts as the model sees them (see :func:`shown_passages`; a template with
-        ``passage_style: rankllm`` gets RankLLM's passage content, cut per window later)."""
+        ``passage_style: rankllm`` gets RankLLM's passage content: cut per window later by the
+        listwise stage; for the others cut to ``max_passage_tokens`` words, then encoded and
+        decoded within that many tokens, as RankLLM's pairwise handler shows DuoT5 passages)."""
         if self.template.passage_style == "rankllm":
-            return [rankllm_style.content(c.doc) for c in candidates]
+            contents = [rankllm_style.content(c.doc) for c in candidates]
+            if self.stage_name == "listwise":
+                return contents
+            limit = self.max_passage_tokens or 10**9
+            return self.backend.reencode_many([rankllm_style.shown_words(t, limit) for t in contents], limit)
         verbatim = self.template.passage_style == "verbatim"
         return shown_passages(self.backend, [c.doc for c in candidates], self.max_passage_tokens, verbatim=verbatim)
 
@@ -131,7 +132,11 @@ class PlannedReranker(Transformer):
         """Rerank the head of every ranking; all queries' plans run through one scheduler."""
         require_at_most(batch, self.max_candidates, self.name, depth=self.depth)
         heads = [r.candidates[: self.depth] if self.depth is not None else r.candidates for r in batch]
-        plans = [self.plan(r.query.text, self.passages(head)) for r, head in zip(batch, heads, strict=True)]
+        rankllm = self.template.passage_style == "rankllm"  # RankLLM writes [n] in queries as (n)
+        plans = [
+            self.plan(rankllm_style.without_identifiers(r.query.text) if rankllm else r.query.text, self.passages(head))
+            for r, head in zip(batch, heads, strict=True)
+        ]
         results = self.scheduler.run(plans)
         out = []
         for r, head, result in zip(batch, heads, results, strict=True):
