@@ -498,3 +498,38 @@ def test_citations_name_the_document_file_and_offsets():
         {"number": 2, "docid": None},
     ]
     assert out["documents"][0]["source"] == "src/a.md" and out["documents"][0]["cited"]
+
+
+def test_a_bad_chat_filter_is_a_400_naming_it():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown operator 'near'"):
+        ChatRequest.model_validate(
+            {"model": "rag", "messages": [{"role": "user", "content": "q"}], "filter": {"x": {"near": 1}}}
+        )
+
+
+def test_an_approximate_index_above_the_threshold_answers_like_exact_search(tmp_path):
+    from rerankflow.retrievers.dense import DenseRetriever
+
+    write_corpus(tmp_path / "src")
+    settings = IndexSettings(encoder="all-minilm-l6-v2", chunking=ChunkSettings(12, 3), ann_threshold=5)
+    report = update_index([tmp_path / "src"], tmp_path / "ix", settings, encoder=WordEncoder())
+    assert report.ann and json.loads((tmp_path / "ix" / "manifest.json").read_text())["ann"]["kind"] == "hnsw"
+    ix = open_index(tmp_path / "ix")
+    assert ix.ann is not None and ix.ann.ntotal == len(ix.chunks)
+    approx = DenseRetriever(ix.chunks, WordEncoder(), k=3, embeddings=ix.embeddings, ann=ix.ann)
+    exact = DenseRetriever(ix.chunks, WordEncoder(), k=3, embeddings=ix.embeddings)
+    for q in ("daemon port", "invoices month", "zebras savanna"):
+        a, e = approx.retrieve([Query("q", q)])[0], exact.retrieve([Query("q", q)])[0]
+        assert a.docids == e.docids  # a handful of vectors: HNSW finds the exact neighbours
+    again = update_index([tmp_path / "src"], tmp_path / "ix", encoder=WordEncoder())
+    assert not again.ann and open_index(tmp_path / "ix").ann is not None  # nothing changed: the ANN index is kept
+
+
+def test_a_hidden_source_folder_is_read_but_hidden_files_inside_are_not(tmp_path):
+    (tmp_path / ".notes" / ".git").mkdir(parents=True)
+    (tmp_path / ".notes" / "a.md").write_text("# A\n\nalpha text\n")
+    (tmp_path / ".notes" / ".git" / "b.md").write_text("# B\n\nbeta text\n")
+    report = build([tmp_path / ".notes"], tmp_path / "ix")
+    assert report.added == [".notes/a.md"]

@@ -122,8 +122,9 @@ def _scan(sources: Sequence[str | Path]) -> tuple[list[tuple[str, Path]], int]:
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
         for path in files:
             rel = path.relative_to(root.parent)
-            if any(part.startswith(".") for part in rel.parts):
-                continue  # hidden files and folders (.git, editor files)
+            inside = path.relative_to(root).parts if root.is_dir() else ()
+            if any(part.startswith(".") for part in inside):
+                continue  # hidden files and folders under a source folder (.git, editor files)
             if root.is_dir() and path.suffix.lower() not in SUFFIXES:
                 ignored += 1
                 continue

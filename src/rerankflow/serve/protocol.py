@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..backends.types import GenerationParams
+from ..errors import ConfigError
+from ..retrievers.filters import MetadataFilter
 from ..types import Answer, Document, Ranking
 
 
@@ -69,6 +71,16 @@ class ChatRequest(_Body):
     filter: dict[str, Any] | None = Field(
         None, description="rerankflow extension: a metadata filter for the retrievers (docs/indexing.md#filters)"
     )
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_valid(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            try:
+                MetadataFilter(v)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
     def query(self) -> str:
         """Text of the last user message (empty if there is none)."""
