@@ -50,9 +50,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 from rerankflow import Ranking
 from rerankflow.backends import tokens
 from rerankflow.backends.embeddings import SentenceTransformerEncoder
-from rerankflow.backends.hf import HFBackend, plan_batches
+from rerankflow.backends.hf import HFBackend, plan_batches, prefix_groups
 from rerankflow.io.jsonl import read_hits
 from rerankflow.rerankers.listwise import ListwiseReranker
+from rerankflow.rerankers.pairwise import PairwiseReranker
 from rerankflow.rerankers.pointwise import PointwiseReranker
 from rerankflow.types import document_text, one_line
 
@@ -128,12 +129,23 @@ class Flops:
         return 2 * self.body * length + 2 * self.layers * length**2 * self.hidden + 2 * self.hidden * self.vocab
 
 
-def hf_backend(args: argparse.Namespace, model: Any, tokenizer: Any, *, compile: bool = False) -> HFBackend:
+def hf_backend(
+    args: argparse.Namespace, model: Any, tokenizer: Any, *, compile: bool = False, share_prefix: bool = False
+) -> HFBackend:
     """The benchmark's backend around the in-memory model, with the batching options asked for."""
     return HFBackend.from_model(
         model, tokenizer, name="qwen2.5-7b-shape-random", max_batch_tokens=args.max_batch_tokens,
-        max_batch_size=args.max_batch_size, compile=compile,
+        max_batch_size=args.max_batch_size, compile=compile, share_prefix=share_prefix,
     )  # fmt: skip
+
+
+def prefix_share(flops: Flops, seqs: list[list[int]]) -> dict[str, float]:
+    """The share f of the prompts' FLOPs that a shared prefix computes once, and the speed-up
+    bound 1 / (1 - f) (prefixes found as the backend finds them)."""
+    total = sum(flops.prompt(len(s)) for s in seqs)
+    saved = sum((len(g) - 1) * flops.prompt(shared) for g, shared in prefix_groups(seqs, 32) if shared)
+    f = saved / total
+    return {"f": f, "bound": 1 / (1 - f)}
 
 
 def pointwise_prompts(reranker: PointwiseReranker, batch: list[Ranking]) -> list[Any]:
@@ -192,15 +204,24 @@ def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: l
     start = time.perf_counter()
     PointwiseReranker(compiled)(batch[:4])  # compiles (dynamic shapes)
     compile_seconds = time.perf_counter() - start
+    shared = hf_backend(args, model, tokenizer, share_prefix=True)
+    shared_compiled = hf_backend(args, model, tokenizer, compile=True, share_prefix=True)
+    PointwiseReranker(shared)(batch[:2])
+    PointwiseReranker(shared_compiled)(batch[:4])  # compiles the cached-prefix shapes too
+    stages = {
+        "rerankflow": reranker,
+        "rerankflow, compiled": PointwiseReranker(compiled),
+        "rerankflow, shared prefix": PointwiseReranker(shared),
+        "rerankflow, compiled, shared prefix": PointwiseReranker(shared_compiled),
+    }
     rows, scores = [], {}
-    for method in ("naive", "rerankflow", "rerankflow, compiled"):
+    for method in ("naive", *stages):
         sync(device)
         start = time.perf_counter()
         if method == "naive":
             scores[method] = naive_scores(model, tokenizer, reranker, batch, device)
         else:
-            stage = reranker if method == "rerankflow" else PointwiseReranker(compiled)
-            out = stage(batch)
+            out = stages[method](batch)
             by_doc = {(r.query.qid, c.doc.docid): c.score for r in out for c in r.candidates}
             scores[method] = [by_doc[(r.query.qid, c.doc.docid)] for r in batch for c in r.candidates]
         sync(device)
@@ -219,7 +240,21 @@ def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: l
         rows.append(_speed_row(method, len(batch), lengths, seconds, useful, peak, padded))
     for row in rows[1:]:
         row["speed-up"] = rows[0]["seconds"] / row["seconds"]
+    by_method = {r["method"]: r for r in rows}
     seqs = tokens.prompt_ids_many(tokenizer, pointwise_prompts(reranker, batch))
+    share = prefix_share(flops, seqs)
+    measured = (
+        by_method["rerankflow, compiled"]["seconds"] / by_method["rerankflow, compiled, shared prefix"]["seconds"]
+    )
+    pairwise = PairwiseReranker(backend)
+    prp = []  # PRP all-pairs prompts of each query's top 10 (prefix share only; not timed)
+    for r in batch:
+        texts = pairwise.passages(list(r.candidates[:10]))
+        prp += [pairwise.template.render(query=r.query.text, passage_a=texts[a], passage_b=texts[b])
+                for a in range(len(texts)) for b in range(len(texts)) if a != b]  # fmt: skip
+    share["prp_allpairs"] = prefix_share(flops, tokens.prompt_ids_many(tokenizer, prp))
+    share |= {"measured_speedup_over_compiled": measured, "fraction_of_bound": (measured - 1) / (share["bound"] - 1)
+              if share["bound"] > 1 else math.nan}  # fmt: skip
     for budget in sorted({16384, args.max_batch_tokens}):
         seconds, padded = forward_only(backend, seqs, budget, args.max_batch_size, device)
         rows.append(
@@ -238,12 +273,13 @@ def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: l
                 for k, r in zip(_offsets(batch), batch, strict=True)
             ),
         }
-        for other in ("rerankflow", "rerankflow, compiled")
+        for other in stages
     }
     kernels = profile_batch(backend, seqs, args.max_batch_tokens, args.max_batch_size) if device != "cpu" else []
     return {
         "rows": rows,
         "agreement": agreement,
+        "shared_prefix": share,
         "kernels": kernels,
         "prompt_tokens": {"total": sum(lengths), "mean": statistics.mean(lengths), "max": max(lengths),
                           "min": min(lengths)},

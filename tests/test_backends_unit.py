@@ -194,3 +194,13 @@ def test_hf_concurrent_generate_calls_share_one_generate_per_settings(hf_backend
     mixed = run_sync(calls([short, longer, short]))
     assert sorted(batch_sizes) == [1, 2]  # different settings never share a generate call
     assert mixed[1][0].stats.output_tokens <= 5 and all(c[0].stats.output_tokens <= 3 for c in (mixed[0], mixed[2]))
+
+
+def test_prefix_groups_find_runs_sharing_a_prefix():
+    from rerankflow.backends.hf import prefix_groups
+
+    a = [1] * 40
+    seqs = [[*a, 2, 3], [*a, 4], [*a, 5, 6, 7], [9] * 50, [8] * 50 + [1], [8] * 50 + [2], a]
+    assert prefix_groups(seqs, 32) == [([0, 1, 2], 40), ([3], 0), ([4, 5], 50), ([6], 0)]
+    assert prefix_groups([[*a, 1], [*a, 2]], 41) == [([0], 0), ([1], 0)]  # shorter than the minimum
+    assert prefix_groups([a, a], 32) == [([0, 1], 39)]  # one token stays to be computed

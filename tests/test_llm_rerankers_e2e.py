@@ -85,3 +85,21 @@ baseline: bm25
     repairs = listwise.usage["listwise"]["repairs"]
     if any(repairs.values()):
         assert "listwise: listwise repaired model output" in table
+
+
+def test_shared_prefix_scoring_gives_the_same_scores(smollm2, demo):
+    """HF backend with share_prefix: the prompts of a query compute their common prefix once;
+    scores equal the unshared path's (real SmolLM2, float32)."""
+    from rerankflow.backends.hf import HFBackend
+    from rerankflow.rerankers.pointwise import PointwiseReranker
+    from rerankflow.retrievers.bm25 import BM25Retriever
+    from rerankflow.types import Ranking
+
+    corpus, queries, _ = demo
+    first = BM25Retriever(corpus, k=8)([Ranking(q) for q in queries[:3]])
+    plain = PointwiseReranker(HFBackend(smollm2, dtype="float32", device="cpu"), max_passage_tokens=64)(first)
+    backend = HFBackend(smollm2, dtype="float32", device="cpu", share_prefix=True, max_batch_size=3)
+    shared = PointwiseReranker(backend, max_passage_tokens=64)(first)
+    for a, b in zip(plain, shared):
+        assert a.docids == b.docids
+        assert [c.score for c in a.candidates] == pytest.approx([c.score for c in b.candidates], abs=1e-4)

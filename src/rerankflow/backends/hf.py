@@ -37,6 +37,37 @@ class _Scoring:
     labels: bool  # True: all targets scored at the next position; False: a continuation
 
 
+def prefix_groups(seqs: list[list[int]], minimum: int) -> list[tuple[list[int], int]]:
+    """Consecutive runs of sequences that share at least ``minimum`` leading tokens, with the
+    length they share (kept one token short of the shortest, which must still be computed);
+    a sequence sharing less with its neighbours is a group of its own with 0."""
+    groups: list[tuple[list[int], int]] = []
+    for i, seq in enumerate(seqs):
+        if groups and groups[-1][1]:
+            members, shared = groups[-1]
+            first = seqs[members[0]]
+            common = min(shared, _common_prefix(first, seq), len(seq) - 1)
+            if common >= minimum:
+                groups[-1] = ([*members, i], common)
+                continue
+        elif groups and len(groups[-1][0]) == 1:
+            prev = seqs[groups[-1][0][0]]
+            common = min(_common_prefix(prev, seq), len(prev) - 1, len(seq) - 1)
+            if common >= minimum:
+                groups[-1] = ([groups[-1][0][0], i], common)
+                continue
+        groups.append(([i], 0))
+    return groups
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for k in range(n):
+        if a[k] != b[k]:
+            return k
+    return n
+
+
 def plan_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
     """Group indices into batches, longest first, so padded size (rows x longest) stays
     within ``max_batch_tokens``; similar lengths share a batch, which keeps padding small.
@@ -72,9 +103,13 @@ class HFBackend(LLMBackend):
         max_batch_size: int = 64,
         trust_remote_code: bool = False,
         compile: bool = False,
+        share_prefix: bool = False,
+        min_shared_prefix: int = 32,
     ) -> None:
         super().__init__(model, revision=revision)
         self.compile = compile
+        self.share_prefix = share_prefix
+        self.min_shared_prefix = min_shared_prefix
         self.device = device
         self.dtype = dtype
         self.attn_implementation = attn_implementation
@@ -163,7 +198,54 @@ class HFBackend(LLMBackend):
 
     def _score_batch(self, items: list[_Scoring]) -> list[list[float]]:
         """Log-probabilities of each item's targets (labels at the next position, or the
-        continuation tokens at their positions), computed batch by batch."""
+        continuation tokens at their positions), computed batch by batch. With ``share_prefix``,
+        label items that start alike (the prompts of one query) compute their common prefix
+        once and only their own suffixes in batches over a copy of its KV cache."""
+        if not self.share_prefix:
+            return self._score_padded(items)
+        out: list[list[float]] = [[] for _ in items]
+        rest: list[int] = []
+        for group, shared in prefix_groups([it.ids if it.labels else [] for it in items], self.min_shared_prefix):
+            if shared == 0:
+                rest.extend(group)
+                continue
+            for i, values in zip(group, self._score_with_prefix([items[i] for i in group], shared), strict=True):
+                out[i] = values
+        if rest:
+            for i, values in zip(rest, self._score_padded([items[i] for i in rest]), strict=True):
+                out[i] = values
+        return out
+
+    def _score_with_prefix(self, items: list[_Scoring], shared: int) -> list[list[float]]:
+        """Label log-probabilities of items whose first ``shared`` tokens are equal: the prefix
+        runs once; each batch of suffixes attends to a copy of its KV cache."""
+        import copy
+
+        import torch
+
+        prefix = torch.tensor([items[0].ids[:shared]], device=self.device)
+        with torch.inference_mode():
+            cache = self.hf_model(input_ids=prefix, use_cache=True).past_key_values
+        suffixes = [it.ids[shared:] for it in items]
+        out: list[list[float]] = [[] for _ in items]
+        for batch in plan_batches([len(s) for s in suffixes], self.max_batch_tokens, self.max_batch_size):
+            rows = [items[i] for i in batch]
+            ids, mask, pos = self._padded([suffixes[i] for i in batch])
+            mask = torch.cat([torch.ones((len(batch), shared), dtype=mask.dtype, device=mask.device), mask], dim=1)
+            batch_cache = copy.deepcopy(cache)
+            batch_cache.batch_repeat_interleave(len(batch))
+            with torch.inference_mode():
+                logits = self._scorer(
+                    input_ids=ids, attention_mask=mask, position_ids=pos + shared, past_key_values=batch_cache,
+                    logits_to_keep=1,
+                ).logits  # fmt: skip
+                last, _ = self._gather_targets(torch.log_softmax(logits.float(), dim=-1), rows, 1)
+            for j, (i, r) in enumerate(zip(batch, rows, strict=True)):
+                out[i] = last[j, : len(r.targets)].cpu().tolist()
+        return out
+
+    def _score_padded(self, items: list[_Scoring]) -> list[list[float]]:
+        """:meth:`_score_batch` without prefix sharing: every prompt padded and run whole."""
         import torch
 
         out: list[list[float]] = [[] for _ in items]
