@@ -30,6 +30,20 @@ DOCS = [
 ]
 
 
+def recording_backend(folder):
+    """The hf_seq2seq backend, keeping the prompts it is sent (``seen``)."""
+    from rerankflow.backends.hf_seq2seq import HFSeq2SeqBackend
+
+    class Recording(HFSeq2SeqBackend):
+        seen: typing.ClassVar[list] = []
+
+        async def _alabel_logprobs(self, prompts, labels, after, context):
+            self.seen.extend(prompts)
+            return await super()._alabel_logprobs(prompts, labels, after, context)
+
+    return Recording(folder, device="cpu")
+
+
 @pytest.fixture(scope="module")
 def t5_folder(tmp_path_factory, demo):
     import sentencepiece as spm
@@ -60,7 +74,6 @@ def test_monot5_prompts_and_scores_equal_rankllms(t5_folder):
     pytest.importorskip("rank_llm", reason="rank-llm 0.25.7 is installed by make test (without its vllm requirement)")
     from transformers import AutoTokenizer, T5Tokenizer
 
-    from rerankflow.backends.hf_seq2seq import HFSeq2SeqBackend
     from rerankflow.rerankers.pointwise import PointwiseReranker
 
     from .test_presets import rank_llm_handler
@@ -84,14 +97,7 @@ def test_monot5_prompts_and_scores_equal_rankllms(t5_folder):
     # not of MonoT5's input); alone, each prompt is scored as MonoT5 scores it
     ref_scores = [reference.run_llm_batched([p])[2][0] for p in ref_prompts]
 
-    class Recording(HFSeq2SeqBackend):
-        seen: typing.ClassVar[list] = []
-
-        async def _alabel_logprobs(self, prompts, labels, after, context):
-            self.seen.extend(prompts)
-            return await super()._alabel_logprobs(prompts, labels, after, context)
-
-    backend = Recording(str(t5_folder), device="cpu")
+    backend = recording_backend(str(t5_folder))
     preset = load_preset("monot5")
     stage = PointwiseReranker(backend, preset.template, **preset.settings)
     (out,) = stage([Ranking(Query("q", QUERY), tuple(Candidate(d, 0.0, "bm25") for d in DOCS))])
@@ -116,7 +122,6 @@ def test_duot5_prompts_and_summed_scores_equal_rankllms(t5_folder):
     pytest.importorskip("rank_llm", reason="rank-llm 0.25.7 is installed by make test (without its vllm requirement)")
     from transformers import AutoTokenizer, T5Tokenizer
 
-    from rerankflow.backends.hf_seq2seq import HFSeq2SeqBackend
     from rerankflow.rerankers.pairwise import PairwiseReranker
 
     from .test_presets import rank_llm_handler
@@ -136,14 +141,7 @@ def test_duot5_prompts_and_summed_scores_equal_rankllms(t5_folder):
     (ranked,) = reference.rerank_batch([Request(RQuery(QUERY, "q"), cands)])
     ref_scores = {c.docid: c.score for c in ranked.candidates}
 
-    class Recording(HFSeq2SeqBackend):
-        seen: typing.ClassVar[list] = []
-
-        async def _alabel_logprobs(self, prompts, labels, after, context):
-            self.seen.extend(prompts)
-            return await super()._alabel_logprobs(prompts, labels, after, context)
-
-    backend = Recording(str(t5_folder), device="cpu")
+    backend = recording_backend(str(t5_folder))
     preset = load_preset("duot5")
     stage = PairwiseReranker(backend, preset.template, **preset.settings)
     (out,) = stage([Ranking(Query("q", QUERY), tuple(Candidate(d, 0.0, "bm25") for d in DOCS))])

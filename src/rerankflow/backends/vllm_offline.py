@@ -280,7 +280,7 @@ class VLLMOfflineBackend(LLMBackend):
 
         ids = tokens.label_ids(self.tokenizer, labels, context)
         steps = after + 1  # min_tokens keeps the end of sequence out of the greedy tokens before
-        sp = SamplingParams(max_tokens=steps, min_tokens=steps, temperature=0.0, logprob_token_ids=ids)
+        sp = SamplingParams(max_tokens=steps, min_tokens=steps if after else 0, temperature=0.0, logprob_token_ids=ids)
         reqs = [_Request(seq, sp) for seq in tokens.prompt_ids_many(self.tokenizer, prompts)]
         outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
