@@ -70,13 +70,15 @@ class HFSeq2SeqBackend(LLMBackend):
             )
         return [str(p.text) for p in prompts]
 
-    def _score(self, texts: list[str], label_ids: list[int]) -> list[list[float]]:
+    def _score(self, texts: list[str], label_ids: list[int]) -> tuple[list[list[float]], list[int]]:
         """Label log-probabilities at the first decoder step, batch by batch (prompts longer than
-        ``max_length`` tokens are cut at the end, as the T5 rerankers' own code does)."""
+        ``max_length`` tokens are cut at the end, as the T5 rerankers' own code does), and each
+        prompt's token count."""
         import torch
 
         start = self.hf_model.config.decoder_start_token_id
         out: list[list[float]] = []
+        lengths: list[int] = []
         for i in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(
                 texts[i : i + self.batch_size], padding=True, truncation=True, max_length=self.max_length,
@@ -87,7 +89,8 @@ class HFSeq2SeqBackend(LLMBackend):
                 logits = self.hf_model(**enc, decoder_input_ids=decoder).logits[:, 0, :]
                 logp = torch.log_softmax(logits.float(), dim=-1)[:, label_ids]
             out.extend(logp.cpu().tolist())
-        return out
+            lengths.extend(int(n) for n in enc["attention_mask"].sum(dim=1).tolist())
+        return out, lengths
 
     async def _alabel_logprobs(
         self, prompts: list[Prompt], labels: list[str], after: int, context: str | None
@@ -97,9 +100,8 @@ class HFSeq2SeqBackend(LLMBackend):
         texts = self._texts(prompts)
         ids = tokens.label_ids(self.tokenizer, labels, context)
         started = time.perf_counter()
-        values = await asyncio.to_thread(self._score, texts, ids)
+        values, lengths = await asyncio.to_thread(self._score, texts, ids)
         latency = time.perf_counter() - started
-        lengths = [len(x) for x in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
         return [
             LabelScores(dict(zip(labels, v, strict=True)), self.stats(n, 1, latency))
             for v, n in zip(values, lengths, strict=True)

@@ -30,13 +30,24 @@ SchedulerMode = Literal["concurrent", "sequential"]
 
 
 def shown_passages(
-    backend: LLMBackend, docs: Sequence[Document], max_tokens: int | None, *, verbatim: bool = False
+    backend: LLMBackend, docs: Sequence[Document], max_tokens: int | None, style: str = "plain"
 ) -> list[str]:
-    """Passages as every LLM reranker shows them: title and text on one line (``verbatim``: as
-    given, line breaks kept), cut to ``max_tokens`` tokens of the backend's tokenizer in one
-    call (``None``: uncut)."""
-    texts = [document_text(doc) if verbatim else one_line(document_text(doc)) for doc in docs]
+    """Passages as every LLM reranker shows them, by the template's ``passage_style``: ``plain``,
+    title and text on one line; ``verbatim``, as given (line breaks kept); both cut to
+    ``max_tokens`` tokens of the backend's tokenizer in one call (``None``: uncut). ``rankllm``:
+    RankLLM's content (title/content, ftfy-repaired) cut to ``max_tokens`` words, ``[n]`` written
+    ``(n)``, then encoded and decoded within ``max_tokens`` tokens, as RankLLM's pointwise and
+    pairwise handlers show MonoT5 and DuoT5 passages."""
+    if style == "rankllm":
+        limit = max_tokens or 10**9
+        return backend.reencode_many([rankllm_style.shown_words(rankllm_style.content(d), limit) for d in docs], limit)
+    texts = [document_text(doc) if style == "verbatim" else one_line(document_text(doc)) for doc in docs]
     return texts if max_tokens is None else backend.truncate_many(texts, max_tokens)
+
+
+def shown_query(style: str, query: str) -> str:
+    """The query as a template of ``passage_style`` ``style`` shows it (RankLLM writes [n] as (n))."""
+    return rankllm_style.without_identifiers(query) if style == "rankllm" else query
 
 
 def passage_block(labels: Sequence[str], texts: Sequence[str]) -> str:
@@ -115,26 +126,20 @@ class PlannedReranker(Transformer):
         """The calls that rank ``texts`` (already truncated, one line each) for ``query``."""
 
     def passages(self, candidates: Sequence[Candidate]) -> list[str]:
-        """Passage texts as the model sees them (see :func:`shown_passages`; a template with
-        ``passage_style: rankllm`` gets RankLLM's passage content: cut per window later by the
-        listwise stage; for the others cut to ``max_passage_tokens`` words, then encoded and
-        decoded within that many tokens, as RankLLM's pairwise handler shows DuoT5 passages)."""
-        if self.template.passage_style == "rankllm":
-            contents = [rankllm_style.content(c.doc) for c in candidates]
-            if self.stage_name == "listwise":
-                return contents
-            limit = self.max_passage_tokens or 10**9
-            return self.backend.reencode_many([rankllm_style.shown_words(t, limit) for t in contents], limit)
-        verbatim = self.template.passage_style == "verbatim"
-        return shown_passages(self.backend, [c.doc for c in candidates], self.max_passage_tokens, verbatim=verbatim)
+        """Passage texts as the model sees them (see :func:`shown_passages`; with ``passage_style:
+        rankllm`` the listwise stage gets RankLLM's content uncut and cuts it per window)."""
+        style = self.template.passage_style
+        if style == "rankllm" and self.stage_name == "listwise":
+            return [rankllm_style.content(c.doc) for c in candidates]
+        return shown_passages(self.backend, [c.doc for c in candidates], self.max_passage_tokens, style)
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Rerank the head of every ranking; all queries' plans run through one scheduler."""
         require_at_most(batch, self.max_candidates, self.name, depth=self.depth)
         heads = [r.candidates[: self.depth] if self.depth is not None else r.candidates for r in batch]
-        rankllm = self.template.passage_style == "rankllm"  # RankLLM writes [n] in queries as (n)
+        style = self.template.passage_style
         plans = [
-            self.plan(rankllm_style.without_identifiers(r.query.text) if rankllm else r.query.text, self.passages(head))
+            self.plan(shown_query(style, r.query.text), self.passages(head))
             for r, head in zip(batch, heads, strict=True)
         ]
         results = self.scheduler.run(plans)

@@ -274,8 +274,7 @@ class ListwiseReranker(PlannedReranker):
     def _rank_once(self, query: str, texts: Sequence[str]) -> Plan[WindowResult]:
         """Order ``texts`` with one call."""
         n = len(texts)
-        if self.template.passage_style == "rankllm":
-            query = rankllm_style.without_identifiers(query)
+        if self.template.passage_style == "rankllm":  # the query came through shown_query already
             texts = [rankllm_style.shown(t, n) for t in texts]
         if self.scorer == "first_token":
             labels = tuple((self.template.labels or [])[:n])

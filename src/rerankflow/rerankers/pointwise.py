@@ -21,11 +21,10 @@ from pydantic import Field
 from ..backends.base import LLMBackend
 from ..backends.types import CallStats
 from ..errors import ConfigError
-from ..prompts import rankllm_style
 from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer, require_at_most
 from ..types import Document, LLMUsage, Ranking, StageRecord, rescore
-from .base import PassageOptions, shown_passages
+from .base import PassageOptions, shown_passages, shown_query
 
 Mode = Literal["yes_no", "grade", "query_likelihood"]
 ScoreMode = Literal["margin", "p_yes"]
@@ -94,22 +93,12 @@ class PointwiseReranker(Transformer):
         self.backend.ensure_loaded()
 
     def passages(self, docs: Sequence[Document]) -> list[str]:
-        """The passages as shown (see :func:`~rerankflow.rerankers.base.shown_passages`; with
-        ``passage_style: rankllm``, RankLLM's pointwise content: title and text, ftfy-repaired,
-        cut to ``max_passage_tokens`` words, ``[n]`` written ``(n)``, then encoded and decoded by
-        the model's tokenizer within ``max_passage_tokens`` tokens, as RankLLM shows MonoT5 passages)."""
-        style = self.template.passage_style
-        if style == "rankllm":  # RankLLM's PointwiseInferenceHandler: words, then tokens, cut to one budget
-            limit = self.max_passage_tokens or 10**9
-            texts = [rankllm_style.shown_words(rankllm_style.content(d), limit) for d in docs]
-            return self.backend.reencode_many(texts, limit)
-        return shown_passages(self.backend, docs, self.max_passage_tokens, verbatim=style == "verbatim")
+        """The passages as shown (see :func:`~rerankflow.rerankers.base.shown_passages`)."""
+        return shown_passages(self.backend, docs, self.max_passage_tokens, self.template.passage_style)
 
     def _scores(self, batch: Sequence[Ranking]) -> tuple[list[float], list[CallStats], list[int]]:
         """Scores, call stats and labels left unscored (an HTTP server's top-k), per candidate."""
-        queries = [r.query.text for r in batch for _ in r.candidates]
-        if self.template.passage_style == "rankllm":
-            queries = [rankllm_style.without_identifiers(q) for q in queries]
+        queries = [shown_query(self.template.passage_style, r.query.text) for r in batch for _ in r.candidates]
         pairs = list(zip(queries, self.passages([c.doc for r in batch for c in r.candidates]), strict=True))
         if not pairs:
             return [], [], []

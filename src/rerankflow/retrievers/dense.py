@@ -126,10 +126,15 @@ class DenseRetriever(Retriever):
         for start in range(0, len(queries), self.query_batch_size):
             chunk = queries[start : start + self.query_batch_size]
             qemb = self.encoder.encode([q.text for q in chunk], desc="dense: encoding queries")
-            found = self._search(qemb, k)
-            ids, scores = list(found[0]), list(found[1])
-            for row, q in enumerate(chunk):
-                flt = combine(self.options.filter, q.filter)
+            filters = [combine(self.options.filter, q.filter) for q in chunk]
+            ids: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(chunk)
+            scores: list[np.ndarray] = [np.empty(0)] * len(chunk)
+            plain = [row for row, flt in enumerate(filters) if flt is None]
+            if plain:  # unfiltered queries are searched together; a filtered one over what passes
+                found = self._search(qemb[plain], k)
+                for j, row in enumerate(plain):
+                    ids[row], scores[row] = found[0][j], found[1][j]
+            for row, flt in enumerate(filters):
                 if flt is not None:
                     ids[row], scores[row] = self._search_allowed(qemb[row], self._masks.mask(flt), k)
             for q, row_ids, row_scores in zip(chunk, ids, scores, strict=True):

@@ -67,20 +67,23 @@ def _ordered(op: str, wanted: Any, field: str) -> Predicate:
     return check
 
 
+def _as_operators(cond: Any) -> dict[str, Any]:
+    """A condition as an operator mapping: a list means ``in``, a scalar ``eq``."""
+    if isinstance(cond, Mapping):
+        return dict(cond)
+    return {"in": list(cond)} if isinstance(cond, list | tuple) else {"eq": cond}
+
+
 def _condition(field: str, cond: Any) -> Predicate:
     """The predicate of one field's condition (its value ``_MISSING`` when the field is absent)."""
-    if isinstance(cond, Mapping):
-        unknown = [k for k in cond if k not in OPERATORS]
-        if unknown or not cond:
-            raise ConfigError(
-                f"filter {field}: unknown operator {unknown[0] if unknown else '(none)'!r}; use {', '.join(OPERATORS)}"
-            )
-        checks = [_operator(field, str(op), arg) for op, arg in cond.items()]
-        return lambda v: all(c(v) for c in checks)
-    if isinstance(cond, list | tuple):
-        values = list(cond)
-        return lambda v: v is not _MISSING and any(_equals(v, w) for w in values)
-    return lambda v: v is not _MISSING and _equals(v, cond)
+    ops = _as_operators(cond)
+    unknown = [k for k in ops if k not in OPERATORS]
+    if unknown or not ops:
+        raise ConfigError(
+            f"filter {field}: unknown operator {unknown[0] if unknown else '(none)'!r}; use {', '.join(OPERATORS)}"
+        )
+    checks = [_operator(field, str(op), arg) for op, arg in ops.items()]
+    return lambda v: all(c(v) for c in checks)
 
 
 def _operator(field: str, op: str, arg: Any) -> Predicate:
@@ -146,14 +149,8 @@ def combine(*specs: Mapping[str, Any] | None) -> MetadataFilter | None:
 
 
 def _both(a: Any, b: Any) -> dict[str, Any]:
-    """Two conditions on one field as one operator mapping that needs both (``eq`` lists allowed)."""
-
-    def ops(c: Any) -> dict[str, Any]:
-        if isinstance(c, Mapping):
-            return dict(c)
-        return {"in": list(c)} if isinstance(c, list | tuple) else {"eq": c}
-
-    left, right = ops(a), ops(b)
+    """Two conditions on one field as one operator mapping that needs both."""
+    left, right = _as_operators(a), _as_operators(b)
     clash = set(left) & set(right)
     if clash:
         op = sorted(clash)[0]
