@@ -439,7 +439,7 @@ def run_decode(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     static = StaticDecoder(model, graphs=device.startswith("cuda"))
 
-    def generate(seqs: list[list[int]], n: int) -> list[list[int]]:
+    def generate(seqs: list[list[int]], n: int, keep: list[Any] | None = None) -> list[list[int]]:
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -447,41 +447,66 @@ def run_decode(
             ids[r, width - len(seq) :], mask[r, width - len(seq) :] = torch.tensor(seq), 1
         with torch.inference_mode():
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=n,
-                                 min_new_tokens=n, do_sample=False, pad_token_id=pad)  # fmt: skip
-        return out[:, width:].tolist()
+                                 min_new_tokens=n, do_sample=False, pad_token_id=pad, output_scores=keep is not None,
+                                 return_dict_in_generate=True)  # fmt: skip
+        if keep is not None:
+            keep[:] = [x.float().cpu() for x in out.scores]
+        return out.sequences[:, width:].tolist()
 
     def decoded(seqs: list[list[int]], n: int) -> list[list[int]]:
         return static.generate(seqs, n, frozenset())
 
+    compiled = StaticDecoder(model, graphs=True, step_fn=torch.compile(model, dynamic=False)) if static.graphs else None
+
+    def decoded_compiled(seqs: list[list[int]], n: int) -> list[list[int]]:
+        assert compiled is not None
+        return compiled.generate(seqs, n, frozenset())
+
     label = "static + CUDA graph" if static.graphs else "static (eager, no GPU)"
-    rows = []
+    rows: list[dict[str, Any]] = []
+    errors = {}
     for size in args.decode_batches:
         seqs = [prompts[i % len(prompts)] for i in range(size)]
         context = max(len(s) for s in seqs)
-        for method, fn, steps in (("generate", generate, args.decode_steps_generate),
-                                  (label, decoded, args.decode_steps)):  # fmt: skip
-            fn(seqs, 1), fn(seqs, 1 + steps)  # warm-up (captures the graphs)
+        methods = [("generate", generate, args.decode_steps_generate), (label, decoded, args.decode_steps)]
+        if compiled is not None and size in args.decode_compile_batches:
+            methods.append(("static + CUDA graph + compile", decoded_compiled, args.decode_steps))
+        for method, fn, steps in methods:
+            try:
+                start = time.perf_counter()
+                fn(seqs, 1), fn(seqs, 1 + steps)  # warm-up (captures the graphs, compiles)
+                warm = time.perf_counter() - start
+            except Exception as exc:  # noqa: BLE001  (recorded; the other rows still run)
+                errors[f"{method} @ {size}"] = f"{type(exc).__name__}: {exc}"[:2000]
+                continue
             first = min(timed(lambda f=fn, q=seqs: f(q, 1), device) for _ in range(2))
             whole = min(timed(lambda f=fn, q=seqs, n=steps: f(q, 1 + n), device) for _ in range(2))
             step_ms = 1e3 * (whole - first) / steps
             rows.append({"method": method, "batch": size, "context tokens": context, "steps": steps,
                          "ms/step": step_ms, "x bound": step_ms / bound_ms, "tokens/s": size * 1e3 / step_ms,
-                         "prefill s": first})  # fmt: skip
+                         "prefill s": first, "warm-up s": warm})  # fmt: skip
     for row in rows:
         base = next(r for r in rows if r["method"] == "generate" and r["batch"] == row["batch"])
         row["speed-up"] = base["ms/step"] / row["ms/step"]
     probe = prompts[:4]
-    want, got = generate(probe, 32), decoded(probe, 32)
+    scores: list[Any] = []
+    want, got = generate(probe, 32, scores), decoded(probe, 32)
     same = sum(a == b for w, g in zip(want, got, strict=True) for a, b in zip(w, g, strict=True))
     total = sum(len(w) for w in want)
     prefix = [
         next((k for k, (a, b) in enumerate(zip(w, g, strict=True)) if a != b), len(w))
         for w, g in zip(want, got, strict=True)
     ]
+    # where a row first differs, generate's own logit gap between its token and the static path's:
+    # a near-tie (bf16 random weights make many) is flipped by any change of kernel or padding
+    gaps = [float(scores[k][r, want[r][k]] - scores[k][r, got[r][k]]) for r, k in enumerate(prefix) if k < len(want[r])]
+    top2 = torch.stack([x.topk(2, dim=-1).values for x in scores])  # steps x rows x 2
     return {
         "copy_bandwidth_gb_s": bandwidth, "weight_bytes": weight_bytes, "weight_read_bound_ms": bound_ms,
-        "graphs_captured": static.captures, "rows": rows,
-        "agreement": {"tokens": f"{same}/{total}", "identical_leading_tokens_per_row": prefix},
+        "graphs_captured": static.captures, "rows": rows, "errors": errors,
+        "agreement": {"tokens": f"{same}/{total}", "identical_leading_tokens_per_row": prefix,
+                      "logit_gap_at_first_difference": gaps,
+                      "median_top2_logit_gap": float((top2[..., 0] - top2[..., 1]).median())},
     }  # fmt: skip
 
 
@@ -517,6 +542,7 @@ def main() -> int:
     ap.add_argument("--listwise-generate", type=int, default=1, help="also run the scheduler on generate (1/0)")
     ap.add_argument("--decode-batches", type=lambda v: [int(x) for x in v.split(",")], default=[1, 4, 16, 32])
     ap.add_argument("--decode-steps", type=int, default=128)
+    ap.add_argument("--decode-compile-batches", type=lambda v: [int(x) for x in v.split(",") if x], default=[1, 16])
     ap.add_argument("--decode-steps-generate", type=int, default=32)
     ap.add_argument("--max-batch-tokens", type=int, default=32768)
     ap.add_argument("--max-batch-size", type=int, default=256)
@@ -593,8 +619,10 @@ def _print(result: dict[str, Any]) -> None:
         print(f"copy bandwidth {dec['copy_bandwidth_gb_s']:.0f} GB/s; weights {dec['weight_bytes'] / 1e9:.2f} GB; "
               f"weight-read bound {dec['weight_read_bound_ms']:.2f} ms/step")  # fmt: skip
         print(table(dec["rows"], ["method", "batch", "context tokens", "steps", "ms/step", "x bound", "tokens/s",
-                                  "prefill s", "speed-up"]))  # fmt: skip
+                                  "prefill s", "warm-up s", "speed-up"]))  # fmt: skip
         print("agreement:", json.dumps(dec["agreement"]))
+        for name, error in dec["errors"].items():
+            print(f"failed: {name}: {error[:500]}")
     if "listwise" in result:
         lw = result["listwise"]
         print(table(lw["rows"], ["decode", "scheduler", "queries", "seconds", "queries/s", "calls", "output tokens",

@@ -14,7 +14,7 @@ import torch
 from rerankflow import Candidate, Ranking
 from rerankflow.backends import tokens
 from rerankflow.backends.hf import HFBackend
-from rerankflow.backends.hf_decode import StaticDecoder, supports_static_decode
+from rerankflow.backends.hf_decode import StaticDecoder, grouped_decode_attention, supports_static_decode
 from rerankflow.backends.types import GenerationParams, Prompt
 from rerankflow.cancel import CancelToken
 from rerankflow.errors import BackendError
@@ -46,6 +46,30 @@ def generate_reference(model, seqs, max_new, pad=0):
     return out[:, width:].tolist()
 
 
+def test_grouped_decode_attention_equals_sdpa_with_the_heads_repeated():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(1)
+    query, key, value = torch.randn(3, 8, 1, 16), torch.randn(3, 2, 40, 16), torch.randn(3, 2, 40, 16)
+    hidden = torch.rand(3, 1, 1, 40) < 0.3
+    hidden[:, :, :, 0] = False
+    mask = torch.zeros(3, 1, 1, 40).masked_fill(hidden, torch.finfo(torch.float32).min)
+
+    class Module:
+        num_key_value_groups, is_causal, training = 4, True, False
+
+    got, _ = grouped_decode_attention(Module(), query, key, value, mask, scaling=0.25)
+    want, _ = sdpa_attention_forward(Module(), query, key, value, mask, scaling=0.25)
+    assert got.shape == want.shape == (3, 1, 8, 16)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # a longer query (a prefill) is SDPA's own answer
+    longer = torch.randn(3, 8, 5, 16)
+    torch.testing.assert_close(
+        grouped_decode_attention(Module(), longer, key, value, None, scaling=0.25)[0],
+        sdpa_attention_forward(Module(), longer, key, value, None, scaling=0.25)[0],
+    )
+
+
 PROMPTS = [[5, 17, 33, 2, 9, 41, 7], [12, 3], list(range(40, 70)), [99] * 11, [7, 7, 8]]
 
 
@@ -60,6 +84,7 @@ def test_tiny_model_decodes_the_same_tokens_as_generate_across_bursts_and_shapes
     assert decoder.generate(PROMPTS[:2], 25, frozenset()) == generate_reference(model, PROMPTS[:2], 25)
     assert decoder.generate(PROMPTS, 40, frozenset()) == got
     assert len(decoder._shapes) == 2 and decoder.captures == 0  # no graphs on the CPU
+    assert model.config._attn_implementation == "sdpa"  # the grouped attention was for the steps only
 
 
 def test_rows_end_at_their_end_token_and_a_finished_batch_stops_early():

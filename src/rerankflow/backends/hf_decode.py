@@ -9,6 +9,10 @@ device-side counters. On CUDA the step is captured once per shape and replayed; 
 looks at the tokens every ``check_every`` steps to stop when every row has ended. On the CPU the
 same step runs eagerly, which is how the tests compare it with ``generate``.
 
+Attention in a decoding step reads each key/value head once for its whole query group
+(:func:`grouped_decode_attention`): SDPA with a mask would first copy the cache to every query
+head (grouped-query models have 4-8x fewer key/value heads) and fall back to its math kernel.
+
 Rows are padded on the left, so every row writes its next token into the same cache slot; the
 mask hides each row's padding and every slot not written yet. Batch sizes are rounded up to a
 power of two and cache lengths to ``length_step`` so that few shapes are captured; the extra
@@ -20,11 +24,56 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+GROUPED = "rerankflow_grouped_decode"
+
+
+def grouped_decode_attention(
+    module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+    scaling: float | None = None, **kwargs: Any,
+) -> tuple[Any, None]:  # fmt: skip
+    """transformers' attention interface for one query position: the query heads of a group
+    share their key/value head (read once, no copy per query head); an additive mask, softmax
+    in float32. Longer queries (a prefill) go to SDPA."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.shape[2] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    rows, heads, _, dim = query.shape
+    groups = key.shape[1]
+    q = query.view(rows, groups, heads // groups, dim)
+    scores = torch.matmul(q, key.transpose(-1, -2)) * (scaling if scaling is not None else dim**-0.5)
+    if attention_mask is not None:
+        scores = scores + attention_mask[:, :, :, : key.shape[-2]]
+    probs = torch.softmax(scores.float(), dim=-1).to(value.dtype)
+    out = torch.matmul(probs, value).view(rows, heads, 1, dim)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(GROUPED, grouped_decode_attention)
+
+
+@contextmanager
+def _grouped_attention(model: Any) -> Iterator[None]:
+    """Decoding steps run with :func:`grouped_decode_attention` (the model's own setting is put
+    back afterwards; the backend's lock keeps other forwards out meanwhile)."""
+    config = model.config
+    before = config._attn_implementation
+    config._attn_implementation = GROUPED
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
 
 
 def supports_static_decode(model: Any) -> bool:
@@ -79,6 +128,7 @@ class StaticDecoder:
         self.kept_shapes = kept_shapes
         self._step_forward = step_fn or model  # the decoding step's forward (compiled by the caller if wanted)
         self._shapes: OrderedDict[tuple[int, int], _Shape] = OrderedDict()
+        _register()
         self.captures = 0  # graphs captured so far (each shape once)
 
     def generate(
@@ -128,8 +178,13 @@ class StaticDecoder:
             if done >= max_new or all(e or c is not None for e, c in zip(ended, cut, strict=True)):
                 break
             burst = min(self.check_every, max_new - done)
-            for _ in range(burst):
-                shape.graph.replay() if shape.graph is not None else self._step(shape)
+            if shape.graph is not None:
+                for _ in range(burst):
+                    shape.graph.replay()
+            else:
+                with _grouped_attention(self.model):
+                    for _ in range(burst):
+                        self._step(shape)
             done += burst
             if on_tokens is not None:
                 on_tokens(rows * burst)
@@ -172,13 +227,14 @@ class StaticDecoder:
         self._prefill(shape, [[0]] * rows, 1)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
+        with _grouped_attention(self.model):
+            with torch.cuda.stream(stream):
+                for _ in range(3):  # a compiled step compiles here, outside the capture
+                    self._step(shape)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
                 self._step(shape)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._step(shape)
         shape.graph = graph
         self.captures += 1
         log.info("captured a decoding graph for %d rows x %d cache slots", rows, shape.written.shape[1])
