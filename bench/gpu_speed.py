@@ -28,6 +28,8 @@ Parts (``--parts``, default all):
   weight-read bound (weight bytes / device-to-device copy bandwidth, both measured here). A
   step's time is (time for 1 + n new tokens − time for 1 new token) / n. Tokens of the two paths
   are compared on the same batch of 4 prompts.
+* ``decode_fp32``: the same token comparison in float32 (bf16 flips near-ties), on a 4-layer
+  model of the same width with random weights: ``generate`` vs the static decoder with graphs.
 * ``minilm``: all-MiniLM-L6-v2 encoding the DL19 passages (``.device-carry/minilm-fp16``),
   float32 and float16, passages/s.
 
@@ -510,6 +512,28 @@ def run_decode(
     }  # fmt: skip
 
 
+def run_decode_fp32(tokenizer: Any, batch: list[Ranking], device: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Tokens of ``generate`` and of the static decoder (graphs on the GPU) in float32."""
+    layers = spec["num_hidden_layers"]
+    model = build_model(spec, device, torch.float32)
+    prompts = window_prompts(tokenizer, batch)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(len(s) for s in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, seq in enumerate(prompts):
+        ids[r, width - len(seq) :], mask[r, width - len(seq) :] = torch.tensor(seq), 1
+    with torch.inference_mode():
+        want = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=64,
+                              min_new_tokens=64, do_sample=False, pad_token_id=pad)[:, width:].tolist()  # fmt: skip
+    decoder = StaticDecoder(model, graphs=device.startswith("cuda"))
+    got = decoder.generate(prompts, 64, frozenset())
+    same = sum(a == b for w, g in zip(want, got, strict=True) for a, b in zip(w, g, strict=True))
+    return {"layers": layers, "rows": len(prompts), "tokens": f"{same}/{64 * len(prompts)}",
+            "identical_rows": f"{sum(w == g for w, g in zip(want, got, strict=True))}/{len(prompts)}",
+            "graphs_captured": decoder.captures, "prompt_tokens": [len(p) for p in prompts]}  # fmt: skip
+
+
 def run_minilm(args: argparse.Namespace, batch: list[Ranking], device: str) -> dict[str, Any]:
     texts = list(dict.fromkeys(one_line(document_text(c.doc)) for r in batch for c in r.candidates))
     rows = []
@@ -579,6 +603,9 @@ def main() -> int:
         result["pointwise"] = run_pointwise(args, model, tokenizer, rankings[: args.queries], device, peak)
     if "decode" in parts:
         result["decode"] = run_decode(args, model, tokenizer, rankings[:32], device)
+    if "decode_fp32" in parts:
+        spec = TINY if args.smoke else {**QWEN25_7B, "num_hidden_layers": 4}
+        result["decode_fp32"] = run_decode_fp32(tokenizer, rankings[:8], device, spec)
     if "listwise" in parts:
         result["listwise"] = run_listwise(args, model, tokenizer, rankings[: args.listwise_queries])
     del model
@@ -623,6 +650,8 @@ def _print(result: dict[str, Any]) -> None:
         print("agreement:", json.dumps(dec["agreement"]))
         for name, error in dec["errors"].items():
             print(f"failed: {name}: {error[:500]}")
+    if "decode_fp32" in result:
+        print("float32 agreement, generate vs static:", json.dumps(result["decode_fp32"]))
     if "listwise" in result:
         lw = result["listwise"]
         print(table(lw["rows"], ["decode", "scheduler", "queries", "seconds", "queries/s", "calls", "output tokens",
