@@ -30,6 +30,11 @@ Parts (``--parts``, default all):
   are compared on the same batch of 4 prompts.
 * ``decode_fp32``: the same token comparison in float32 (bf16 flips near-ties), on a 4-layer
   model of the same width with random weights: ``generate`` vs the static decoder with graphs.
+* ``prefix``: shared-prefix scoring (``share_prefix``) against the same backend without it, both
+  eager, on three prompt sets of the ``--queries`` queries: pointwise yes/no (the default
+  template: the passage comes before the question), pointwise with the ``qwen3_reranker``
+  template (instruction and query first) and PRP all pairs of the top 10 (``A``/``B`` labels).
+  Reports f, the 1/(1 − f) bound, the measured ratio and the largest log-probability difference.
 * ``minilm``: all-MiniLM-L6-v2 encoding the DL19 passages (``.device-carry/minilm-fp16``),
   float32 and float16, passages/s.
 
@@ -534,6 +539,50 @@ def run_decode_fp32(tokenizer: Any, batch: list[Ranking], device: str, spec: dic
             "graphs_captured": decoder.captures, "prompt_tokens": [len(p) for p in prompts]}  # fmt: skip
 
 
+def run_prefix(
+    args: argparse.Namespace, model: Any, tokenizer: Any, batch: list[Ranking], device: str
+) -> dict[str, Any]:
+    """Shared-prefix label scoring vs plain batches (both eager) on three prompt sets."""
+    import asyncio
+
+    flops = Flops(model)
+    plain, shared = hf_backend(args, model, tokenizer), hf_backend(args, model, tokenizer, share_prefix=True)
+    default = PointwiseReranker(plain)
+    qwen3 = PointwiseReranker(plain, template="qwen3_reranker", mode="yes_no")
+    pairwise = PairwiseReranker(plain)
+    prp = []
+    for r in batch:
+        texts = pairwise.passages(list(r.candidates[:10]))
+        prp += [pairwise.template.render(query=r.query.text, passage_a=texts[a], passage_b=texts[b])
+                for a in range(len(texts)) for b in range(len(texts)) if a != b]  # fmt: skip
+    sets = {
+        "pointwise yes/no, default template": (pointwise_prompts(default, batch), default.template.labels or []),
+        "pointwise, qwen3_reranker template": (pointwise_prompts(qwen3, batch), qwen3.template.labels or []),
+        "PRP all pairs, top 10": (prp, pairwise.template.labels or ["A", "B"]),
+    }
+    rows = []
+    for name, (prompts, labels) in sets.items():
+        seqs = tokens.prompt_ids_many(tokenizer, prompts)
+        share = prefix_share(flops, seqs)
+        timings, values = {}, {}
+        for label, backend in (("plain", plain), ("shared prefix", shared)):
+            asyncio.run(backend.alabel_logprobs(prompts[:200], labels))  # warm-up
+            sync(device)
+            start = time.perf_counter()
+            out = asyncio.run(backend.alabel_logprobs(prompts, labels))
+            sync(device)
+            timings[label] = time.perf_counter() - start
+            values[label] = [s.logprobs[x] for s in out for x in labels]
+        ratio = timings["plain"] / timings["shared prefix"]
+        rows.append({
+            "prompts": name, "count": len(prompts), "mean tokens": statistics.mean(len(x) for x in seqs),
+            "f": share["f"], "bound": share["bound"], "plain s": timings["plain"], "shared s": timings["shared prefix"],
+            "measured": ratio, "of bound": (ratio - 1) / (share["bound"] - 1) if share["bound"] > 1 else math.nan,
+            "max |dlogp|": max(abs(a - b) for a, b in zip(values["plain"], values["shared prefix"], strict=True)),
+        })  # fmt: skip
+    return {"rows": rows, "note": "both eager (no torch.compile); of bound = (measured - 1) / (bound - 1)"}
+
+
 def run_minilm(args: argparse.Namespace, batch: list[Ranking], device: str) -> dict[str, Any]:
     texts = list(dict.fromkeys(one_line(document_text(c.doc)) for r in batch for c in r.candidates))
     rows = []
@@ -595,7 +644,7 @@ def main() -> int:
         peaks.append(matmul_peak(device, n=256 if args.smoke else 8192))
     tokenizer = load_tokenizer(args.assets / "qwen2.5-tokenizer") if not args.smoke else _smoke_tokenizer()
     model = None
-    if parts & {"pointwise", "listwise", "decode"}:
+    if parts & {"pointwise", "listwise", "decode", "prefix"}:
         model = build_model(TINY if args.smoke else QWEN25_7B, device, torch.float32 if args.smoke else torch.bfloat16)
         result["parameters"] = sum(p.numel() for p in model.parameters())
     if "pointwise" in parts:
@@ -603,6 +652,8 @@ def main() -> int:
         result["pointwise"] = run_pointwise(args, model, tokenizer, rankings[: args.queries], device, peak)
     if "decode" in parts:
         result["decode"] = run_decode(args, model, tokenizer, rankings[:32], device)
+    if "prefix" in parts:
+        result["prefix"] = run_prefix(args, model, tokenizer, rankings[: args.queries], device)
     if "decode_fp32" in parts:
         spec = TINY if args.smoke else {**QWEN25_7B, "num_hidden_layers": 4}
         result["decode_fp32"] = run_decode_fp32(tokenizer, rankings[:8], device, spec)
@@ -650,6 +701,9 @@ def _print(result: dict[str, Any]) -> None:
         print("agreement:", json.dumps(dec["agreement"]))
         for name, error in dec["errors"].items():
             print(f"failed: {name}: {error[:500]}")
+    if "prefix" in result:
+        print(table(result["prefix"]["rows"], ["prompts", "count", "mean tokens", "f", "bound", "plain s", "shared s",
+                                               "measured", "of bound", "max |dlogp|"]))  # fmt: skip
     if "decode_fp32" in result:
         print("float32 agreement, generate vs static:", json.dumps(result["decode_fp32"]))
     if "listwise" in result:
