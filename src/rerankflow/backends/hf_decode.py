@@ -118,7 +118,7 @@ class StaticDecoder:
         graphs: bool,
         length_step: int = 256,
         check_every: int = 16,
-        kept_shapes: int = 3,
+        kept_shapes: int = 2,
         step_fn: Callable[..., Any] | None = None,
     ) -> None:
         self.model = model
