@@ -99,7 +99,17 @@ def test_shared_prefix_scoring_gives_the_same_scores(smollm2, demo):
     first = BM25Retriever(corpus, k=8)([Ranking(q) for q in queries[:3]])
     plain = PointwiseReranker(HFBackend(smollm2, dtype="float32", device="cpu"), max_passage_tokens=64)(first)
     backend = HFBackend(smollm2, dtype="float32", device="cpu", share_prefix=True, max_batch_size=3)
+    backend.ensure_loaded()
+    used = []
+    original = backend._score_with_prefix
+    backend._score_with_prefix = lambda items, shared: used.append(len(items)) or original(items, shared)
     shared = PointwiseReranker(backend, max_passage_tokens=64)(first)
+    assert sum(used) == sum(len(r) for r in first)  # SmolLM2's long default system prompt: every query shares
     for a, b in zip(plain, shared):
         assert a.docids == b.docids
         assert [c.score for c in a.candidates] == pytest.approx([c.score for c in b.candidates], abs=1e-4)
+    # a prefix shorter than min_shared_fraction of the prompts: scored whole, as without sharing
+    used.clear()
+    backend.min_shared_fraction = 0.99
+    again = PointwiseReranker(backend, max_passage_tokens=64)(first)
+    assert used == [] and [r.docids for r in again] == [r.docids for r in plain]

@@ -126,7 +126,9 @@ class StaticDecoder:
         self.length_step = length_step
         self.check_every = check_every
         self.kept_shapes = kept_shapes
-        self._step_forward = step_fn if step_fn is not None else model  # the decoding step's forward (compiled by the caller if wanted)
+        self._step_forward = (
+            step_fn if step_fn is not None else model
+        )  # the decoding step's forward (compiled by the caller if wanted)
         self._shapes: OrderedDict[tuple[int, int], _Shape] = OrderedDict()
         _register()
         self.captures = 0  # graphs captured so far (each shape once)
