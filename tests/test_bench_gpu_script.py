@@ -23,7 +23,7 @@ def test_gpu_speed_smoke_runs_every_part_and_agrees_with_the_naive_loop(trec_dl,
             "--out",
             str(tmp_path),
             "--parts",
-            "peak,pointwise,decode,listwise",
+            "peak,pointwise,decode,decode_fp32,prefix,listwise",
         ],
         cwd=ROOT / "bench",
         capture_output=True,
@@ -42,6 +42,10 @@ def test_gpu_speed_smoke_runs_every_part_and_agrees_with_the_naive_loop(trec_dl,
     assert {(r["method"], r["batch"]) for r in decode["rows"]} == {
         (m, b) for m in ("generate", "static (eager, no GPU)") for b in (1, 2)
     }
+    assert result["decode_fp32"]["tokens"] == "128/128" and result["decode_fp32"]["identical_rows"] == "2/2"
+    prefix = {r["prompts"]: r for r in result["prefix"]["rows"]}
+    assert len(prefix) == 3 and all(r["max |dlogp|"] < 1e-3 and 0 <= r["f"] < 1 for r in prefix.values())
+    assert prefix["pointwise, qwen3_reranker template"]["f"] > prefix["pointwise yes/no, default template"]["f"]
     listwise = result["listwise"]
     assert listwise["identical_rankings_vs_static_sequential"] == {
         "static concurrent": "2/2",
