@@ -167,8 +167,8 @@ class HFBackend(LLMBackend):
         if not supports_static_decode(self.hf_model):
             if self.decode == "static":
                 raise BackendError(
-                    f"decode: static needs a model whose layers all use full attention through SDPA or "
-                    f"eager attention; {self.model!r} does not (use decode: generate)"
+                    f"decode: static needs transformers 5 and a model whose layers all use full attention "
+                    f"through SDPA or eager attention; {self.model!r} does not qualify here (use decode: generate)"
                 )
             return None
         step = None

@@ -78,7 +78,13 @@ def _grouped_attention(model: Any) -> Iterator[None]:
 
 def supports_static_decode(model: Any) -> bool:
     """True for decoder models whose layers all attend to the whole sequence (no sliding window,
-    no linear attention) through SDPA or eager attention, which accept a prepared 4D mask."""
+    no linear attention) through SDPA or eager attention, which accept a prepared 4D mask, under
+    transformers 5 (whose static cache counts its own write position; 4.x needs a cache
+    position passed in, which this decoder does not do). Tested with transformers 5.17 and 5.19."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return False
     config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
     types = getattr(config, "layer_types", None) or ["full_attention"]
     attention = getattr(config, "_attn_implementation", None) or "sdpa"
@@ -101,7 +107,7 @@ class _Shape:
     ids: Any  # (rows, 1) the token each row feeds next
     positions: Any  # (rows, 1) its position (padding not counted)
     slot: Any  # () the cache slot the next token is written to
-    step: Any  # () how many tokens were decoded
+    step: Any  # (1,) how many tokens were decoded (the column the next one goes to)
     written: Any  # (rows, length) True where a slot holds a row's real token or will hold a new one
     produced: Any  # (rows, length) the decoded tokens, from column 0
     graph: Any = None
@@ -126,9 +132,8 @@ class StaticDecoder:
         self.length_step = length_step
         self.check_every = check_every
         self.kept_shapes = kept_shapes
-        self._step_forward = (
-            step_fn if step_fn is not None else model
-        )  # the decoding step's forward (compiled by the caller if wanted)
+        # the decoding step's forward (compiled by the caller if wanted)
+        self._step_forward = step_fn if step_fn is not None else model
         self._shapes: OrderedDict[tuple[int, int], _Shape] = OrderedDict()
         _register()
         self.captures = 0  # graphs captured so far (each shape once)
