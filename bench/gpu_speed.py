@@ -435,6 +435,25 @@ def timed(fn: Any, device: str) -> float:
     return time.perf_counter() - start
 
 
+def greedy_generate(
+    model: Any, seqs: list[list[int]], n: int, pad: int, device: str, keep: list[Any] | None = None
+) -> list[list[int]]:
+    """transformers' greedy ``generate`` on left-padded prompts, exactly ``n`` new tokens per row;
+    ``keep`` receives each step's scores when given."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, seq in enumerate(seqs):
+        ids[r, width - len(seq) :], mask[r, width - len(seq) :] = torch.tensor(seq), 1
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=n,
+                             min_new_tokens=n, do_sample=False, pad_token_id=pad, output_scores=keep is not None,
+                             return_dict_in_generate=True)  # fmt: skip
+    if keep is not None:
+        keep[:] = [x.float().cpu() for x in out.scores]
+    return out.sequences[:, width:].tolist()
+
+
 def run_decode(
     args: argparse.Namespace, model: Any, tokenizer: Any, batch: list[Ranking], device: str
 ) -> dict[str, Any]:
@@ -447,18 +466,7 @@ def run_decode(
     static = StaticDecoder(model, graphs=device.startswith("cuda"))
 
     def generate(seqs: list[list[int]], n: int, keep: list[Any] | None = None) -> list[list[int]]:
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, seq in enumerate(seqs):
-            ids[r, width - len(seq) :], mask[r, width - len(seq) :] = torch.tensor(seq), 1
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=n,
-                                 min_new_tokens=n, do_sample=False, pad_token_id=pad, output_scores=keep is not None,
-                                 return_dict_in_generate=True)  # fmt: skip
-        if keep is not None:
-            keep[:] = [x.float().cpu() for x in out.scores]
-        return out.sequences[:, width:].tolist()
+        return greedy_generate(model, seqs, n, pad, device, keep)
 
     def decoded(seqs: list[list[int]], n: int) -> list[list[int]]:
         return static.generate(seqs, n, frozenset())
@@ -523,14 +531,7 @@ def run_decode_fp32(tokenizer: Any, batch: list[Ranking], device: str, spec: dic
     model = build_model(spec, device, torch.float32)
     prompts = window_prompts(tokenizer, batch)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    width = max(len(s) for s in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for r, seq in enumerate(prompts):
-        ids[r, width - len(seq) :], mask[r, width - len(seq) :] = torch.tensor(seq), 1
-    with torch.inference_mode():
-        want = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=64,
-                              min_new_tokens=64, do_sample=False, pad_token_id=pad)[:, width:].tolist()  # fmt: skip
+    want = greedy_generate(model, prompts, 64, pad, device)
     decoder = StaticDecoder(model, graphs=device.startswith("cuda"))
     got = decoder.generate(prompts, 64, frozenset())
     same = sum(a == b for w, g in zip(want, got, strict=True) for a, b in zip(w, g, strict=True))
