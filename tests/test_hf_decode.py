@@ -173,3 +173,23 @@ def test_listwise_rankings_equal_with_either_decoder_and_scheduler(smol_pair, de
             reranker = ListwiseReranker(backend, window=4, stride=2, max_passage_tokens=24, scheduler=mode)
             orders[backend.model, mode] = [r.docids for r in reranker(batch)]
     assert len({tuple(map(tuple, o)) for o in orders.values()}) == 1, orders
+
+
+def test_labels_read_after_a_greedy_token_pick_that_token_on_the_device(smol_pair):
+    """``label_logprobs(after=1)`` on HF: the greedy token (end tokens excluded) is appended,
+    then the labels are read at the next position, as a manual forward pass finds them."""
+    _, plain = smol_pair
+    prompts = [Prompt.raw("Query: tides\n[A] Bread.\n[B] The moon causes tides.\nRanking:"), Prompt.chat("Say A.")]
+    labels = ["A", "B"]
+    got = plain.label_logprobs(prompts, labels, after=1, context=" [")
+    ends = tokens.end_ids(plain.tokenizer, plain.hf_model)
+    label_ids = tokens.label_ids(plain.tokenizer, labels, " [")
+    for prompt, scores in zip(prompts, got, strict=True):
+        ids = tokens.prompt_ids_many(plain.tokenizer, [prompt])[0]
+        with torch.inference_mode():
+            last = plain.hf_model(torch.tensor([ids])).logits[0, -1].clone()
+            last[sorted(ends)] = -torch.inf
+            greedy = int(last.argmax())
+            logp = torch.log_softmax(plain.hf_model(torch.tensor([[*ids, greedy]])).logits[0, -1], -1)
+        assert [scores.logprobs[x] for x in labels] == pytest.approx([float(logp[i]) for i in label_ids], abs=1e-4)
+        assert scores.stats.output_tokens == 2  # the greedy token and the label position

@@ -132,6 +132,7 @@ class HFBackend(LLMBackend):
         lock = threading.Lock()  # one forward pass or generate() at a time
         self._score = Coalescer(self._score_batch, lock)
         self._generate = Coalescer(self._generate_batch, lock)
+        self._greedy = Coalescer(self._greedy_batch, lock)
 
     @classmethod
     def from_model(cls, hf_model: Any, tokenizer: Any, *, name: str, **options: Any) -> HFBackend:
@@ -351,14 +352,26 @@ class HFBackend(LLMBackend):
 
     async def _greedy_step(self, seqs: list[list[int]]) -> tuple[list[list[int]], float]:
         """Each sequence with its most likely next token appended (never an end-of-sequence token)."""
-        vocab = tuple(range(int(self.hf_model.config.vocab_size)))
-        values, latency = await self._score.submit_timed([_Scoring(seq, 1, vocab, True) for seq in seqs])
-        banned = tokens.end_ids(self.tokenizer, self.hf_model)
-        out = []
-        for seq, logp in zip(seqs, values, strict=True):
-            best = max((t for t in range(len(logp)) if t not in banned), key=logp.__getitem__)
-            out.append([*seq, best])
-        return out, latency
+        best, latency = await self._greedy.submit_timed(seqs)
+        return [[*seq, b] for seq, b in zip(seqs, best, strict=True)], latency
+
+    def _greedy_batch(self, seqs: list[list[int]]) -> list[int]:
+        """The most likely next token of each sequence, end tokens excluded, chosen on the device
+        (only one id per row comes back, not the vocabulary's log-probabilities)."""
+        import torch
+
+        banned = sorted(tokens.end_ids(self.tokenizer, self.hf_model))
+        out = [0] * len(seqs)
+        for batch in plan_batches([len(s) for s in seqs], self.max_batch_tokens, self.max_batch_size):
+            ids, mask, pos = self._padded([seqs[i] for i in batch])
+            with torch.inference_mode():
+                logits = self._scorer(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
+                last = logits[:, -1, :].float()
+                if banned:
+                    last[:, banned] = -torch.inf
+                for i, b in zip(batch, last.argmax(-1).tolist(), strict=True):
+                    out[i] = int(b)
+        return out
 
     async def _acontinuation_logprobs(
         self, prompts: list[Prompt], continuations: list[str]
