@@ -561,13 +561,18 @@ def run_prefix(
         "pointwise, qwen3_reranker template": (pointwise_prompts(qwen3, batch), qwen3.template.labels or []),
         "PRP all pairs, top 10": (prp, pairwise.template.labels or ["A", "B"]),
     }
+    if args.prefix_sets:
+        sets = {k: v for k, v in sets.items() if any(word in k for word in args.prefix_sets.split(","))}
+    contenders = [("plain", plain), ("shared prefix", shared)]
+    if args.prefix_compiled:
+        contenders.append(("plain, compiled", hf_backend(args, model, tokenizer, compile=True)))
     rows = []
     for name, (prompts, labels) in sets.items():
         seqs = tokens.prompt_ids_many(tokenizer, prompts)
         share = prefix_share(flops, seqs)
         timings, values = {}, {}
-        for label, backend in (("plain", plain), ("shared prefix", shared)):
-            asyncio.run(backend.alabel_logprobs(prompts[:200], labels))  # warm-up
+        for label, backend in contenders:
+            asyncio.run(backend.alabel_logprobs(prompts[:400], labels))  # warm-up (and the compile)
             sync(device)
             start = time.perf_counter()
             out = asyncio.run(backend.alabel_logprobs(prompts, labels))
@@ -581,6 +586,10 @@ def run_prefix(
             "measured": ratio, "of bound": (ratio - 1) / (share["bound"] - 1) if share["bound"] > 1 else math.nan,
             "max |dlogp|": max(abs(a - b) for a, b in zip(values["plain"], values["shared prefix"], strict=True)),
         })  # fmt: skip
+        if "plain, compiled" in timings:
+            vs_compiled = timings["plain, compiled"] / timings["shared prefix"]
+            rows[-1] |= {"compiled s": timings["plain, compiled"], "vs compiled": vs_compiled,
+                         "of bound vs compiled": (vs_compiled - 1) / (share["bound"] - 1)}  # fmt: skip
     return {"rows": rows, "note": "both eager (no torch.compile); of bound = (measured - 1) / (bound - 1)"}
 
 
@@ -616,6 +625,8 @@ def main() -> int:
     ap.add_argument("--listwise-generate", type=int, default=1, help="also run the scheduler on generate (1/0)")
     ap.add_argument("--decode-batches", type=lambda v: [int(x) for x in v.split(",")], default=[1, 4, 16, 32])
     ap.add_argument("--decode-steps", type=int, default=128)
+    ap.add_argument("--prefix-sets", default="", help="only the prefix sets whose names contain these words")
+    ap.add_argument("--prefix-compiled", action="store_true", help="also time the plain path compiled")
     ap.add_argument("--decode-compile-batches", type=lambda v: [int(x) for x in v.split(",") if x], default=[1, 16])
     ap.add_argument("--decode-steps-generate", type=int, default=32)
     ap.add_argument("--max-batch-tokens", type=int, default=32768)
@@ -704,7 +715,8 @@ def _print(result: dict[str, Any]) -> None:
             print(f"failed: {name}: {error[:500]}")
     if "prefix" in result:
         print(table(result["prefix"]["rows"], ["prompts", "count", "mean tokens", "f", "bound", "plain s", "shared s",
-                                               "measured", "of bound", "max |dlogp|"]))  # fmt: skip
+                                               "measured", "of bound", "max |dlogp|", "compiled s", "vs compiled",
+                                               "of bound vs compiled"]))  # fmt: skip
     if "decode_fp32" in result:
         print("float32 agreement, generate vs static:", json.dumps(result["decode_fp32"]))
     if "listwise" in result:
