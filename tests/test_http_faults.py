@@ -158,3 +158,28 @@ def test_results_come_back_in_input_order(server):
     prompts = [Prompt.raw(f"p{i}") for i in range(12)]
     out = backend.generate(prompts)
     assert [c.text for c in out] == [f"p{i}" for i in range(12)]
+
+
+def test_labels_after_a_greedy_token_ask_for_two_tokens_and_read_the_second(server):
+    """``label_logprobs(after=1)`` (FIRST): both API shapes ask for exactly two tokens (vLLM's
+    ``min_tokens``) and read the labels at the second; a server that stops early is an error."""
+    completion = {"choices": [{"text": "[B", "logprobs": {"top_logprobs": [{"[": -0.1}, {"B": -0.2, "A": -1.5}]}}],
+                  "usage": {"prompt_tokens": 4}}  # fmt: skip
+    step = [{"token": "[", "logprob": -0.1, "top_logprobs": [{"token": "[", "logprob": -0.1}]},
+            {"token": "B", "logprob": -0.3, "top_logprobs": [{"token": "B", "logprob": -0.3},
+                                                             {"token": "A", "logprob": -2.0}]}]  # fmt: skip
+    chat = {"choices": [{"message": {"content": "[B"}, "logprobs": {"content": step}}], "usage": {"prompt_tokens": 5}}
+    backend, script = server((200, completion))
+    (raw,) = backend.label_logprobs([Prompt.raw("rank:")], ["A", "B"], after=1)
+    assert raw.logprobs == {"A": -1.5, "B": -0.2} and raw.stats.output_tokens == 2
+    script.answers = [(200, chat)]
+    (chatted,) = backend.label_logprobs([Prompt.chat("rank")], ["A", "B"], after=1)
+    assert chatted.logprobs == {"A": -2.0, "B": -0.3} and chatted.stats.prompt_tokens == 5
+    (raw_body, _), (chat_body, _) = script.requests
+    assert "prompt" in raw_body and "messages" in chat_body
+    assert all(b["max_tokens"] == b["min_tokens"] == 2 for b in (raw_body, chat_body))
+    script.answers = [(200, {"choices": [{"text": "[", "logprobs": {"top_logprobs": [{"[": -0.1}]}}]})]
+    with pytest.raises(BackendError, match="answer position 1"):
+        backend.label_logprobs([Prompt.raw("rank:")], ["A", "B"], after=1)
+    backend.label_logprobs([Prompt.raw("rank:")], ["["], after=0)  # the plain case asks for one token only
+    assert script.requests[-1][0]["max_tokens"] == 1 and "min_tokens" not in script.requests[-1][0]
