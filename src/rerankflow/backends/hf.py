@@ -242,9 +242,8 @@ class HFBackend(LLMBackend):
         out: list[list[float]] = [[] for _ in items]
         rest: list[int] = []
         for group, shared in prefix_groups([it.ids if it.labels else [] for it in items], self.min_shared_prefix):
-            if shared < self.min_shared_fraction * sum(len(items[i].ids) for i in group) / len(group):
-                shared = 0  # too little in common to pay for batches confined to one prefix
-            if shared == 0:
+            mean = sum(len(items[i].ids) for i in group) / len(group)
+            if not shared or shared < self.min_shared_fraction * mean:  # too little in common to pay
                 rest.extend(group)
                 continue
             for i, values in zip(group, self._score_with_prefix([items[i] for i in group], shared), strict=True):
@@ -504,14 +503,21 @@ class HFBackend(LLMBackend):
                     on_tokens=self.ledger.count_decoded,
                 )
             else:
-                made = self._generate_with_hf([seqs[i] for i in batch], params, streamer, [flags[i] for i in batch])
+                made = self._generate_with_hf(
+                    [seqs[i] for i in batch], params, ends, streamer, [flags[i] for i in batch]
+                )
             latency = (time.perf_counter() - start) / len(batch)
             for i, new in zip(batch, made, strict=True):
                 out[i] = self._completion(len(seqs[i]), new, params, ends, is_cancelled(flags[i]), latency)
         return [c for c in out if c is not None]
 
     def _generate_with_hf(
-        self, seqs: list[list[int]], params: GenerationParams, streamer: Any, flags: list[CancelToken | None]
+        self,
+        seqs: list[list[int]],
+        params: GenerationParams,
+        ends: frozenset[int],
+        streamer: Any,
+        flags: list[CancelToken | None],
     ) -> list[list[int]]:
         """transformers' ``generate`` for one batch: the new token ids of each row."""
         import torch
@@ -536,7 +542,6 @@ class HFBackend(LLMBackend):
             )
         made = []
         pad = self.tokenizer.pad_token_id
-        ends = tokens.end_ids(self.tokenizer, self.hf_model)
         for row in gen[:, ids.shape[1] :].tolist():
             if pad is not None and pad not in ends and pad in row:  # a cancelled row is padded to the end
                 row = row[: row.index(pad)]

@@ -187,23 +187,16 @@ class OpenAIHTTPBackend(LLMBackend):
     ) -> list[LabelScores]:
         k = self.top_logprobs
         steps = after + 1
+        # vLLM's min_tokens extension; other servers may stop early (an error below)
+        length: dict[str, Any] = {"max_tokens": steps, **({"min_tokens": steps} if after else {})}
         extra: dict[str, Any] = {}
         if self.vllm_label_ids:
             extra["logprob_token_ids"] = tokens.label_ids(self.tokenizer, labels, context)
-        if after:
-            extra["min_tokens"] = steps  # vLLM's extension; other servers may stop early (an error below)
         bodies: list[tuple[str, dict[str, Any]]] = []
         for p in prompts:
             text = self._text_prompt(p)
             if text is not None:
-                body = {
-                    "model": self.model,
-                    "prompt": text,
-                    "max_tokens": steps,
-                    "temperature": 0,
-                    "logprobs": k,
-                    **extra,
-                }
+                body = {"model": self.model, "prompt": text, **length, "temperature": 0, "logprobs": k, **extra}
                 bodies.append(("/completions", body))
             else:
                 msgs = _messages(p)
@@ -213,11 +206,10 @@ class OpenAIHTTPBackend(LLMBackend):
                         {
                             "model": self.model,
                             "messages": msgs,
-                            "max_tokens": steps,
+                            **length,
                             "temperature": 0,
                             "logprobs": True,
                             "top_logprobs": k,
-                            **({"min_tokens": steps} if after else {}),
                         },
                     )
                 )
