@@ -12,7 +12,7 @@ CORE := $(VENV)/.core-installed
 LLM := $(VENV)/.llm-installed
 SMOL := $(VENV)/.smollm2-installed
 
-.PHONY: install demo test test-fast lint clean chromium
+.PHONY: install demo test test-fast fuzz lint clean chromium
 
 $(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ lint: $(CORE)
 # (those are marked slow; tests/conftest.py marks the ones using model fixtures itself).
 test-fast: $(CORE)
 	$(BIN)/pytest -m "not slow" -q
+
+# The exploration lane: every property test with random draws and 20x the CI examples (CI runs a
+# fixed, derandomized profile; failures found here are kept in the tests as @example).
+fuzz: $(CORE)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -m "not slow" tests/test_fuzz_inputs.py tests/test_index.py \
+		tests/test_permutation.py tests/test_compressors.py tests/test_llm_rerankers.py tests/test_stage_cache.py \
+		tests/test_serve_fuzz.py -k "not e2e"
 
 # The report's browser tests drive Debian's chromium; install it where apt can (root, CI),
 # otherwise those tests skip with the reason.

@@ -10,6 +10,7 @@ import pytest
 from rerankflow.io.dataset import demo_dataset
 
 from .support import SHARED_DATA
+from .support import fuzz as _fuzz  # noqa: F401  (registers and loads the hypothesis profile first)
 from .support.servers import free_port, server_process
 
 SLOW_FIXTURES = {"minilm", "smollm2", "vllm_backend", "hf_backend", "vllm_server", "cluster"}

@@ -20,7 +20,9 @@ from rerankflow.io.trec import read_qrels, read_qrels_tsv, read_run, read_topics
 from rerankflow.pipelines.job import load_job, load_job_text
 from rerankflow.prompts.template import load_template
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from .support.fuzz import examples
+
+FUZZ = settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 READERS = [read_topics, read_qrels, read_qrels_tsv, read_run, read_documents, read_queries_jsonl, read_hits,
            read_questions]  # fmt: skip
 

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rerankflow.errors import ConfigError, DataError
@@ -25,6 +25,8 @@ from rerankflow.retrievers.filters import MetadataFilter, combine
 from rerankflow.serve.protocol import ChatRequest, location
 from rerankflow.serve.runner import check_exposure
 from rerankflow.types import Candidate, Document, Query, Ranking, document_text
+
+from .support.fuzz import examples
 
 
 class WordEncoder:
@@ -141,12 +143,14 @@ def test_hash_lines_inside_code_fences_are_not_headings():
 
 
 _paragraph = st.lists(
-    st.sampled_from(["alpha", "beta.", "gamma!", "delta", "\n", "\n\n", "# Head", "eps?"]), max_size=60
+    st.sampled_from(["alpha", "beta.", "gamma!", "delta", "\n", "\n\n", "# Head", "eps?", " ", "\t", "café"]),
+    max_size=60,
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(_paragraph, st.integers(3, 15), st.integers(0, 2))
+@example(["# Head", "# Head", "alpha", "# Head", "# Head", "# Head", "alpha"], 3, 2)  # found in CI: repeated text
 def test_chunks_are_exact_slices_covering_every_word(words, size, overlap):
     from rerankflow.index.extract import SourceDocument
 
@@ -159,6 +163,63 @@ def test_chunks_are_exact_slices_covering_every_word(words, size, overlap):
         covered[c.meta["start"] : c.meta["end"]] = True
     assert all(covered[i] for i, ch in enumerate(text) if not ch.isspace())
     assert [c.meta["chunk"] for c in chunks] == list(range(len(chunks)))
+    starts = [c.meta["start"] for c in chunks]
+    assert starts == sorted(starts)
+
+
+def test_repeated_text_is_chunked_at_its_own_offsets():
+    from rerankflow.index.extract import SourceDocument
+
+    text = "# Head # Head alpha # Head # Head # Head alpha"
+    chunks = Chunker(ChunkSettings(3, 2), lambda s: len(s.split())).chunks(SourceDocument("d", "d", text))
+    assert chunks[-1].meta["end"] == len(text)  # the last words are covered where they are
+    assert [c.meta["start"] for c in chunks] == sorted({c.meta["start"] for c in chunks})
+
+
+_splitter_text = st.lists(
+    st.sampled_from(["a", "b ", "x.", "y! ", "z? ", "\n", "\n\n", " ", "  ", "\t", "é", "Head", "a.b"]), max_size=80
+).map("".join)
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(_splitter_text, st.integers(1, 12), st.integers(0, 4))
+def test_span_splitter_gives_langchains_pieces(text, size, overlap):
+    """The splitter is langchain's rule on offsets: the same pieces as the library itself."""
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    from rerankflow.index.chunking import SEPARATORS
+    from rerankflow.index.splitter import SpanSplitter
+
+    overlap = min(overlap, size)
+    words = lambda t: len(t.split())  # noqa: E731
+    reference = RecursiveCharacterTextSplitter(
+        separators=list(SEPARATORS),
+        is_separator_regex=True,
+        keep_separator=True,
+        chunk_size=size,
+        chunk_overlap=overlap,
+        length_function=words,
+        strip_whitespace=True,
+    ).split_text(text)
+    spans = SpanSplitter(SEPARATORS, size, overlap, lambda ts: [words(t) for t in ts]).split(text)
+    assert [text[a:b] for a, b in spans] == reference
+
+
+def test_lengths_are_counted_in_batches_once_per_distinct_piece():
+    from rerankflow.index.chunking import SEPARATORS
+    from rerankflow.index.splitter import SpanSplitter
+
+    calls = []
+
+    def count_many(texts):
+        calls.append(list(texts))
+        return [len(t.split()) for t in texts]
+
+    text = " ".join(["alpha", "beta", "gamma"] * 2000)  # one line: the library made 12,000 calls
+    spans = SpanSplitter(SEPARATORS, 50, 10, count_many).split(text)
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    flat = [t for call in calls for t in call]
+    assert len(calls) == 2 and sorted(flat) == ["", " alpha", " beta", " gamma", "alpha"]
 
 
 # -- the index: build, update, merge, failures -------------------------------------------------------

@@ -38,6 +38,8 @@ from rerankflow.retrievers.bm25 import BM25Retriever
 from rerankflow.testing.fake import FakeBackend, prompt_text
 from rerankflow.testing.oracle import OracleJudge
 
+from .support.fuzz import examples
+
 
 def ranking(n, qid="q", text="query"):
     return Ranking(Query(qid, text), tuple(Candidate(Document(f"d{i}", f"passage number {i}"), -i) for i in range(n)))
@@ -224,7 +226,7 @@ def test_permutation_self_consistency_ranks_each_window_k_times_and_undoes_a_pos
 
 
 # -- heapsort --------------------------------------------------------------------------------
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     values=st.lists(st.integers(0, 5), min_size=0, max_size=40),
     k=st.integers(1, 12),

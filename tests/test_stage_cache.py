@@ -32,6 +32,7 @@ from rerankflow.types import (
 )
 
 from .support import assert_same_runs
+from .support.fuzz import examples
 
 
 class Reverse(Transformer):
@@ -166,7 +167,7 @@ texts = st.text(max_size=30)
 floats = st.floats(allow_nan=False)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     qid=texts,
     query=texts,

@@ -296,7 +296,7 @@ def _encode_segment(docs: list[SourceDocument], settings: IndexSettings, encoder
     are written first, the vectors when encoding is done)."""
     if encoder is None:
         encoder = SentenceTransformerEncoder(settings.encoder or "all-minilm-l6-v2", memo_size=0)
-    chunker = Chunker(settings.chunking, encoder.count_tokens)
+    chunker = Chunker(settings.chunking, encoder.count_tokens, getattr(encoder, "count_tokens_many", None))
     chunks: list[Document] = [c for d in docs for c in chunker.chunks(d)]
     texts = [document_text(c) for c in chunks]
     tf, vocab = count_terms(texts, settings.tokenizer)

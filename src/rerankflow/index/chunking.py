@@ -1,11 +1,13 @@
 """Chunking: heading sections first, then token-sized pieces with overlap.
 
 A document is cut at its Markdown heading lines (HTML headings arrive as such lines; ``#``
-lines inside code fences are not headings); each section is split by langchain-text-splitters'
-``RecursiveCharacterTextSplitter`` measuring length in the embedding model's tokens, trying
-paragraph breaks, then line breaks, then sentence ends, then spaces. Every chunk is an exact
-slice ``text[start:end]`` of the extracted text; its metadata names the document, the source,
-the offsets, the heading path (``Install > Linux``), the chunk number and, for PDFs, the page.
+lines inside code fences are not headings); each section is split by the rule of
+langchain-text-splitters' ``RecursiveCharacterTextSplitter`` (:mod:`.splitter` computes it on
+offsets, with lengths counted in batches) measuring length in the embedding model's tokens,
+trying paragraph breaks, then line breaks, then sentence ends, then spaces. Every chunk is an
+exact slice ``text[start:end]`` of the extracted text; its metadata names the document, the
+source, the offsets, the heading path (``Install > Linux``), the chunk number and, for PDFs,
+the page.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import MissingDependencyError
 from ..types import Document
 from .extract import SourceDocument
+from .splitter import SpanSplitter
 
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _FENCE = re.compile(r"^(```|~~~)")
@@ -72,57 +74,41 @@ def _has_body(section: str) -> bool:
 class Chunker:
     """Cuts :class:`SourceDocument` objects into chunk :class:`Document` objects.
 
-    ``length`` counts tokens (the embedding model's tokenizer, so no chunk is truncated by it).
+    ``length`` counts tokens (the embedding model's tokenizer, so no chunk is truncated by
+    it); ``count_many``, when given, counts a list of texts in one call (a tokenizer's batch
+    call: much faster on long documents) and must agree with ``length``.
     """
 
-    def __init__(self, settings: ChunkSettings, length: Callable[[str], int]) -> None:
-        try:
-            from langchain_text_splitters import RecursiveCharacterTextSplitter
-        except ImportError as exc:
-            raise MissingDependencyError("langchain-text-splitters", "index") from exc
+    def __init__(
+        self,
+        settings: ChunkSettings,
+        length: Callable[[str], int],
+        count_many: Callable[[list[str]], list[int]] | None = None,
+    ) -> None:
         self.settings = settings
-        self._splitter = RecursiveCharacterTextSplitter(
-            separators=list(SEPARATORS),
-            is_separator_regex=True,
-            keep_separator=True,
-            chunk_size=settings.chunk_tokens,
-            chunk_overlap=settings.overlap_tokens,
-            length_function=length,
-            strip_whitespace=True,
+        self._splitter = SpanSplitter(
+            SEPARATORS,
+            settings.chunk_tokens,
+            settings.overlap_tokens,
+            count_many or (lambda texts: [length(t) for t in texts]),
         )
 
     def chunks(self, doc: SourceDocument) -> list[Document]:
         """The chunks of one document, in text order, numbered from 0."""
         out: list[Document] = []
         for s, e, heading in sections(doc.text, doc.body_start):
-            section = doc.text[s:e]
-            prev_start, prev_end = -1, 0
-            for piece in self._splitter.split_text(section):
-                at = _place(section, piece, prev_start, prev_end)
-                prev_start, prev_end = at, at + len(piece)
-                start = s + at
+            for a, b in self._splitter.split(doc.text[s:e]):
+                start, end = s + a, s + b
                 meta: dict[str, Any] = {
                     **doc.meta,
                     "doc_id": doc.doc_id,
                     "source": doc.source,
                     "start": start,
-                    "end": start + len(piece),
+                    "end": end,
                     "heading": heading,
                     "chunk": len(out),
                 }
                 if doc.page_starts:
                     meta["page"] = bisect.bisect_right(doc.page_starts, start)
-                out.append(Document(f"{doc.doc_id}#{len(out)}", piece, doc.title, meta))
+                out.append(Document(f"{doc.doc_id}#{len(out)}", doc.text[start:end], doc.title, meta))
         return out
-
-
-def _place(section: str, piece: str, prev_start: int, prev_end: int) -> int:
-    """Where ``piece`` starts in ``section``: after the previous piece's start and no later than
-    the first non-space character after its end (pieces leave no text uncovered); the latest
-    such place, so repeated text never sends a piece back to an earlier copy."""
-    rest = section[prev_end:]
-    bound = prev_end + len(rest) - len(rest.lstrip())
-    at = section.rfind(piece, prev_start + 1, bound + len(piece))
-    if at < 0:
-        at = section.find(piece, prev_start + 1)
-    return at if at >= 0 else section.find(piece)

@@ -153,7 +153,10 @@ class ServeSpec(_Strict):
     pipelines: list[str] | None = Field(None, description="pipelines to serve (default: all)")
     api_key_env: str = Field(
         "RERANKFLOW_API_KEY",
-        description="environment variable holding the API key; when it is set, /v1 requests need 'Bearer <key>'",
+        description=(
+            "environment variable holding the API key; when it is set, every path but /healthz and /readyz "
+            "needs 'Bearer <key>'"
+        ),
     )
     allow_unauthenticated: bool = Field(
         False,
@@ -167,6 +170,10 @@ class ServeSpec(_Strict):
     )
     max_documents: int = Field(1000, ge=1, description="most documents one /v1/rerank request may send")
     max_tokens: int = Field(1024, ge=1, description="largest max_tokens a chat request may ask for")
+    filter_max_values: int = Field(
+        1000, ge=1, description="most values one in/nin/eq/ne condition of a request's filter may list"
+    )
+    filter_max_glob_chars: int = Field(256, ge=1, description="longest glob pattern a request's filter may use")
     warm_up: bool = Field(True, description="load every model at start-up (readiness waits for it)")
 
 

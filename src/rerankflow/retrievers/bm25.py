@@ -38,7 +38,7 @@ from ..options import StageOptions
 from ..progress import progress
 from ..stage import Retriever
 from ..types import Candidate, Document, Query, Ranking, document_text
-from .filters import MaskCache, combine
+from .filters import FilteredSearch, MaskCache, combine
 from .tokenize import Tokenizer
 
 Variant = Literal["lucene", "okapi"]
@@ -182,7 +182,7 @@ class BM25Options(StageOptions):
     )
 
 
-class BM25Retriever(Retriever):
+class BM25Retriever(FilteredSearch, Retriever):
     """BM25 over a :class:`BM25Index` (or a corpus, indexed on first use); ``engine`` picks
     the implementation, which gives the same results. Settings: :class:`BM25Options`.
     """
@@ -279,7 +279,7 @@ class BM25Retriever(Retriever):
         out = []
         for q in queries:
             flt = combine(self.options.filter, q.filter)
-            ids, scores = self._search_one(self.tokenizer(q.text), self._masks.mask(flt) if flt else None)
+            ids, scores = self._search_one(self.tokenizer(q.text), self._masks.allowed(flt) if flt else None)
             cands = tuple(Candidate(self.corpus[i], float(s), "bm25") for i, s in zip(ids, scores, strict=True))
             out.append(Ranking(q, cands))
         return out

@@ -19,7 +19,7 @@ from ..options import StageOptions
 from ..paths import cache_home, corpus_fingerprint
 from ..stage import Retriever
 from ..types import Candidate, Document, Query, Ranking, document_text
-from .filters import MaskCache, combine
+from .filters import FilteredSearch, MaskCache, combine
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class DenseOptions(StageOptions):
     )
 
 
-class DenseRetriever(Retriever):
+class DenseRetriever(FilteredSearch, Retriever):
     """Exact top-``k`` by inner product of normalised embeddings (= cosine).
 
     Corpus embeddings are cached in ``cache_dir`` (default ``$RERANKFLOW_HOME/embeddings``)
@@ -136,7 +136,7 @@ class DenseRetriever(Retriever):
                     ids[row], scores[row] = found[0][j], found[1][j]
             for row, flt in enumerate(filters):
                 if flt is not None:
-                    ids[row], scores[row] = self._search_allowed(qemb[row], self._masks.mask(flt), k)
+                    ids[row], scores[row] = self._search_allowed(qemb[row], self._masks.allowed(flt), k)
             for q, row_ids, row_scores in zip(chunk, ids, scores, strict=True):
                 cands = tuple(
                     Candidate(self.corpus[i], float(s), "dense")

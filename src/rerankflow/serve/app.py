@@ -87,8 +87,12 @@ def error_from(exc: RerankflowError) -> ApiError:
     return ApiError(500, str(exc), type="server_error", code="pipeline_error")
 
 
+OPEN_PATHS = ("/healthz", "/readyz")
+"""Paths that answer without the API key (probes of orchestrators); everything else needs it."""
+
+
 class Guard:
-    """ASGI middleware: API key on ``/v1`` paths and the request body limit."""
+    """ASGI middleware: the API key (every path but :data:`OPEN_PATHS`) and the body limit."""
 
     def __init__(self, app: ASGIApp, *, api_key: str | None, key_env: str, max_body: int) -> None:
         self.app, self.api_key, self.key_env, self.max_body = app, api_key, key_env, max_body
@@ -99,7 +103,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.api_key is not None and scope["path"].startswith("/v1") and not self._authorized(headers):
+        if self.api_key is not None and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
             err = ApiError(
                 401,
                 f"missing or wrong API key: send the header 'Authorization: Bearer <key>' "
@@ -383,7 +387,8 @@ def create_app(pipelines: Mapping[str, ServedPipeline], spec: ServeSpec | None =
         elif first.get("type") == "json_invalid":
             message = f"request body is not valid JSON: {first.get('msg')}"
         else:
-            message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+            msg = str(first.get("msg")).removeprefix("Value error, ")
+            message = f"{param}: {msg}" if param else msg
         return ApiError(400, message, param=param).response()
 
     @app.exception_handler(StarletteHTTPException)
@@ -395,6 +400,18 @@ def create_app(pipelines: Mapping[str, ServedPipeline], spec: ServeSpec | None =
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected failure on %s", request.url.path)
         return ApiError(500, "internal server error; see the server log", type="server_error").response()
+
+    async def check_filter(served: ServedPipeline, spec_: dict[str, Any]) -> None:
+        """400 naming the problem when a request's filter cannot run (before it joins a batch)."""
+        try:
+            await asyncio.to_thread(
+                served.check_filter,
+                spec_,
+                max_values=spec.filter_max_values,
+                max_glob_chars=spec.filter_max_glob_chars,
+            )
+        except RerankflowError as exc:
+            raise ApiError(400, str(exc), param="filter") from None
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -448,6 +465,8 @@ def create_app(pipelines: Mapping[str, ServedPipeline], spec: ServeSpec | None =
         if served.generator is None:  # state.pipeline checked `chats`; this keeps the types honest
             raise ApiError(500, f"pipeline {served.name!r} has no generator", type="server_error")
         params = body.params(served.generator.params, spec.max_tokens)
+        if body.filter:
+            await check_filter(served, body.filter)
         rid = new_id("chatcmpl")
         ranking = Ranking(Query(rid, query, body.filter))
         release = state.admit()

@@ -8,11 +8,12 @@ the passages the answer was given and the citations that point into them.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..backends.types import GenerationParams
 from ..errors import ConfigError
@@ -22,6 +23,40 @@ from ..types import Answer, Document, Ranking
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(data: Any, path: str = "") -> str | None:
+    """Where ``data`` (parsed JSON) holds a string with a lone UTF-16 surrogate (``"\\udc00"``
+    is valid JSON but no Unicode text: tokenizers and encoders fail on it), or ``None``."""
+    if isinstance(data, str):
+        found = _SURROGATE.search(data)
+        if found:
+            return f"{path or 'body'}: character {found.start()} is a lone surrogate ({found.group()!r})"
+        return None
+    if isinstance(data, dict):
+        items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in data.items())
+        keys = (lone_surrogate(k, f"{path or 'body'} key") for k in data if isinstance(k, str))
+        return next((hit for hit in keys if hit), None) or next(
+            (hit for p, v in items if (hit := lone_surrogate(v, p))), None
+        )
+    if isinstance(data, list):
+        return next((hit for i, v in enumerate(data) if (hit := lone_surrogate(v, f"{path}[{i}]"))), None)
+    return None
+
+
+class _Request(_Body):
+    """A request body: valid Unicode everywhere (checked before any field)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode(cls, data: Any) -> Any:
+        where = lone_surrogate(data)
+        if where:
+            raise ValueError(f"{where}; send valid Unicode text (a surrogate pair, or the character itself)")
+        return data
 
 
 class TextPart(_Body):
@@ -53,7 +88,7 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
-class ChatRequest(_Body):
+class ChatRequest(_Request):
     """``POST /v1/chat/completions``: the last user message is the query."""
 
     model: str
@@ -108,7 +143,7 @@ class RerankDocument(_Body):
     id: str | None = None
 
 
-class RerankRequest(_Body):
+class RerankRequest(_Request):
     """``POST /v1/rerank`` in the Cohere/Jina shape."""
 
     model: str | None = None

@@ -10,18 +10,25 @@ request sends (``/v1/rerank``).
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from ..backends.batching import Coalescer
 from ..backends.types import GenerationParams
 from ..cancel import CancelToken, is_cancelled
-from ..errors import PipelineTypeError
+from ..errors import BackendError, PipelineTypeError, RerankflowError
 from ..generators.answer import AnswerChunk, AnswerGenerator
+from ..retrievers.filters import FilteredSearch, MetadataFilter
 from ..stage import Retriever, Transformer
 from ..types import Candidate, Document, Query, Ranking
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,24 @@ class CancelCounts:
             self.stages_skipped += stages_skipped
 
 
+def isolated(run: Callable[[list[T]], list[R]], items: list[T]) -> list[R | Exception]:
+    """``run(items)``, but an item whose work raises fails alone: when the batch raises, its
+    halves run again separately (down to single items) and each failing item gets its own
+    exception in its place. A :class:`BackendError` (the model backend failing, which no
+    request causes) fails every item at once, without retries here."""
+    try:
+        return list(run(items))
+    except BackendError:
+        raise
+    except Exception as exc:  # any failure of one request's work must stay its own
+        if len(items) == 1:
+            expected = isinstance(exc, RerankflowError)
+            log.warning("a request failed alone: %s: %s", type(exc).__name__, exc, exc_info=None if expected else exc)
+            return [exc]
+    half = len(items) // 2
+    return [*isolated(run, items[:half]), *isolated(run, items[half:])]
+
+
 def input_ranking(qid: str, query: str, documents: Sequence[Document]) -> Ranking:
     """A ranking of ``documents`` in the order given (scores descend from ``len(documents)``)."""
     n = len(documents)
@@ -69,7 +94,9 @@ class ServedPipeline:
         """The stages before generation (the prefix), run one by one so cancelled requests
         leave between them."""
         self.retrieves = any(isinstance(s, Retriever) for s in pipeline.walk())
-        self._batches: Coalescer[_Work, Ranking] = Coalescer(self._run_batch)
+        self._batches: Coalescer[_Work, Ranking | Exception] = Coalescer(self._run_batch)
+        self.filtered: list[FilteredSearch] = [s for s in pipeline.walk() if isinstance(s, FilteredSearch)]
+        """The retrievers that apply metadata filters (a request's filter is checked by each)."""
         self.counts = CancelCounts()
 
     @property
@@ -104,47 +131,82 @@ class ServedPipeline:
         """The positions of ``idx`` whose request is still there."""
         return [i for i in idx if not is_cancelled(items[i].cancel)]
 
-    def _run_batch(self, items: list[_Work]) -> list[Ranking]:
+    def check_filter(self, spec: dict[str, Any], *, max_values: int | None, max_glob_chars: int | None) -> None:
+        """Raise a rerankflow error naming the problem when a request's filter cannot run here:
+        malformed, over the size limits, clashing with a stage's own filter, or comparing a
+        field with values of a kind it never holds. Runs before the request joins a batch."""
+        MetadataFilter(spec, max_values=max_values, max_glob_chars=max_glob_chars)
+        for stage in self.filtered:
+            stage.check_filter(spec)
+
+    def _run_batch(self, items: list[_Work]) -> list[Ranking | Exception]:
         """Run one merged batch: the stages on everything, one after another, then generation
         grouped by settings. A request that went away is dropped before the batch starts and
         between stages (its ranking comes back as it was when it left; nobody reads it), and
-        its generation stops at the next decoding step. Stages keep nothing per request: what
-        they record travels in the returned rankings."""
-        out = [w.ranking for w in items]
+        its generation stops at the next decoding step. A request whose work raises fails
+        alone (:func:`isolated`): the others in the batch go on. Stages keep nothing per
+        request: what they record travels in the returned rankings."""
+        out: list[Ranking | Exception] = [w.ranking for w in items]
         idx = self._live(items, list(range(len(items))))
         for i in idx:
             token = items[i].cancel
             if token is not None:
                 token.started = True
         self.counts.add(dropped_in_queue=len(items) - len(idx))
+        self._prepare_filters(items, idx)
         for step in self.steps:
+            idx = self._live(items, idx)
             if not idx:
                 break
-            for i, r in zip(idx, step([out[i] for i in idx]), strict=True):
-                out[i] = r
+            self._apply(out, idx, isolated(step, [_ranking(out[i]) for i in idx]))
+            idx = [i for i in idx if not isinstance(out[i], Exception)]
             live = self._live(items, idx)
             self.counts.add(stages_skipped=len(idx) - len(live))
             idx = live
         if self.generator is None:
             return out
+        generator = self.generator
         groups: dict[GenerationParams, list[int]] = {}
         for i in idx:
             params = items[i].params
             if params is not None:
                 groups.setdefault(params, []).append(i)
         for params, group in groups.items():
-            answered = self.generator.answer([out[i] for i in group], params, [items[i].cancel for i in group])
-            for i, r in zip(group, answered, strict=True):
-                out[i] = r
+
+            def answer(positions: list[int], params: GenerationParams = params) -> list[Ranking]:
+                batch = [_ranking(out[i]) for i in positions]
+                return generator.answer(batch, params, [items[i].cancel for i in positions])
+
+            self._apply(out, group, isolated(answer, group))
         return out
+
+    @staticmethod
+    def _apply(out: list[Ranking | Exception], idx: list[int], results: list[Any]) -> None:
+        for i, r in zip(idx, results, strict=True):
+            out[i] = r
+
+    def _prepare_filters(self, items: list[_Work], idx: list[int]) -> None:
+        """Compute each live request's filter masks with its own cancel token, so a costly
+        filter stops when its request goes away (the retrievers then find them remembered)."""
+        for i in idx:
+            query = items[i].ranking.query
+            if query.filter:
+                for stage in self.filtered:
+                    stage.prepare_filter(query.filter, items[i].cancel)
+
+    async def _submit(self, work: _Work) -> Ranking:
+        result = (await self._batches.submit([work]))[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def answer(self, ranking: Ranking, params: GenerationParams, cancel: CancelToken | None = None) -> Ranking:
         """The whole pipeline for one chat request (merged with concurrent ones)."""
-        return (await self._batches.submit([_Work(ranking, params, cancel)]))[0]
+        return await self._submit(_Work(ranking, params, cancel))
 
     async def prepare(self, ranking: Ranking, cancel: CancelToken | None = None) -> Ranking:
         """Everything before generation (for streaming), or the whole of a reranking pipeline."""
-        return (await self._batches.submit([_Work(ranking, None, cancel)]))[0]
+        return await self._submit(_Work(ranking, None, cancel))
 
     async def stream(
         self, ranking: Ranking, params: GenerationParams, cancel: CancelToken | None = None
@@ -156,6 +218,13 @@ class ServedPipeline:
         async with aclosing(self.generator.astream(ranking, params, cancel)) as chunks:
             async for chunk in chunks:
                 yield chunk
+
+
+def _ranking(item: Ranking | Exception) -> Ranking:
+    """A live request's ranking (failed requests are no longer in the running set)."""
+    if isinstance(item, Exception):
+        raise item
+    return item
 
 
 def serve_pipelines(
