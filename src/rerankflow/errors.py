@@ -89,3 +89,10 @@ def format_path(path: Sequence[str | int]) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+def one_line(text: object) -> str:
+    """``text`` safe to print on one line of a message (control characters escaped), so a file
+    name or a value from elsewhere cannot forge lines of output."""
+    value = str(text)
+    return value if value.isprintable() else value.encode("unicode_escape").decode("ascii")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 import json
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
-from ..paths import JobPath
+from ..paths import JobPath, PathOptions, is_explicit_path, located_options, resolve_path
 from ..registry import ResourcePool
 from .base import LLMBackend
 
@@ -26,7 +27,19 @@ class BackendConfig(BaseModel):
     kind: BackendKind = "vllm"
     model: JobPath = Field(..., description="packaged name (smollm2-135m-instruct), HF id or local folder")
     revision: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: Annotated[dict[str, Any], PathOptions()] = Field(
+        default_factory=dict,
+        description="the backend's constructor options; a tokenizer or folder written as ./x or ../x is relative "
+        "to the job's folder",
+    )
+
+    def at(self, base_dir: Path) -> BackendConfig:
+        """This configuration with its local paths made relative to ``base_dir`` (a job's
+        folder): a model folder that exists there, and options written as paths."""
+        model = self.model
+        if is_explicit_path(model) or (base_dir / model).exists():
+            model = str(resolve_path(model, base_dir))
+        return self.model_copy(update={"model": model, "options": located_options(self.options, base_dir)})
 
 
 def backend_class(kind: str) -> type[LLMBackend]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, RerankflowError
+from ..errors import ConfigError, RerankflowError, one_line
 from ..progress import set_quiet
 
 if TYPE_CHECKING:
@@ -219,8 +219,8 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     if documents:
         print("sources (* cited):")
     for d in documents:
-        where = f"{d['source']} chars {d['start']}-{d['end']}" if "source" in d else d["docid"]
-        heading = f" ({d['heading']})" if d.get("heading") else ""
+        where = f"{one_line(d['source'])} chars {d['start']}-{d['end']}" if "source" in d else one_line(d["docid"])
+        heading = f" ({one_line(d['heading'])})" if d.get("heading") else ""
         print(f"  {'*' if d.get('cited') else ' '}[{d['number']}] {where}{heading}")
     return 0
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..backends.embeddings import SentenceTransformerEncoder
 from ..backends.models import model_identity
-from ..errors import ConfigError, DataError, MissingDependencyError
+from ..errors import ConfigError, DataError, MissingDependencyError, one_line
 from ..io.files import atomic_write
 from ..retrievers.bm25 import count_terms
 from ..retrievers.tokenize import Tokenizer
@@ -110,29 +110,52 @@ def _locked(folder: Path) -> Iterator[None]:
         yield
 
 
-def _scan(sources: Sequence[str | Path]) -> tuple[list[tuple[str, Path]], int]:
+def _scan(sources: Sequence[str | Path]) -> tuple[list[tuple[str, Path]], int, list[tuple[str, str]]]:
     """``(name, path)`` of every supported file under ``sources`` (names relative to each
-    source's parent folder, so ``index docs/`` names ``docs/a.md``), and how many were ignored."""
+    source's parent folder, so ``index docs/`` names ``docs/a.md``), how many were ignored,
+    and ``(name, reason)`` of those refused: a link to a file outside its source folder (not
+    followed; links to folders are never followed), a name with a line break or other
+    control character (it could forge lines of printed output)."""
     found: dict[str, Path] = {}
+    refused: list[tuple[str, str]] = []
     ignored = 0
     for src in sources:
         root = Path(src).resolve()
         if not root.exists():
             raise DataError("source not found; check the path", file=src)
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-        for path in files:
+        for path in _files(root):
             rel = path.relative_to(root.parent)
-            inside = path.relative_to(root).parts if root.is_dir() else ()
-            if any(part.startswith(".") for part in inside):
-                continue  # hidden files and folders under a source folder (.git, editor files)
+            name = rel.as_posix()
             if root.is_dir() and path.suffix.lower() not in SUFFIXES:
                 ignored += 1
                 continue
-            name = rel.as_posix()
+            if not name.isprintable():
+                refused.append(
+                    (one_line(name), "the file name holds a line break or another control character; rename it")
+                )
+                continue
+            target = path.resolve()
+            if root.is_dir() and not target.is_relative_to(root):
+                refused.append((name, f"a link to {target}, outside the source folder (links out are not followed)"))
+                continue
+            if not target.is_file():
+                continue
             if name in found and found[name] != path:
                 raise DataError(f"two sources give the name {name!r} ({found[name]} and {path}); index them apart")
             found[name] = path
-    return sorted(found.items()), ignored
+    return sorted(found.items()), ignored, refused
+
+
+def _files(root: Path) -> list[Path]:
+    """Files under a source (itself if it is a file), skipping hidden files and folders
+    (``.git``, editor files); links to folders are not entered."""
+    if not root.is_dir():
+        return [root]
+    out = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [Path(folder) / f for f in files if not f.startswith(".")]
+    return sorted(out)
 
 
 def _doc_hash(doc: SourceDocument) -> str:
@@ -160,7 +183,7 @@ def update_index(
         if old is not None:
             _check_same(old["settings"], settings.as_dict())
         report = IndexReport()
-        files, report.ignored = _scan(sources)
+        files, report.ignored, report.skipped = _scan(sources)
         old_docs: dict[str, dict[str, Any]] = old["documents"] if old else {}
         old_files: dict[str, dict[str, Any]] = old["files"] if old else {}
         docs: dict[str, dict[str, Any]] = {}

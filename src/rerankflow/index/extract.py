@@ -22,8 +22,9 @@ from typing import Any
 
 import yaml
 
-from ..errors import DataError, MissingDependencyError
+from ..errors import ConfigError, DataError, MissingDependencyError
 from ..io.jsonl import read_documents
+from ..yamlio import load_bounded
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".jsonl")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?\r?\n)?---[ \t]*(\r?\n|\Z)", re.DOTALL)
@@ -93,9 +94,11 @@ def _read_markdown(path: Path, source: str) -> list[SourceDocument]:
     found = _FRONT_MATTER.match(text)
     if found:
         try:
-            parsed = yaml.safe_load(found.group(1) or "") or {}
+            parsed = load_bounded(found.group(1) or "")[1] or {}
         except yaml.YAMLError as exc:
             raise DataError(f"front matter is not valid YAML: {exc}", file=path) from exc
+        except ConfigError as exc:
+            raise DataError(f"front matter: {exc}", file=path) from None
         if not isinstance(parsed, dict):
             raise DataError("front matter must be a YAML mapping (key: value lines)", file=path)
         meta = {str(k): _plain(v) for k, v in parsed.items()}

@@ -17,14 +17,16 @@ the index is opened, so they always match the current content; nothing is re-enc
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import sparse
 
-from ..errors import DataError, MissingDependencyError
+from ..errors import DataError, MissingDependencyError, format_path
 from ..io.jsonl import read_documents
 from ..retrievers.bm25 import BM25Index
 from ..retrievers.tokenize import Tokenizer
@@ -34,19 +36,103 @@ INDEX_FORMAT = 1
 MANIFEST = "manifest.json"
 
 
+_FILE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9._-]*$"
+"""A segment or ANN file name: one path part, never ``..`` or hidden (the manifest is data)."""
+REBUILD = "rebuild the index with: rerankflow index SOURCES -o DIR --rebuild"
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Chunking(_Part):
+    chunk_tokens: int = Field(ge=1)
+    overlap_tokens: int = Field(ge=0)
+
+
+class _TokenizerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lowercase: bool
+    stopwords: str
+    stemmer: str
+
+
+class _Settings(_Part):
+    encoder: str | None
+    chunking: _Chunking
+    tokenizer: _TokenizerSettings
+
+
+class _Segment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=_FILE_NAME)
+    chunks: int = Field(ge=0)
+    deleted: list[int] = Field(default_factory=list)
+
+
+class _Ann(_Part):
+    file: str = Field(pattern=_FILE_NAME)
+
+
+class _DocumentEntry(_Part):
+    source: str
+    hash: str
+    segment: str | None = None
+    first: int = Field(0, ge=0)
+    count: int = Field(0, ge=0)
+
+
+class _FileEntry(_Part):
+    hash: str
+    docs: list[str]
+
+
+class _Manifest(_Part):
+    format: int
+    generation: int = Field(ge=0)
+    settings: _Settings
+    segments: list[_Segment]
+    documents: dict[str, _DocumentEntry]
+    files: dict[str, _FileEntry]
+    ann: _Ann | None = None
+
+
 def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The manifest of ``folder`` (``None`` when there is no index there yet)."""
+    """The manifest of ``folder`` (``None`` when there is no index there yet); a damaged one
+    is a :class:`DataError` naming the key and the fix."""
     path = folder / MANIFEST
     if not path.is_file():
         return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        fmt = manifest["format"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"corrupt index manifest ({exc}); rebuild the index with --rebuild", file=path) from exc
-    if fmt != INDEX_FORMAT:
-        raise DataError(f"index format {fmt} is not supported (expected {INDEX_FORMAT}); rebuild it", file=path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"corrupt index manifest ({exc}); {REBUILD}", file=path) from exc
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if isinstance(fmt, int) and fmt != INDEX_FORMAT:
+        raise DataError(f"index format {fmt} is not supported (expected {INDEX_FORMAT}); {REBUILD}", file=path)
+    try:
+        _Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = format_path(tuple(err["loc"])) or "(top level)"
+        raise DataError(f"corrupt index manifest: {where}: {err['msg']}; {REBUILD}", file=path) from None
+    problem = _inconsistency(manifest)
+    if problem:
+        raise DataError(f"corrupt index manifest: {problem}; {REBUILD}", file=path)
     return dict(manifest)
+
+
+def _inconsistency(manifest: dict[str, Any]) -> str | None:
+    """What in a well-formed manifest contradicts itself (``None``: nothing)."""
+    for seg in manifest["segments"]:
+        bad = [i for i in seg.get("deleted", []) if not 0 <= i < seg["chunks"]]
+        if bad:
+            return f"segment {seg['name']} deletes row {bad[0]} of {seg['chunks']}"
+    for name, entry in manifest["files"].items():
+        missing = [d for d in entry["docs"] if d not in manifest["documents"]]
+        if missing:
+            return f"file {name!r} lists document {missing[0]!r}, which the manifest does not hold"
+    return None
 
 
 @dataclass
@@ -69,17 +155,9 @@ def load_segments(folder: Path, segments: list[dict[str, Any]], dense: bool) -> 
     vectors: list[np.ndarray] = []
     for seg in segments:
         where = folder / "segments" / seg["name"]
-        try:
-            docs = read_documents(where / "chunks.jsonl")
-            tf = sparse.load_npz(where / "tf.npz").tocsr()
-            terms = json.loads((where / "vocab.json").read_text(encoding="utf-8"))
-            emb = np.load(where / "embeddings.npy", mmap_mode="r", allow_pickle=False) if dense else None
-        except (OSError, ValueError) as exc:
-            raise DataError(
-                f"segment {seg['name']} cannot be read ({exc}); rebuild with --rebuild", file=where
-            ) from exc
-        if tf.shape[0] != len(docs) or (emb is not None and emb.shape[0] != len(docs)):
-            raise DataError(f"segment {seg['name']}: chunks, counts and vectors disagree in size", file=where)
+        docs, tf, terms, emb = _read_segment(where, seg, dense)
+        if vectors and emb is not None and emb.shape[1:] != vectors[0].shape[1:]:
+            raise DataError(f"segment {seg['name']}: vectors of another size than the others; {REBUILD}", file=where)
         live = np.setdiff1d(np.arange(len(docs)), np.asarray(seg.get("deleted", []), dtype=np.int64))
         remap = np.fromiter((vocab.setdefault(t, len(vocab)) for t in terms), dtype=np.int64, count=len(terms))
         part = tf[live].tocoo()
@@ -96,6 +174,37 @@ def load_segments(folder: Path, segments: list[dict[str, Any]], dense: bool) -> 
         tf_all = sparse.csr_matrix(shape)
     emb_all = np.concatenate(vectors) if vectors else (np.zeros((0, 0), np.float32) if dense else None)
     return SegmentData(chunks, tf_all, vocab, emb_all)
+
+
+def _read_segment(
+    where: Path, seg: dict[str, Any], dense: bool
+) -> tuple[list[Document], sparse.csr_matrix, list[str], np.ndarray | None]:
+    """One segment's chunks, term counts, terms and vectors, checked against each other and
+    the manifest (any damage is a :class:`DataError` naming the file and the fix)."""
+    if not where.is_dir():
+        raise DataError(f"segment {seg['name']} is missing from the index; {REBUILD}", file=where)
+    current = where / "chunks.jsonl"
+    try:
+        docs = read_documents(current)
+        current = where / "tf.npz"
+        tf = sparse.load_npz(current).tocsr()
+        current = where / "vocab.json"
+        terms = json.loads(current.read_text(encoding="utf-8"))
+        current = where / "embeddings.npy"
+        emb = np.load(current, mmap_mode="r", allow_pickle=False) if dense else None
+    except DataError as exc:
+        raise DataError(f"segment {seg['name']}: {exc}; {REBUILD}") from exc
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot be read ({type(exc).__name__}: {exc}); {REBUILD}", file=current) from exc
+    if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+        raise DataError(f"not a list of terms; {REBUILD}", file=where / "vocab.json")
+    sizes = (len(docs), tf.shape[0], seg["chunks"], *((emb.shape[0],) if emb is not None else ()))
+    if len(set(sizes)) > 1 or tf.shape[1] != len(terms) or (emb is not None and emb.ndim != 2):
+        raise DataError(
+            f"segment {seg['name']}: chunks, counts, terms and vectors disagree in size {sizes}; {REBUILD}",
+            file=where,
+        )
+    return docs, tf, terms, emb
 
 
 def write_segment(where: Path, data: SegmentData) -> None:
@@ -155,14 +264,24 @@ def open_index(folder: str | Path) -> OpenIndex:
     data = load_segments(folder, manifest["segments"], dense)
     if not data.chunks:
         raise DataError("the index has no documents; add some with: rerankflow index SOURCES -o DIR", file=folder)
-    bm25 = BM25Index.from_counts(data.chunks, data.tf, data.vocab, Tokenizer(**settings["tokenizer"]))
+    try:
+        tokenizer = Tokenizer(**settings["tokenizer"])
+        tokenizer("check")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DataError(
+            f"corrupt index manifest: settings.tokenizer: {exc}; {REBUILD}", file=folder / MANIFEST
+        ) from None
+    bm25 = BM25Index.from_counts(data.chunks, data.tf, data.vocab, tokenizer)
     ann = None
     if dense and manifest.get("ann"):
         try:
             import faiss
         except ImportError as exc:
             raise MissingDependencyError("faiss-cpu", "faiss") from exc
-        ann = faiss.read_index(str(folder / manifest["ann"]["file"]))
+        try:
+            ann = faiss.read_index(str(folder / manifest["ann"]["file"]))
+        except RuntimeError as exc:  # faiss reports unreadable files this way
+            raise DataError(f"cannot read the approximate index ({exc}); {REBUILD}", file=folder) from None
         if ann.ntotal != len(data.chunks):
             raise DataError("the approximate index does not match the chunks; rebuild with --rebuild", file=folder)
     return OpenIndex(folder, manifest, data.chunks, bm25, data.embeddings, ann)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..backends.cross_encoder import CrossEncoderModel
 from ..backends.embeddings import SentenceTransformerEncoder, TextEncoder
-from ..backends.factory import BackendConfig, shared_backend
+from ..backends.factory import BackendConfig
 from ..backends.models import model_identity
 from ..backends.rerank_http import RerankEndpointModel
 from ..backends.vllm_score import VLLMScoreModel
@@ -192,7 +192,7 @@ def _encoder(cfg: EncoderKeys, ctx: BuildContext) -> TextEncoder:
 
 
 def _tokenizer(cfg: BackendConfig | None, ctx: BuildContext) -> Any:
-    return shared_backend(cfg, ctx.resources) if cfg is not None else None
+    return ctx.backend(cfg) if cfg is not None else None
 
 
 # -- retrievers ---------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ def _llm_stage(cls: type[Any], name: str | None = None) -> Any:
     def build(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
         if name is not None:
             presets.resolve(name, cfg.preset, None)  # the preset (already applied to cfg) is this stage's
-        backend = shared_backend(cfg.backend, ctx.resources)
+        backend = ctx.backend(cfg.backend)
         stage: Transformer = cls(backend, ctx.template(cfg.template), cfg.pick(cls.Options))
         return stage
 
@@ -352,7 +352,7 @@ def _build_sentences(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> 
 @register("surprisal", kind="compressor", stage=SurprisalPruner, keys=ScoringModelKeys)
 def _build_surprisal(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
     return SurprisalPruner(
-        shared_backend(cfg.backend, ctx.resources),
+        ctx.backend(cfg.backend),
         tokenizer=_tokenizer(cfg.tokenizer, ctx),
         options=cfg.pick(SurprisalPruner.Options),
     )
@@ -361,7 +361,7 @@ def _build_surprisal(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> 
 def _llm_compressor(cls: type[LLMFilter] | type[LLMExtractor]) -> Any:
     def build(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
         return cls(
-            shared_backend(cfg.backend, ctx.resources),
+            ctx.backend(cfg.backend),
             ctx.template(cfg.template),
             tokenizer=_tokenizer(cfg.tokenizer, ctx),
             options=cfg.pick(cls.Options),

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backends.base import LLMBackend
+from ..backends.factory import BackendConfig, shared_backend
 from ..errors import ConfigError
 from ..index.store import OpenIndex, open_index
 from ..paths import resolve_path
@@ -42,6 +44,11 @@ class BuildContext:
     def resolve(self, path: str) -> Path:
         """A path from the job, relative to the job file's folder unless absolute."""
         return resolve_path(path, self.base_dir)
+
+    def backend(self, cfg: BackendConfig) -> LLMBackend:
+        """The job's backend for ``cfg`` (one per identical configuration), with local paths
+        relative to the job's folder."""
+        return shared_backend(cfg.at(self.base_dir), self.resources)
 
     def template(self, name_or_file: str | None) -> PromptTemplate | None:
         """A job's ``template`` key loaded: a built-in name, or a YAML file relative to the

@@ -9,6 +9,7 @@ and the valid choices. ``load_job(dump_job(job)) == job`` holds for every valid 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,7 +30,7 @@ from .. import registry
 from ..errors import ConfigError
 from ..eval.measures import parse_measures
 from ..io.dataset import DatasetSpec
-from ..paths import OptionalJobPath, paths_outside
+from ..paths import OptionalJobPath, missing_paths, paths_outside
 from ..registry import StageConfig
 from ..yamlio import YamlDocument, validation_to_config_error
 
@@ -102,14 +103,17 @@ def parse_pipeline(raw: Any, path: KeyPath) -> Pipeline:
     return tuple(parse_stage(s, (*path, i)) for i, s in enumerate(raw))
 
 
-def stage_paths_outside(pipeline: Pipeline, where: KeyPath) -> list[tuple[KeyPath, str]]:
-    """Path parameters of a pipeline's stages (fusion inputs included) that leave the job's folder."""
-    found: list[tuple[KeyPath, str]] = []
+def stage_paths(
+    pipeline: Pipeline, where: KeyPath, find: Callable[[Any, KeyPath], Iterable[tuple[KeyPath, Any]]]
+) -> list[tuple[KeyPath, Any]]:
+    """What ``find(config, yaml_path)`` reports for each stage of a pipeline (fusion inputs
+    included): path parameters that leave the job's folder, or that do not exist."""
+    found: list[tuple[KeyPath, Any]] = []
     for i, spec in enumerate(pipeline):
-        found += paths_outside(spec.config, (*where, i, spec.name))
+        found += find(spec.config, (*where, i, spec.name))
         nested = registry.get(spec.name).nested or "inputs"
         for j, sub in enumerate(spec.inputs):
-            found += stage_paths_outside(sub, (*where, i, spec.name, nested, j))
+            found += stage_paths(sub, (*where, i, spec.name, nested, j), find)
     return found
 
 
@@ -246,7 +250,7 @@ class Job(_Strict):
         found = [*paths_outside(self.dataset, ("dataset",)), *paths_outside(self.output, ("output",))]
         found += paths_outside(self.cache, ("cache",))
         for name, pipeline in self.pipelines.items():
-            found += stage_paths_outside(pipeline, ("pipelines", name))
+            found += stage_paths(pipeline, ("pipelines", name), paths_outside)
         if found:
             where, value = found[0]
             raise ConfigError(
@@ -293,9 +297,18 @@ def parse_job(data: Any, *, file: str | Path | None = None, doc: YamlDocument | 
 
 
 def load_job_text(text: str, *, file: str | Path | None = None) -> Job:
-    """Parse and validate a job from YAML text."""
+    """Parse and validate a job from YAML text (with ``file``: backend options written as
+    paths must exist relative to its folder)."""
     doc = YamlDocument(text, file)
-    return parse_job(doc.data, file=file, doc=doc)
+    job = parse_job(doc.data, file=file, doc=doc)
+    if file is not None:
+        base = Path(file).parent
+        for name, pipeline in job.pipelines.items():
+            missing = stage_paths(pipeline, ("pipelines", name), lambda c, w: missing_paths(c, base, w))
+            if missing:
+                where, resolved = missing[0]
+                raise doc.locate(ConfigError(f"{resolved} not found (relative to the job's folder)", path=where))
+    return job
 
 
 def load_job(path: str | Path) -> Job:
