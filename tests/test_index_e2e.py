@@ -162,3 +162,32 @@ def test_a_killed_index_run_leaves_the_previous_index_answering(tmp_path, minilm
     assert "documents: 1 added, 0 changed, 0 removed, 1 unchanged" in out
     assert not list((tmp_path / "ix" / "segments").glob(".tmp-*"))  # the killed run's leftovers are gone
     assert sorted(c.docid for c in open_index(tmp_path / "ix").chunks) == ["small/a.md#0", "small/b.md#0"]
+
+
+def test_batched_token_counts_equal_single_counts_even_after_encoding(minilm):
+    """The chunker's batched counts use the tokenizer's Rust core, whose truncation and padding an
+    earlier encode() leaves switched on: the counts must still equal one-text counts, and the
+    encoder's own settings must come back."""
+    import random
+    import string
+
+    from rerankflow.index.chunking import Chunker, ChunkSettings
+    from rerankflow.index.extract import SourceDocument
+
+    rng = random.Random(3)
+    texts = ["", " ", "word" * 1000] + [
+        "".join(rng.choices(string.ascii_letters + " .,\n\u00e9\u4e2d", k=rng.randint(0, 3000))) for _ in range(100)
+    ]
+    minilm.encode(["a long text " * 300, "short"])
+    core = minilm._st.tokenizer.backend_tokenizer
+    before = (core.truncation, core.padding)
+    assert before[0] is not None and before[1] is not None  # what encode() leaves behind
+    batched_counts = minilm.count_tokens_many(texts)
+    assert (core.truncation, core.padding) == before
+    assert batched_counts == [minilm.count_tokens(t) for t in texts]
+    text = " ".join(texts[3:])
+    plain = Chunker(ChunkSettings(), minilm.count_tokens).chunks(SourceDocument("d", "d", text))
+    batched = Chunker(ChunkSettings(), minilm.count_tokens, minilm.count_tokens_many).chunks(
+        SourceDocument("d", "d", text)
+    )
+    assert [c.text for c in plain] == [c.text for c in batched]

@@ -182,6 +182,7 @@ def test_documented_limits_match_the_code():
     from rerankflow.pipelines.job import ServeSpec
     from rerankflow.rerankers.base import PlannedOptions
     from rerankflow.rerankers.pointwise import PointwiseOptions
+    from rerankflow.yamlio import MAX_NODES
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "reliability.md").read_text()
     rows = dict(re.findall(r"^\| `([\w.]+)` \| ([^|]+?) \|", doc, flags=re.MULTILINE))
@@ -198,7 +199,12 @@ def test_documented_limits_match_the_code():
         "http.timeout_s": http["timeout_s"].default,
         "http.max_retries": http["max_retries"].default,
         "http.retry_budget_s": http["retry_budget_s"].default,
-        **{f"serve.{k}": v.default for k, v in ServeSpec.model_fields.items() if k.startswith(("max_", "timeout"))},
+        **{
+            f"serve.{k}": v.default
+            for k, v in ServeSpec.model_fields.items()
+            if k.startswith(("max_", "timeout", "filter_"))
+        },
+        "yaml.max_values": MAX_NODES,
     }
     for key, value in actual.items():
         assert key in rows, f"docs/reliability.md does not list {key}"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 Span = tuple[int, int]
 
@@ -49,16 +49,15 @@ class SpanSplitter:
         """The pieces of ``text`` as spans, in text order (``text[s:e]`` is each piece)."""
         lengths: dict[str, int] = {}
         spans: list[Span] = []
+        self._measure([""], lengths)
         self._split(text, 0, len(text), self.separators, lengths, spans)
         return spans
 
-    def _measure(self, text: str, spans: list[Span], lengths: dict[str, int]) -> list[int]:
-        """Lengths of ``text[s:e]`` for every span, each distinct string counted once."""
-        pieces = [text[s:e] for s, e in spans]
-        new = list(dict.fromkeys(p for p in pieces if p not in lengths))
+    def _measure(self, pieces: Iterable[str], lengths: dict[str, int]) -> None:
+        """Add the lengths of the distinct ``pieces`` not measured yet, in one batched call."""
+        new = list({p: None for p in pieces if p not in lengths})
         if new:
             lengths.update(zip(new, self._count_many(new), strict=True))
-        return [lengths[p] for p in pieces]
 
     def _split(
         self, text: str, start: int, end: int, separators: list[str], lengths: dict[str, int], out: list[Span]
@@ -72,27 +71,23 @@ class SpanSplitter:
             if self._patterns[sep].search(part):
                 separator, rest = sep, separators[i + 1 :]
                 break
-        splits = [(start + s, start + e) for s, e in _pieces(part, self._patterns.get(separator))]
-        sizes = self._measure(text, splits, lengths)
-        good: list[tuple[Span, int]] = []
-        for span, size in zip(splits, sizes, strict=True):
-            if size < self.chunk_size:
-                good.append((span, size))
+        pattern = self._patterns.get(separator)
+        self._measure((part[a:b] for a, b in _pieces(part, pattern)), lengths)
+        # Streamed, not listed: a 50 MB text without spaces has 50 million one-character splits.
+        splits = (((start + a, start + b), lengths[part[a:b]]) for a, b in _pieces(part, pattern))
+        for fits, run in itertools.groupby(splits, key=lambda split: split[1] < self.chunk_size):
+            if fits:
+                self._merge(text, run, lengths[""], out)
                 continue
-            if good:
-                self._merge(text, good, lengths, out)
-                good = []
-            if rest:
-                self._split(text, span[0], span[1], rest, lengths, out)
-            else:
-                out.append(span)
-        if good:
-            self._merge(text, good, lengths, out)
+            for (a, b), _ in run:
+                if rest:
+                    self._split(text, a, b, rest, lengths, out)
+                else:
+                    out.append((a, b))
 
-    def _merge(self, text: str, splits: list[tuple[Span, int]], lengths: dict[str, int], out: list[Span]) -> None:
+    def _merge(self, text: str, splits: Iterable[tuple[Span, int]], gap: int, out: list[Span]) -> None:
         """Adjacent splits joined into pieces (the library's ``_merge_splits`` with an empty
-        separator: its length counts between splits, as the library counts it)."""
-        gap = self._measure("", [(0, 0)], lengths)[0]
+        separator, whose length ``gap`` counts between splits as the library counts it)."""
         current: deque[tuple[Span, int]] = deque()
         total = 0
         for span, size in splits:
@@ -109,13 +104,19 @@ class SpanSplitter:
             _emit(text, current[0][0][0], current[-1][0][1], out)
 
 
-def _pieces(part: str, pattern: re.Pattern[str] | None) -> list[Span]:
+def _pieces(part: str, pattern: re.Pattern[str] | None) -> Iterator[Span]:
     """Non-empty spans of ``part`` cut before every separator match (the separator starts the
     piece after it); no pattern: one span per character."""
     if pattern is None:
-        return [(i, i + 1) for i in range(len(part))]
-    cuts = [0, *(m.start() for m in pattern.finditer(part)), len(part)]
-    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+        yield from ((i, i + 1) for i in range(len(part)))
+        return
+    last = 0
+    for m in pattern.finditer(part):
+        if m.start() > last:
+            yield last, m.start()
+        last = m.start()
+    if len(part) > last:
+        yield last, len(part)
 
 
 def _emit(text: str, start: int, end: int, out: list[Span]) -> None:
