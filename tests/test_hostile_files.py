@@ -249,3 +249,11 @@ def test_relative_paths_in_backend_options_resolve_against_the_job_and_are_check
         from rerankflow.pipelines.job import load_job
 
         load_job(sub / "job.yaml")
+
+
+def test_values_printed_on_one_line_escape_control_characters():
+    from rerankflow.errors import one_line
+
+    assert one_line("docs/a.md") == "docs/a.md" and one_line("café 😀") == "café 😀"
+    assert one_line("evil\nrerankflow: forged") == "evil\\nrerankflow: forged"
+    assert "\n" not in one_line("a\r\n\x1b[2Jb\u2028")
