@@ -271,7 +271,7 @@ def run_pointwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: l
     pairwise = PairwiseReranker(backend)
     prp = []  # PRP all-pairs prompts of each query's top 10 (prefix share only; not timed)
     for r in batch:
-        texts = pairwise.passages(list(r.candidates[:10]))
+        texts = pairwise.passages(list(r.candidates[:10]), r.query.text)
         prp += [pairwise.template.render(query=r.query.text, passage_a=texts[a], passage_b=texts[b])
                 for a in range(len(texts)) for b in range(len(texts)) if a != b]  # fmt: skip
     share["prp_allpairs"] = prefix_share(flops, tokens.prompt_ids_many(tokenizer, prp))
@@ -553,7 +553,7 @@ def run_prefix(
     pairwise = PairwiseReranker(plain)
     prp = []
     for r in batch:
-        texts = pairwise.passages(list(r.candidates[:10]))
+        texts = pairwise.passages(list(r.candidates[:10]), r.query.text)
         prp += [pairwise.template.render(query=r.query.text, passage_a=texts[a], passage_b=texts[b])
                 for a in range(len(texts)) for b in range(len(texts)) if a != b]  # fmt: skip
     sets = {

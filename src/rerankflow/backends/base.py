@@ -144,6 +144,12 @@ class LLMBackend(ABC):
             tok.decode(tok.encode(t, truncation=True, max_length=max_tokens), skip_special_tokens=True) for t in texts
         ]
 
+    def count_encoded_many(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text encoded with the tokenizer's special tokens (``len(encode(t))``:
+        what RankLLM's T5 handlers count when they budget a prompt)."""
+        tok = self._local_tokenizer("counting encoded tokens")
+        return [len(tok.encode(t)) for t in texts]
+
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of each token of ``text``, tokenised as continuations are
         (so ``continuation_logprobs`` values line up with these spans one to one).

@@ -145,11 +145,27 @@ class OpenAIHTTPBackend(LLMBackend):
         yield StreamChunk("", Completion(text, stats, finish))
 
     # -- the three primitives -----------------------------------------------------------------
+    def _exact_ids(self, prompt: Prompt) -> list[int] | None:
+        """The token ids of a prompt that says exactly how it is encoded (repairs of the whole
+        rendered text, the tokenizer's special tokens, a token cap), computed with the local
+        tokenizer as the offline engines compute them and sent as a completions prompt; ``None``
+        for other prompts or without a local tokenizer (then the server encodes the text, and a
+        chat prompt's repairs apply message by message)."""
+        if self.tokenizer is None or not (prompt.repairs or prompt.special_tokens is not None or prompt.cap):
+            return None
+        return tokens.prompt_ids_many(self.tokenizer, [prompt])[0]
+
     def _text_prompt(self, prompt: Prompt) -> str | None:
         """Raw text of a prompt, rendering chat through the local tokenizer when there is one."""
         if prompt.text is not None:
-            return prompt.text
+            return tokens.repaired(prompt.text, prompt.repairs)
         return tokens.render(self.tokenizer, prompt) if self.tokenizer is not None else None
+
+    def _completion_prompt(self, prompt: Prompt) -> str | list[int] | None:
+        """A completions prompt: exact ids (:meth:`_exact_ids`), else :meth:`_text_prompt`
+        (``None``: send chat messages)."""
+        exact = self._exact_ids(prompt)
+        return exact if exact is not None else self._text_prompt(prompt)
 
     def _generation_body(self, prompt: Prompt, params: GenerationParams) -> tuple[str, dict[str, Any]]:
         """Endpoint path and request body of one generation."""
@@ -163,18 +179,21 @@ class OpenAIHTTPBackend(LLMBackend):
             body["stop"] = list(params.stop)
         if params.seed is not None:
             body["seed"] = params.seed
-        if prompt.text is not None:
+        text: str | list[int] | None = self._exact_ids(prompt)
+        if text is None:
+            text = prompt.text
+        if text is not None:
             lp: dict[str, Any] = {"logprobs": params.logprobs} if params.logprobs else {}
-            return "/completions", {**body, "prompt": prompt.text, **lp}
+            return "/completions", {**body, "prompt": text, **lp}
         lp = {"logprobs": True, "top_logprobs": params.logprobs} if params.logprobs else {}
         return "/chat/completions", {**body, "messages": _messages(prompt), **lp}
 
     async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
         bodies = [self._generation_body(p, params) for p in prompts]
         result = []
-        for p, (data, latency) in zip(prompts, await self._post_mixed(bodies), strict=True):
+        for body, (data, latency) in zip(bodies, await self._post_mixed(bodies), strict=True):
             choice = data["choices"][0]
-            text = choice.get("text") if p.text is not None else (choice.get("message") or {}).get("content")
+            text = choice.get("text") if body[0] == "/completions" else (choice.get("message") or {}).get("content")
             if not isinstance(text, str):
                 raise BackendError(f"server answer has no generated text: {str(choice)[:120]}")
             usage = data.get("usage") or {}
@@ -194,7 +213,7 @@ class OpenAIHTTPBackend(LLMBackend):
             extra["logprob_token_ids"] = tokens.label_ids(self.tokenizer, labels, context)
         bodies: list[tuple[str, dict[str, Any]]] = []
         for p in prompts:
-            text = self._text_prompt(p)
+            text = self._completion_prompt(p)
             if text is not None:
                 body = {"model": self.model, "prompt": text, **length, "temperature": 0, "logprobs": k, **extra}
                 bodies.append(("/completions", body))
@@ -294,8 +313,8 @@ def _with_choices(url: str, data: Any) -> None:
 
 
 def _messages(prompt: Prompt) -> list[dict[str, str]]:
-    """Chat messages in the OpenAI request shape."""
-    return [{"role": m.role, "content": m.content} for m in prompt.messages]
+    """Chat messages in the OpenAI request shape (the prompt's repairs applied to each)."""
+    return [{"role": m.role, "content": tokens.repaired(m.content, prompt.repairs)} for m in prompt.messages]
 
 
 def _generated_top_logprobs(choice: dict[str, Any]) -> tuple[dict[str, float], ...] | None:

@@ -9,28 +9,70 @@ from .types import Prompt
 
 
 def render(tokenizer: Any, prompt: Prompt) -> str:
-    """Prompt text: raw text as is, chat messages through the model's own chat template."""
+    """Prompt text: raw text as is, chat messages through the model's own chat template; then
+    the prompt's repairs over the whole text."""
     if prompt.text is not None:
-        return prompt.text
-    if not getattr(tokenizer, "chat_template", None):
-        raise BackendError("this model's tokenizer has no chat template; send raw-text prompts (Prompt.raw) instead")
-    messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
-    return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        text = prompt.text
+    else:
+        if not getattr(tokenizer, "chat_template", None):
+            raise BackendError(
+                "this model's tokenizer has no chat template; send raw-text prompts (Prompt.raw) instead"
+            )
+        messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        text = str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+    return repaired(text, prompt.repairs)
+
+
+def repaired(text: str, repairs: tuple[str, ...]) -> str:
+    """``text`` with each repair applied in order (see :data:`~rerankflow.backends.types.Repair`)."""
+    for repair in repairs:
+        if repair == "ftfy":
+            from ftfy import fix_text  # a core dependency
+
+            text = fix_text(text)
+        elif repair == "drop_unk":
+            text = text.replace("<unk>", "")
+        else:
+            raise BackendError(f"unknown prompt repair {repair!r}; known: ftfy, drop_unk")
+    return text
 
 
 def prompt_ids_many(tokenizer: Any, prompts: list[Prompt]) -> list[list[int]]:
-    """Token ids of each prompt. Raw text gets the tokenizer's special tokens (as a completions
-    server adds them); a chat template already contains its own. One tokenizer call per kind
-    of prompt, so a fast tokenizer encodes the batch in parallel, off the Python thread.
+    """Token ids of each prompt as the engine receives them: the rendered text encoded with
+    or without the tokenizer's special tokens (:attr:`Prompt.adds_special_tokens`: raw text gets
+    them, as a completions server adds them; a chat template holds its own), a capped prompt in
+    three parts (:class:`~rerankflow.backends.types.TokenCap`). One tokenizer call per kind of
+    prompt, so a fast tokenizer encodes the batch in parallel, off the Python thread.
     """
     out: list[list[int]] = [[] for _ in prompts]
-    for raw in (True, False):
-        picked = [i for i, p in enumerate(prompts) if (p.text is not None) == raw]
+    for special in (True, False):
+        picked = [i for i, p in enumerate(prompts) if p.adds_special_tokens == special and p.cap is None]
         if picked:
-            encoded = tokenizer([render(tokenizer, prompts[i]) for i in picked], add_special_tokens=raw)["input_ids"]
-            for i, ids in zip(picked, encoded, strict=True):
+            encoded = tokenizer([render(tokenizer, prompts[i]) for i in picked], add_special_tokens=special)
+            for i, ids in zip(picked, encoded["input_ids"], strict=True):
                 out[i] = list(ids)
+    for i, p in enumerate(prompts):
+        if p.cap is not None and p.text is not None:
+            out[i] = capped_ids(tokenizer, p)
     return out
+
+
+def capped_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """The ids of a prompt with a :class:`~rerankflow.backends.types.TokenCap`: the text before
+    and after the capped part encoded on their own without special tokens, the part itself with
+    the prompt's special-token setting and cut (from its end) so that all fit ``max_tokens``."""
+    cap, text = prompt.cap, prompt.text
+    if cap is None or text is None:
+        raise BackendError("capped_ids needs a raw prompt with a token cap")
+    head = list(tokenizer(repaired(text[: cap.start], prompt.repairs), add_special_tokens=False)["input_ids"])
+    tail = list(tokenizer(repaired(text[cap.end :], prompt.repairs), add_special_tokens=False)["input_ids"])
+    middle = tokenizer(
+        repaired(text[cap.start : cap.end], prompt.repairs), add_special_tokens=prompt.adds_special_tokens
+    )
+    room = cap.max_tokens - len(head) - len(tail)
+    if room < 0:
+        raise BackendError(f"the prompt's fixed parts alone are {len(head) + len(tail)} tokens, over {cap.max_tokens}")
+    return head + list(middle["input_ids"])[:room] + tail
 
 
 def label_ids(tokenizer: Any, labels: list[str], context: str | None = None) -> list[int]:

@@ -22,16 +22,44 @@ class Message:
     content: str
 
 
+Repair = Literal["ftfy", "drop_unk"]
+"""Text repairs applied to a whole rendered prompt: ``ftfy`` (ftfy's ``fix_text``, as RankLLM
+repairs its listwise prompts after the chat template), ``drop_unk`` (a literal ``<unk>`` removed,
+as RankLLM's T5 handlers do)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCap:
+    """Encode ``text[start:end]`` apart from the text around it and keep at most ``max_tokens``
+    tokens in all (the middle part is cut): how Qwen3-Reranker's card builds its input."""
+
+    start: int
+    end: int
+    max_tokens: int
+
+
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """Chat messages (the backend applies the model's chat template) or raw text (sent as is)."""
+    """Chat messages (the backend applies the model's chat template) or raw text (sent as is).
+
+    How the engine encodes it: ``repairs`` apply to the whole rendered text (after the chat
+    template) in order; ``special_tokens`` says whether the tokenizer adds its special tokens
+    (BOS) to the rendered text (``None``: yes for raw text, as a completions server does; no
+    for chat, whose template holds its own); ``cap`` (raw text only) encodes a middle part apart
+    and cuts it (:class:`TokenCap`).
+    """
 
     messages: tuple[Message, ...] = ()
     text: str | None = None
+    repairs: tuple[Repair, ...] = ()
+    special_tokens: bool | None = None
+    cap: TokenCap | None = None
 
     def __post_init__(self) -> None:
         if (self.text is None) == (not self.messages):
             raise BackendError("a Prompt has either messages or text, not both and not neither")
+        if self.cap is not None and (self.text is None or not 0 <= self.cap.start <= self.cap.end <= len(self.text)):
+            raise BackendError("a token cap needs raw text and a span inside it")
 
     @classmethod
     def chat(cls, user: str, system: str | None = None) -> Prompt:
@@ -43,6 +71,11 @@ class Prompt:
     def raw(cls, text: str) -> Prompt:
         """A prompt used verbatim (no chat template)."""
         return cls(text=text)
+
+    @property
+    def adds_special_tokens(self) -> bool:
+        """Whether the tokenizer's special tokens are added to the rendered text."""
+        return self.text is not None if self.special_tokens is None else self.special_tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,15 @@ rejects or truncates an over-long prompt as for any other template.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from ..errors import MissingDependencyError
 from ..types import Document
+
+T5_CONTEXT = 512
+"""The input length RankLLM's MonoT5 and DuoT5 budget their prompts to (``context_size``)."""
+T5_RESERVE = 64
+"""Tokens RankLLM's T5 handlers keep free for the output (``reserved_for_output``)."""
 
 _BRACKETED_NUMBER = re.compile(r"\[(\d+)\]")
 
@@ -52,3 +58,14 @@ def shown_words(text: str, words: int) -> str:
     """A passage's :func:`content` cut to its first ``words`` words (joined by single spaces),
     ``[n]`` written ``(n)``."""
     return without_identifiers(" ".join(text.split()[:words]))
+
+
+def t5_passage_budget(empty_prompt: str, passages: int, count_encoded: Callable[[list[str]], list[int]]) -> int:
+    """Tokens (and words) each passage of a MonoT5/DuoT5 prompt may take, as RankLLM 0.25.7
+    computes it per query: ``512 - 64`` minus the prompt without its passages and minus the empty
+    few-shot part, both counted with the tokenizer's special tokens (T5's ``</s>``: one token
+    even for the empty text), split over the prompt's ``passages`` (``//``). ``count_encoded``
+    counts texts with special tokens. Never below 1 (RankLLM's arithmetic would go negative for
+    a query of hundreds of tokens)."""
+    prompt_tokens, fewshot_tokens = count_encoded([empty_prompt, ""])
+    return max((T5_CONTEXT - T5_RESERVE - prompt_tokens - fewshot_tokens) // passages, 1)

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..backends.types import Message, Prompt
+from ..backends.tokens import repaired
+from ..backends.types import Message, Prompt, Repair, TokenCap
 from ..errors import ConfigError
 from ..paths import resolve_path
 from ..yamlio import YamlDocument, validation_to_config_error
@@ -42,6 +43,17 @@ def fields_of(text: str, where: str) -> list[str]:
             raise ValueError(f"{where}: placeholder {{{name}}} may not have a format spec or conversion")
         names.append(name)
     return names
+
+
+class TokenCapSpec(BaseModel):
+    """The part of a raw prompt between a fixed ``prefix`` and ``suffix`` is encoded apart and cut
+    so the whole prompt fits ``max_tokens`` (Qwen3-Reranker's card: ``process_inputs``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(..., ge=2)
+    prefix: str
+    suffix: str
 
 
 class PromptTemplate(BaseModel):
@@ -80,6 +92,21 @@ class PromptTemplate(BaseModel):
         "title line and text as given (line breaks kept), cut by tokens",
     )
 
+    repairs: list[Repair] = Field(
+        default_factory=list,
+        description="repairs of the whole rendered prompt, in order (after the chat template): ftfy (RankLLM's "
+        "fix_text of its listwise prompts), drop_unk (a literal <unk> removed, as RankLLM's T5 handlers do)",
+    )
+    add_special_tokens: bool | None = Field(
+        None,
+        description="whether the tokenizer adds its special tokens (BOS) to the rendered prompt; default: yes for "
+        "raw text (as a completions server does), no for chat (its template holds them). RankLLM hands vLLM the "
+        "chat-templated text as a text prompt, so its presets say true",
+    )
+    token_cap: TokenCapSpec | None = Field(
+        None, description="raw templates only: encode the part between prefix and suffix apart and cut it to fit"
+    )
+
     @field_validator("output_regex")
     @classmethod
     def _regex_compiles(cls, v: str | None) -> str | None:
@@ -101,6 +128,19 @@ class PromptTemplate(BaseModel):
     def _raw_has_no_system(self) -> PromptTemplate:
         if self.chat_format == "raw" and self.system:
             raise ValueError("a raw template is one text: put the system part inside 'user' and drop 'system'")
+        return self
+
+    @model_validator(mode="after")
+    def _cap_fits(self) -> PromptTemplate:
+        cap = self.token_cap
+        if cap is None:
+            return self
+        if self.chat_format != "raw" or self.repairs:
+            raise ValueError("token_cap needs chat_format: raw and no repairs")
+        if not (self.user.startswith(cap.prefix) and self.user.endswith(cap.suffix)):
+            raise ValueError("token_cap: 'user' must start with its prefix and end with its suffix")
+        if fields_of(cap.prefix, "token_cap.prefix") or fields_of(cap.suffix, "token_cap.suffix"):
+            raise ValueError("token_cap: the prefix and suffix are fixed text (no placeholders)")
         return self
 
     @model_validator(mode="after")
@@ -139,13 +179,19 @@ class PromptTemplate(BaseModel):
             )
         system = self.system.format(**values) if self.system else None
         user = self.user.format(**values)
+        special = self.add_special_tokens
         if self.chat_format == "raw":
-            return Prompt.raw(user)
+            cap = self.token_cap
+            if cap is not None:
+                span = TokenCap(len(cap.prefix), len(user) - len(cap.suffix), cap.max_tokens)
+                return Prompt(text=user, special_tokens=special, cap=span)
+            return Prompt(text=repaired(user, tuple(self.repairs)), special_tokens=special)
         if self.chat_format == "vicuna":  # RankLLM's chat template for RankVicuna, rendered
-            return Prompt.raw(f"{system} USER: {user} ASSISTANT:" if system else f"USER: {user} ASSISTANT:")
+            text = f"{system} USER: {user} ASSISTANT:" if system else f"USER: {user} ASSISTANT:"
+            return Prompt(text=repaired(text, tuple(self.repairs)), special_tokens=special)
         msgs = [Message("system", system)] if system else []
         msgs.append(Message("user", user))
-        return Prompt(messages=tuple(msgs))
+        return Prompt(messages=tuple(msgs), repairs=tuple(self.repairs), special_tokens=special)
 
     def parse(self, text: str) -> re.Match[str] | None:
         """Match the output regex against a generated answer (``None`` if no regex or no match)."""

@@ -45,6 +45,17 @@ def shown_passages(
     return texts if max_tokens is None else backend.truncate_many(texts, max_tokens)
 
 
+def passage_limit(options: PassageOptions, template: PromptTemplate, backend: LLMBackend, query: str) -> int | None:
+    """The passage cut for one query: ``max_passage_tokens``, or RankLLM's T5 budget for
+    ``query`` (:func:`~rerankflow.prompts.rankllm_style.t5_passage_budget`; the prompt is the
+    template's text with empty passages)."""
+    if options.passage_budget == "fixed":
+        return options.max_passage_tokens
+    blanks = {p: "" for p in template.placeholders if p != "query"}
+    empty = template.user.format(query=query, **blanks)
+    return rankllm_style.t5_passage_budget(empty, len(blanks), backend.count_encoded_many)
+
+
 def shown_query(style: str, query: str) -> str:
     """The query as a template of ``passage_style`` ``style`` shows it (RankLLM writes [n] as (n))."""
     return rankllm_style.without_identifiers(query) if style == "rankllm" else query
@@ -59,6 +70,11 @@ class PassageOptions(StageOptions):
     """Settings of every LLM reranker: how passages are cut and how many a query may bring."""
 
     max_passage_tokens: int | None = Field(256, ge=1, description="cut passages to this many tokens")
+    passage_budget: Literal["fixed", "rankllm_t5"] = Field(
+        "fixed",
+        description="fixed: max_passage_tokens for every query; rankllm_t5 (MonoT5/DuoT5 presets): RankLLM's budget "
+        "per query, 512 - 64 - the prompt's tokens without its passages, shared by its passages",
+    )
     max_candidates: int | None = Field(
         1000, ge=1, description="longest candidate list (within depth) accepted per query (error above)"
     )
@@ -125,23 +141,23 @@ class PlannedReranker(Transformer):
     def plan(self, query: str, texts: list[str]) -> Plan[Outcome]:
         """The calls that rank ``texts`` (already truncated, one line each) for ``query``."""
 
-    def passages(self, candidates: Sequence[Candidate]) -> list[str]:
-        """Passage texts as the model sees them (see :func:`shown_passages`; with ``passage_style:
-        rankllm`` the listwise stage gets RankLLM's content uncut and cuts it per window)."""
+    def passages(self, candidates: Sequence[Candidate], query: str) -> list[str]:
+        """Passage texts as the model sees them for ``query`` (as shown; see :func:`shown_passages`
+        and :func:`passage_limit`; with ``passage_style: rankllm`` the listwise stage gets
+        RankLLM's content uncut and cuts it per window)."""
         style = self.template.passage_style
         if style == "rankllm" and self.stage_name == "listwise":
             return [rankllm_style.content(c.doc) for c in candidates]
-        return shown_passages(self.backend, [c.doc for c in candidates], self.max_passage_tokens, style)
+        limit = passage_limit(self.options, self.template, self.backend, query)
+        return shown_passages(self.backend, [c.doc for c in candidates], limit, style)
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Rerank the head of every ranking; all queries' plans run through one scheduler."""
         require_at_most(batch, self.max_candidates, self.name, depth=self.depth)
         heads = [r.candidates[: self.depth] if self.depth is not None else r.candidates for r in batch]
         style = self.template.passage_style
-        plans = [
-            self.plan(shown_query(style, r.query.text), self.passages(head))
-            for r, head in zip(batch, heads, strict=True)
-        ]
+        queries = [shown_query(style, r.query.text) for r in batch]
+        plans = [self.plan(q, self.passages(head, q)) for q, head in zip(queries, heads, strict=True)]
         results = self.scheduler.run(plans)
         out = []
         for r, head, result in zip(batch, heads, results, strict=True):

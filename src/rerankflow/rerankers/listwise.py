@@ -187,6 +187,11 @@ class ListwiseOptions(PlannedOptions):
     )
     window: int = Field(20, ge=2)
     stride: int | None = Field(None, ge=1, description="sliding only (default: window // 2)")
+    window_schedule: Literal["full", "rankllm"] = Field(
+        "full",
+        description="sliding only: full (the top window is always full) or rankllm (RankLLM's loop: the last window "
+        "is cut at the top, so n = 25 with 20/10 gives windows of 20 and 15)",
+    )
     design: Literal["covering", "equireplicate", "latin", "replicated"] = Field(
         "covering", description="jointrank only: block design (the paper's: equireplicate, replicas 4, pagerank)"
     )
@@ -239,12 +244,16 @@ class ListwiseReranker(PlannedReranker):
         return DEFAULT_TEMPLATES[self.options.scorer]
 
     def check_template(self, template: PromptTemplate) -> None:
-        """FIRST scoring needs one single-token label per passage of a window."""
+        """FIRST scoring needs one single-token label per passage of a window; a template with
+        labels (letters) names every passage of a window by one, whatever the scorer (RankLLM
+        runs past ``Z`` into ``[``, ``\\``...; here that is an error)."""
         o, labels = self.options, template.labels or []
-        if o.scorer == "first_token" and len(labels) < (o.window if o.method != "single_pass" else 2):
+        needed = o.window if o.method != "single_pass" else 2
+        if (o.scorer == "first_token" or labels) and len(labels) < needed:
+            kind = "single-token label" if o.scorer == "first_token" else "label"
             raise ConfigError(
-                f"template {template.name!r} has {len(labels)} labels; the first_token scorer needs one "
-                f"single-token label per passage of a window ({o.window})"
+                f"template {template.name!r} has {len(labels)} labels; a window of {o.window} passages needs one "
+                f"{kind} per passage (a smaller window, or a template with more labels)"
             )
 
     def __repr__(self) -> str:
@@ -283,11 +292,12 @@ class ListwiseReranker(PlannedReranker):
             scores = yield from ask_labels(prompt, labels, t.label_after, t.label_context)
             order = sorted(range(n), key=lambda i: -scores.logprobs[labels[i]])  # ties keep input order
             return order, Counter({"unscored_labels": len(scores.missing)} if scores.missing else {})
-        numbers = [str(i + 1) for i in range(n)]
-        prompt = self.template.render(query=query, num=str(n), passages=passage_block(numbers, texts))
+        names = self.template.labels  # a letter template shows and reads letters: [C] > [A] > [B]
+        ids = list(names[:n]) if names else [str(i + 1) for i in range(n)]
+        prompt = self.template.render(query=query, num=str(n), passages=passage_block(ids, texts))
         max_tokens = self.max_output_tokens or 5 * n + 8
         reply = yield from ask_generate(prompt, GenerationParams(max_tokens=max_tokens))
-        parsed = parse_permutation(reply.text, n)
+        parsed = parse_permutation(reply.text, n, labels=names)
         problems = Counter({k: v for k, v in parsed.problems().items() if v})
         return list(parsed.order), problems
 
@@ -300,7 +310,7 @@ class ListwiseReranker(PlannedReranker):
             self._check_fits(query, texts)
             windows = [(0, len(texts))] if len(texts) >= 2 else []
         else:
-            windows = sliding_windows(len(texts), self.window, self.stride)
+            windows = sliding_windows(len(texts), self.window, self.stride, self.options.window_schedule)
         order = list(range(len(texts)))
         problems: Counter[str] = Counter()
         for start, end in windows:
@@ -320,7 +330,7 @@ class ListwiseReranker(PlannedReranker):
                 f"single-pass listwise prompt for query {query[:60]!r} has {used} tokens, over max_prompt_tokens="
                 f"{self.max_prompt_tokens}; use method: sliding or jointrank, a smaller depth, or lower max_passage_tokens"
             )
-        if self.scorer == "first_token" and len(texts) > len(self.template.labels or []):
+        if (self.scorer == "first_token" or self.template.labels) and len(texts) > len(self.template.labels or []):
             raise DataError(
                 f"{len(texts)} candidates but template {self.template.name!r} has {len(self.template.labels or [])} "
                 "labels; first_token single pass needs one label per candidate (set depth)"

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer, require_at_most
 from ..types import Document, LLMUsage, Ranking, StageRecord, rescore
-from .base import PassageOptions, shown_passages, shown_query
+from .base import PassageOptions, passage_limit, shown_passages, shown_query
 
 Mode = Literal["yes_no", "grade", "query_likelihood"]
 ScoreMode = Literal["margin", "p_yes"]
@@ -92,14 +92,21 @@ class PointwiseReranker(Transformer):
         """Start the backend (shared engines start once)."""
         self.backend.ensure_loaded()
 
-    def passages(self, docs: Sequence[Document]) -> list[str]:
-        """The passages as shown (see :func:`~rerankflow.rerankers.base.shown_passages`)."""
-        return shown_passages(self.backend, docs, self.max_passage_tokens, self.template.passage_style)
+    def passages(self, docs: Sequence[Document], query: str = "") -> list[str]:
+        """The passages as shown for ``query`` (see :func:`~rerankflow.rerankers.base.shown_passages`;
+        the query matters only for ``passage_budget: rankllm_t5``, which counts it as given, as
+        RankLLM's MonoT5 does before it writes ``[n]`` as ``(n)``)."""
+        limit = passage_limit(self.options, self.template, self.backend, query)
+        return shown_passages(self.backend, docs, limit, self.template.passage_style)
 
     def _scores(self, batch: Sequence[Ranking]) -> tuple[list[float], list[CallStats], list[int]]:
         """Scores, call stats and labels left unscored (an HTTP server's top-k), per candidate."""
         queries = [shown_query(self.template.passage_style, r.query.text) for r in batch for _ in r.candidates]
-        pairs = list(zip(queries, self.passages([c.doc for r in batch for c in r.candidates]), strict=True))
+        if self.options.passage_budget == "fixed":  # one tokenizer call for the whole batch
+            texts = self.passages([c.doc for r in batch for c in r.candidates])
+        else:
+            texts = [p for r in batch for p in self.passages([c.doc for c in r.candidates], r.query.text)]
+        pairs = list(zip(queries, texts, strict=True))
         if not pairs:
             return [], [], []
         if self.mode == "query_likelihood":
