@@ -51,12 +51,15 @@ lint: $(CORE)
 test-fast: $(CORE)
 	$(BIN)/pytest -m "not slow" -q
 
-# The exploration lane: every property test with random draws and 20x the CI examples (CI runs a
-# fixed, derandomized profile; failures found here are kept in the tests as @example).
+# The exploration lane: every property test with random draws and 20x the CI examples, the presets'
+# differential harness with 4x (CI runs a fixed, derandomized profile; failures found here are kept
+# in the tests as @example). About half an hour on 2 cores.
 fuzz: $(CORE)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -m "not slow" tests/test_fuzz_inputs.py tests/test_index.py \
 		tests/test_permutation.py tests/test_compressors.py tests/test_llm_rerankers.py tests/test_stage_cache.py \
 		tests/test_serve_fuzz.py -k "not e2e"
+	HYPOTHESIS_PROFILE=fuzz RERANKFLOW_FUZZ_FACTOR=4 $(BIN)/pytest -q tests/test_parity_rankllm.py \
+		tests/test_parity_qwen3.py tests/test_presets_monot5.py -k "generated or equal"
 
 # The report's browser tests drive Debian's chromium; install it where apt can (root, CI),
 # otherwise those tests skip with the reason.

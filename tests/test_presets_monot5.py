@@ -150,3 +150,91 @@ def test_duot5_prompts_and_summed_scores_equal_rankllms(t5_folder):
     scores = {c.docid: c.score for c in out.candidates}
     assert [scores[d.docid] for d in DOCS] == pytest.approx([ref_scores[d.docid] for d in DOCS], abs=1e-5)
     assert out.docids == [c.docid for c in ranked.candidates]
+
+
+# -- differential harness on generated inputs ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def t5_references(t5_folder):
+    """RankLLM's MonoT5 and DuoT5 loaded once on the random-weight T5 (prompt building only)."""
+    pytest.importorskip("rank_llm", reason="rank-llm 0.25.7 is installed by make test (without its vllm requirement)")
+    from .test_presets import rank_llm_handler
+
+    rank_llm_handler()
+    from rank_llm.rerank.pairwise.duot5 import DuoT5
+    from rank_llm.rerank.pointwise.monot5 import MonoT5
+
+    return MonoT5(model=str(t5_folder), device="cpu"), DuoT5(model=str(t5_folder), device="cpu", batch_size=1)
+
+
+def _t5_case():
+    from hypothesis import strategies as st
+
+    from .support import parity
+
+    short = st.sampled_from([(0, 12)] * 3 + [(13, 600)] * 2).flatmap(lambda r: st.integers(*r))
+    return st.tuples(
+        st.builds(parity.hostile_text, st.integers(0, 10**6), st.integers(1, 25)),
+        st.integers(2, 4).flatmap(lambda n: parity.passages(n, short)),
+    )
+
+
+def _rankllm_result(query, pairs):
+    from rank_llm.data import Candidate as RCandidate
+    from rank_llm.data import Query as RQuery
+    from rank_llm.data import Result
+
+    cands = [RCandidate(f"d{i}", 0.0, {"text": t, **({"title": h} if h else {})}) for i, (h, t) in enumerate(pairs)]
+    return Result(RQuery(query, "q"), cands)
+
+
+def _ours(t5_folder, stage_cls, preset_name, query, pairs):
+    backend = recording_backend(str(t5_folder))
+    backend.seen.clear()
+    preset = load_preset(preset_name)
+    docs = tuple(Candidate(Document(f"d{i}", t, h), 0.0, "bm25") for i, (h, t) in enumerate(pairs))
+    stage_cls(backend, preset.template, **preset.settings)([Ranking(Query("q", query), docs)])
+    return backend
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+from .support.fuzz import examples  # noqa: E402
+
+T5_HARNESS = settings(max_examples=examples(100), deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@T5_HARNESS
+@given(case=_t5_case())
+def test_monot5_prompt_text_and_token_ids_equal_rankllms_on_generated_inputs(t5_folder, t5_references, case):
+    """Layers: the prompt text RankLLM's MonoT5 builds (its per-query passage budget from the
+    query's length, words then tokens, the encode/decode round trip, ``<unk>`` removed, ``[n]``
+    written ``(n)``) and the token ids its model reads, against the pointwise stage's."""
+    from rerankflow.rerankers.pointwise import PointwiseReranker
+
+    mono, _ = t5_references
+    query, pairs = case
+    result = _rankllm_result(query, pairs)
+    theirs = [mono.create_prompt(result, i)[0] for i in range(len(pairs))]
+    backend = _ours(t5_folder, PointwiseReranker, "monot5", query, pairs)
+    assert [p.text for p in backend.seen] == theirs
+    their_ids = [list(mono._tokenizer(t, truncation=True)["input_ids"]) for t in theirs]
+    assert backend.engine_ids(backend.seen) == their_ids
+
+
+@T5_HARNESS
+@given(case=_t5_case())
+def test_duot5_prompt_text_and_token_ids_equal_rankllms_on_generated_inputs(t5_folder, t5_references, case):
+    """The same layers for DuoT5: every pair (i, j), i < j, in RankLLM's order."""
+    from rerankflow.rerankers.pairwise import PairwiseReranker
+
+    _, duo = t5_references
+    query, pairs = case
+    result = _rankllm_result(query, pairs)
+    order = [(i, j) for i in range(len(pairs)) for j in range(i + 1, len(pairs))]
+    theirs = [duo.create_prompt(result, i, j)[0] for i, j in order]
+    backend = _ours(t5_folder, PairwiseReranker, "duot5", query, pairs)
+    assert sorted(p.text for p in backend.seen) == sorted(theirs)  # the scheduler may send pairs in another order
+    their_ids = sorted(list(duo._tokenizer(t, truncation=True)["input_ids"]) for t in theirs)
+    assert sorted(backend.engine_ids(backend.seen)) == their_ids

@@ -70,6 +70,17 @@ class HFSeq2SeqBackend(LLMBackend):
             )
         return [str(p.text) for p in prompts]
 
+    @property
+    def _encoding(self) -> dict[str, Any]:
+        """How prompts are encoded: special tokens added, cut at ``max_length`` from the end."""
+        return {"truncation": True, "max_length": self.max_length}
+
+    def engine_ids(self, prompts: list[Prompt]) -> list[list[int]]:
+        """The token ids the model reads for each prompt (what :meth:`label_logprobs` feeds it,
+        before padding)."""
+        self.ensure_loaded()
+        return [list(ids) for ids in self.tokenizer(self._texts(prompts), **self._encoding)["input_ids"]]
+
     def _score(self, texts: list[str], label_ids: list[int]) -> tuple[list[list[float]], list[int]]:
         """Label log-probabilities at the first decoder step, batch by batch (prompts longer than
         ``max_length`` tokens are cut at the end, as the T5 rerankers' own code does), and each
@@ -80,10 +91,8 @@ class HFSeq2SeqBackend(LLMBackend):
         out: list[list[float]] = []
         lengths: list[int] = []
         for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(
-                texts[i : i + self.batch_size], padding=True, truncation=True, max_length=self.max_length,
-                return_tensors="pt",
-            ).to(self.device)  # fmt: skip
+            enc = self.tokenizer(texts[i : i + self.batch_size], padding=True, return_tensors="pt", **self._encoding)
+            enc = enc.to(self.device)
             decoder = torch.full((enc["input_ids"].shape[0], 1), start, dtype=torch.long, device=self.device)
             with torch.inference_mode():
                 logits = self.hf_model(**enc, decoder_input_ids=decoder).logits[:, 0, :]
