@@ -183,3 +183,24 @@ def test_labels_after_a_greedy_token_ask_for_two_tokens_and_read_the_second(serv
         backend.label_logprobs([Prompt.raw("rank:")], ["A", "B"], after=1)
     backend.label_logprobs([Prompt.raw("rank:")], ["["], after=0)  # the plain case asks for one token only
     assert script.requests[-1][0]["max_tokens"] == 1 and "min_tokens" not in script.requests[-1][0]
+
+
+def test_prompts_that_say_how_they_are_encoded_are_sent_as_the_engines_token_ids(server, tmp_path):
+    """A RankLLM-preset prompt (whole-prompt repair, the tokenizer's BOS) over HTTP with a local
+    tokenizer: the server gets the token ids an offline engine would get, as a completions
+    prompt; a plain chat prompt still goes to the chat API."""
+    from rerankflow.backends import tokens
+    from rerankflow.prompts.template import as_template
+
+    from .support.parity import tiny_bos_tokenizer
+
+    tok = tiny_bos_tokenizer()
+    tok.save_pretrained(str(tmp_path))
+    backend, script = server((200, OK), tokenizer=str(tmp_path))
+    prompt = as_template("rank_zephyr").render(query="what’s bm25?", num="1", passages="[1] p")
+    backend.generate([prompt])
+    body = script.requests[-1][0]
+    assert body["prompt"] == tokens.prompt_ids_many(tok, [prompt])[0] and body["prompt"][0] == tok.bos_token_id
+    script.answers = [(200, {"choices": [{"message": {"content": "ok"}}]})]
+    backend.generate([Prompt.chat("hello")])
+    assert "messages" in script.requests[-1][0]

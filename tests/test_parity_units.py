@@ -18,23 +18,12 @@ from rerankflow.rerankers.listwise import ListwiseReranker
 from rerankflow.rerankers.permutation import parse_permutation, sliding_windows
 from rerankflow.testing.fake import FakeBackend
 
-from .support.parity import ZEPHYR_CHAT_TEMPLATE
+from .support.parity import tiny_bos_tokenizer
 
 
 @pytest.fixture(scope="module")
 def bos_tokenizer():
-    """A tiny fast tokenizer that adds ``<s>`` to text (as Mistral's does) with Zephyr's chat
-    template, built in memory with the tokenizers library."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "what's", "what’s", "bm25", "?"]
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>", chat_template=ZEPHYR_CHAT_TEMPLATE
-    )
+    return tiny_bos_tokenizer()
 
 
 def test_rankllm_presets_give_the_engine_the_bos_a_text_prompt_gets(bos_tokenizer):

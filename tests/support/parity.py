@@ -141,6 +141,21 @@ ZEPHYR_CHAT_TEMPLATE = (
 tokenizer files cannot be downloaded here)."""
 
 
+def tiny_bos_tokenizer() -> Any:
+    """A tiny fast tokenizer that adds ``<s>`` to text (as Mistral's does) with Zephyr's chat
+    template, built in memory with the tokenizers library (for fast tests)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "what's", "what’s", "bm25", "?"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>", chat_template=ZEPHYR_CHAT_TEMPLATE
+    )
+
+
 def llama_style_tokenizer(folder: Path) -> Any:
     """A Llama/Mistral-style tokenizer built offline: a SentencePiece BPE model with byte fallback
     (unk 0, ``<s>`` 1, ``</s>`` 2) trained on :data:`PIECES` text, loaded as transformers'
