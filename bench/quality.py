@@ -34,12 +34,13 @@ from rerankflow.backends.factory import BackendConfig, create_backend
 from rerankflow.eval.measures import parse_measures, per_query
 from rerankflow.io.jsonl import read_hits
 from rerankflow.io.trec import rankings_to_run, read_qrels
+from rerankflow.ops import Identity
 from rerankflow.rerankers.biencoder import BiEncoderReranker
 from rerankflow.rerankers.listwise import ListwiseReranker
 from rerankflow.rerankers.pairwise import PairwiseReranker
 from rerankflow.rerankers.pointwise import PointwiseReranker
 from rerankflow.rerankers.setwise import SetwiseReranker
-from rerankflow.stage import Identity, Transformer
+from rerankflow.stage import Transformer
 from rerankflow.testing.oracle import OracleJudge
 
 from common import SHARED_DATA, table, write_result

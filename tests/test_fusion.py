@@ -3,7 +3,7 @@ import math
 import pytest
 
 from rerankflow import Candidate, Document, PipelineTypeError, Query, Ranking, Transformer, rrf
-from rerankflow.stage import ConvexFusion, normalize
+from rerankflow.ops import ConvexFusion, normalize
 
 
 class Fixed(Transformer):

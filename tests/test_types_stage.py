@@ -3,7 +3,8 @@ import dataclasses
 import pytest
 
 from rerankflow import FIRST_RANK, Candidate, Cutoff, Document, Identity, PipelineTypeError, Query, Ranking, Transformer
-from rerankflow.stage import FunctionStage, Sequential
+from rerankflow.ops import Sequential
+from rerankflow.stage import FunctionStage
 from rerankflow.types import rescore
 
 

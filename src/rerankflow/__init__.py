@@ -19,6 +19,7 @@ from .eval import Experiment, evaluate, experiment
 from .generators import AnswerGenerator
 from .index import IndexSettings, open_index, update_index
 from .io import demo_dataset, read_qrels, read_topics
+from .ops import ConvexFusion, Cutoff, Identity, RRFFusion, Sequential, rrf
 from .pipelines import load_job, load_pipeline, rerank, run_job
 from .rerankers import (
     BiEncoderReranker,
@@ -30,7 +31,7 @@ from .rerankers import (
     SetwiseReranker,
 )
 from .retrievers import BM25Retriever, DenseRetriever
-from .stage import ConvexFusion, Cutoff, Identity, Retriever, RRFFusion, Sequential, Stage, Transformer, rrf
+from .stage import Retriever, Stage, Transformer
 from .types import FIRST_RANK, Answer, Candidate, Document, Query, Ranking, StageRecord
 
 __version__ = "0.1.0"

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from .. import registry
 from ..errors import ConfigError, PipelineTypeError
-from ..stage import Transformer, chain
+from ..ops import chain
+from ..stage import Transformer
 from .cache import CachedStage
 from .context import BuildContext
 from .job import Pipeline, StageSpec

@@ -25,6 +25,7 @@ from ..compressors.sentences import SentenceExtractor
 from ..compressors.surprisal import SurprisalPruner
 from ..errors import ConfigError
 from ..generators.answer import AnswerGenerator
+from ..ops import ConvexFusion, Cutoff, Identity, RRFFusion
 from ..paths import JobPath, OptionalJobPath
 from ..registry import StageConfig, register
 from ..rerankers.biencoder import BiEncoderReranker
@@ -37,7 +38,7 @@ from ..rerankers.setwise import SetwiseReranker
 from ..retrievers.bm25 import BM25Index, BM25Retriever
 from ..retrievers.dense import DenseRetriever
 from ..retrievers.tokenize import Tokenizer
-from ..stage import ConvexFusion, Cutoff, Identity, RRFFusion, Transformer
+from ..stage import Transformer
 from . import presets
 from .context import BuildContext
 
