@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import BackendError
+from ..types import LLMUsage
 
 Role = Literal["system", "user", "assistant"]
 
@@ -177,56 +178,49 @@ class ContinuationScores:
 
 
 @dataclass
-class Usage:
-    """Totals of some backend calls: count, tokens, latency."""
-
-    calls: int = 0
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    latency_s: float = 0.0
-
-    def add(self, stats: Iterable[CallStats]) -> None:
-        """Count finished calls."""
-        for s in stats:
-            self.calls += 1
-            self.prompt_tokens += s.prompt_tokens
-            self.output_tokens += s.output_tokens
-            self.latency_s += s.latency_s
-
-    def merge(self, other: Usage) -> None:
-        """Add another total to this one."""
-        self.calls += other.calls
-        self.prompt_tokens += other.prompt_tokens
-        self.output_tokens += other.output_tokens
-        self.latency_s += other.latency_s
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data."""
-        return {
-            "calls": self.calls,
-            "prompt_tokens": self.prompt_tokens,
-            "output_tokens": self.output_tokens,
-            "latency_s": self.latency_s,
-        }
-
-
-@dataclass
-class Ledger(Usage):
-    """A backend's running totals, safe to update from several threads. Besides finished
-    calls: ``cancelled`` generations (stopped or skipped because their request went away),
-    ``tokens_not_generated`` (their ``max_tokens`` minus what they had generated), and
+class Ledger:
+    """A backend's running totals, safe to update from several threads: its finished calls
+    (``total``, the usage record stages keep per query, :class:`rerankflow.types.LLMUsage`)
+    and, besides them, ``cancelled`` generations (stopped or skipped because their request went
+    away), ``tokens_not_generated`` (their ``max_tokens`` minus what they had generated), and
     ``decoded_tokens``, which grows at every decoding step of a running generation (one per
     sequence in the batch; backends that decode step by step count it)."""
 
+    total: LLMUsage = field(default_factory=LLMUsage)
     cancelled: int = 0
     tokens_not_generated: int = 0
     decoded_tokens: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    @property
+    def calls(self) -> int:
+        """Finished calls."""
+        return self.total.calls
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens of the finished calls."""
+        return self.total.prompt_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        """Output tokens of the finished calls."""
+        return self.total.output_tokens
+
+    @property
+    def latency_s(self) -> float:
+        """Summed latency of the finished calls."""
+        return self.total.latency_s
+
+    def as_dict(self) -> dict[str, Any]:
+        """The finished calls' totals as plain data."""
+        return self.total.as_dict()
+
     def add(self, stats: Iterable[CallStats]) -> None:
         """Count finished calls."""
+        usage = LLMUsage.of(stats)
         with self._lock:
-            super().add(stats)
+            self.total = self.total + usage
 
     def count_cancelled(self, calls: int, tokens_not_generated: int) -> None:
         """Count generations that stopped (or never started) because they were cancelled."""
