@@ -116,7 +116,7 @@ def test_plan_batches_sorts_by_length_and_respects_budget():
 
 
 def test_factory_validates_options_and_shares_engines():
-    with pytest.raises(ConfigError, match="unknown hf backend options \\['bogus'\\]; valid options: device"):
+    with pytest.raises(ConfigError, match="options.bogus: hf backend: unknown key 'bogus'; valid keys: device, dtype"):
         create_backend(BackendConfig(kind="hf", model="x", options={"bogus": 1}))
     pool = ResourcePool()
     a = shared_backend(BackendConfig(kind="hf", model="x", options={"device": "cpu"}), pool)

@@ -549,7 +549,7 @@ def test_malformed_answers_exercise_every_repair_path_and_lose_no_candidate(demo
         assert [sorted(r.docids) for r in out] == [sorted(r.docids) for r in first]
         assert all(not math.isnan(c.score) for r in out for c in r.candidates)
         found.update(repairs(out))
-        if not isinstance(reranker, ListwiseReranker) or reranker.scorer == "first_token":
+        if not isinstance(reranker, ListwiseReranker) or reranker.options.scorer == "first_token":
             assert repairs(out).get("unscored_labels", 0) + repairs(out).get("unparseable", 0) > 0, reranker
     assert {"duplicates", "missing", "out_of_range", "unparseable", "unscored_labels"} <= {
         k for k, v in found.items() if v > 0

@@ -37,7 +37,7 @@ def test_options_come_as_an_object_or_as_keywords_and_are_checked_once():
     fake = FakeBackend()
     by_keywords = ListwiseReranker(fake, window=4, stride=2)
     by_object = ListwiseReranker(fake, options=ListwiseOptions(window=4, stride=2))
-    assert by_keywords.options == by_object.options and by_keywords.stride == 2
+    assert by_keywords.options == by_object.options and by_keywords.options.step == 2
     overridden = ListwiseReranker(fake, options=ListwiseOptions(window=4), stride=1)
     assert (overridden.options.window, overridden.options.stride) == (4, 1)
     with pytest.raises(ConfigError, match=r"listwise: need 1 <= stride <= window .* window=4, stride=9"):

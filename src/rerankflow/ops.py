@@ -43,7 +43,7 @@ class Sequential(Transformer):
 
     def __repr__(self) -> str:
         if isinstance(self.second, Cutoff):
-            return f"({self.first!r} % {self.second.k})"
+            return f"({self.first!r} % {self.second.options.k})"
         return f"({self.first!r} >> {self.second!r})"
 
 
@@ -70,14 +70,13 @@ class Cutoff(Transformer):
 
     def __init__(self, k: int) -> None:
         self.options = CutoffOptions.build(None, {"k": k}, "cutoff", PipelineTypeError)
-        self.k = self.options.k
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Truncate every ranking."""
-        return [r.top(self.k) for r in batch]
+        return [r.top(self.options.k) for r in batch]
 
     def __repr__(self) -> str:
-        return f"Cutoff({self.k})"
+        return f"Cutoff({self.options.k})"
 
 
 class IdentityOptions(StageOptions):
@@ -236,12 +235,12 @@ class RRFFusion(_Fusion):
         total = np.zeros(len(docids))
         for w, lst in zip(self.weights, lists, strict=True):
             for rank, c in enumerate(lst.candidates):
-                total[index[c.docid]] += w / (self.k + rank + self.rank_base)
+                total[index[c.docid]] += w / (self.options.k + rank + self.rank_base)
         return total
 
     def __repr__(self) -> str:
         args = ", ".join(repr(s) for s in self.inputs)
-        return f"rrf({args}, k={self.k:g}, weights={self.weights})"
+        return f"rrf({args}, k={self.options.k:g}, weights={self.weights})"
 
 
 class ConvexOptions(FusionOptions):

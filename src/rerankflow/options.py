@@ -1,12 +1,13 @@
-"""Stage settings, declared once.
+"""Settings, declared once.
 
-Every built-in stage declares its settings in one pydantic model next to its class (its
-``Options``): types, defaults, bounds, descriptions and cross-field rules. The constructor
-takes the objects the stage works with (a backend, an encoder, a corpus) plus either an
-``options`` object or the settings as keywords, and validates them once, here. The YAML
-layer derives each stage's config from the same model (adding the keys that name those
-objects: ``backend``, ``template``, ``model``...), so a setting has one default and one
-check wherever it is set.
+Every built-in stage, backend, HTTP transport, executor and tokenizer declares its settings in
+one pydantic model next to its class (its ``Options``): types, defaults, bounds, descriptions
+and cross-field rules. The constructor takes the objects the class works with (a backend, an
+encoder, a corpus, a model name) plus either an ``options`` object or the settings as
+keywords, validates them once, here, and reads them as ``self.options``. The YAML layer
+derives each config from the same model (a stage's config adds the keys that name its
+objects: ``backend``, ``template``, ``model``...; a backend's ``options`` are its model), so a
+setting has one default and one check wherever it is set.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError, RerankflowError
 
-OptionsT = TypeVar("OptionsT", bound="StageOptions")
+OptionsT = TypeVar("OptionsT", bound="Options")
 
 
-class StageOptions(BaseModel):
-    """Base of every stage's settings: frozen, and unknown keys are errors."""
+class Options(BaseModel):
+    """Base of every settings model: frozen, and unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,6 +51,10 @@ class StageOptions(BaseModel):
         """The fields of ``options`` taken from this model (a YAML config is the stage's
         options plus the keys that name its objects)."""
         return options.model_validate({name: getattr(self, name) for name in options.model_fields})
+
+
+class StageOptions(Options):
+    """Base of every stage's settings."""
 
 
 def describe(exc: ValidationError) -> str:

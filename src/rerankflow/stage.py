@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from .errors import DataError, PipelineTypeError
-from .options import StageOptions
+from .options import Options, StageOptions
 from .types import Query, Ranking, as_rankings
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class Transformer(ABC):
     _loaded: bool = False
     is_chain: ClassVar[bool] = False
     """True for ``a >> b``, whose children run one after another."""
-    Options: ClassVar[type[StageOptions]] = StageOptions
+    Options: ClassVar[type[Options]] = StageOptions
     """The stage's settings (:mod:`rerankflow.options`); YAML configs derive from them."""
 
     @property

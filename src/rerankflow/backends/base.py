@@ -17,10 +17,11 @@ import asyncio
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ..cancel import CancelToken, is_cancelled
 from ..errors import BackendError
+from ..options import Options
 from . import tokens
 from .models import model_identity
 from .types import (
@@ -92,6 +93,8 @@ class LLMBackend(ABC):
     """
 
     kind: str = "backend"
+    Options: ClassVar[type[Options]] = Options
+    """The backend's settings (its constructor takes them as ``options`` or as keywords)."""
 
     def __init__(self, model: str, *, revision: str | None = None) -> None:
         self.model = model

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError
 from ..paths import JobPath, PathOptions, is_explicit_path, located_options, resolve_path
 from ..registry import ResourcePool
+from ..yamlio import validation_to_config_error
 from .base import LLMBackend
 
 BackendKind = Literal["vllm", "http", "hf", "hf_seq2seq"]
@@ -64,20 +64,15 @@ def backend_class(kind: str) -> type[LLMBackend]:
 
 
 def create_backend(cfg: BackendConfig) -> LLMBackend:
-    """A new backend; unknown options are errors that list the valid ones."""
+    """A new backend; its ``options`` are validated by the backend's own ``Options`` model
+    (an unknown option is an error that lists the valid ones)."""
     cls = backend_class(cfg.kind)
-    params = inspect.signature(cls.__init__).parameters
-    valid = [n for n, p in params.items() if n not in ("self", "model", "revision") and p.kind == p.KEYWORD_ONLY]
-    unknown = sorted(set(cfg.options) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown {cfg.kind} backend options {unknown}; valid options: {', '.join(valid)}",
-            path=("backend", "options"),
-        )
-    kwargs: dict[str, Any] = dict(cfg.options)
-    if "revision" in params:
-        kwargs["revision"] = cfg.revision
-    return cls(cfg.model, **kwargs)
+    try:
+        options = cls.Options.model_validate(cfg.options)
+    except ValidationError as exc:
+        err = validation_to_config_error(exc, cls.Options, ("backend", "options"))
+        raise ConfigError(f"{cfg.kind} backend: {err.message}", path=err.path) from None
+    return cls(cfg.model, revision=cfg.revision, options=options)  # type: ignore[call-arg]  # the four kinds take options
 
 
 def backend_key(cfg: BackendConfig) -> tuple[str, ...]:

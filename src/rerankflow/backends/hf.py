@@ -20,12 +20,12 @@ from typing import Any
 from ..errors import BackendError, MissingDependencyError
 from .batching import Coalescer
 from .hf_generation import HFGeneration
-from .hf_scoring import plan_batches, prefix_groups
+from .hf_scoring import HFOptions, plan_batches, prefix_groups
 from .models import resolve_llm
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HFBackend", "plan_batches", "prefix_groups"]
+__all__ = ["HFBackend", "HFOptions", "plan_batches", "prefix_groups"]
 
 
 class HFBackend(HFGeneration):
@@ -33,38 +33,17 @@ class HFBackend(HFGeneration):
 
     kind = "hf"
 
+    Options = HFOptions
+    options: HFOptions
+
     def __init__(
-        self,
-        model: str,
-        *,
-        revision: str | None = None,
-        device: str | None = None,
-        dtype: str = "auto",
-        attn_implementation: str = "sdpa",
-        max_batch_tokens: int = 16384,
-        max_batch_size: int = 64,
-        trust_remote_code: bool = False,
-        compile: bool = False,
-        share_prefix: bool = False,
-        min_shared_prefix: int = 32,
-        min_shared_fraction: float = 0.25,
-        decode: str = "auto",
+        self, model: str, *, revision: str | None = None, options: HFOptions | None = None, **settings: Any
     ) -> None:
         super().__init__(model, revision=revision)
-        if decode not in ("auto", "static", "generate"):
-            raise BackendError(f"decode must be 'auto', 'static' or 'generate', not {decode!r}")
-        self.decode = decode
+        self.options = HFOptions.build(options, settings, f"hf backend {model!r}", BackendError)
+        self.device = self.options.device
+        """The device the model runs on (the option, or the one chosen at load)."""
         self._decoder: Any = None  # StaticDecoder when greedy generation takes the static path
-        self.compile = compile
-        self.share_prefix = share_prefix
-        self.min_shared_prefix = min_shared_prefix
-        self.min_shared_fraction = min_shared_fraction
-        self.device = device
-        self.dtype = dtype
-        self.attn_implementation = attn_implementation
-        self.max_batch_tokens = max_batch_tokens
-        self.max_batch_size = max_batch_size
-        self.trust_remote_code = trust_remote_code
         self.hf_model: Any = None
         self.tokenizer: Any = None
         self._scorer: Any = None  # the model's forward for scoring, compiled when ``compile``
@@ -90,7 +69,7 @@ class HFBackend(HFGeneration):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._scorer = self.hf_model
-        if self.compile:
+        if self.options.compile:
             import torch
 
             self._scorer = torch.compile(self.hf_model, dynamic=True)
@@ -104,12 +83,12 @@ class HFBackend(HFGeneration):
         except ImportError as exc:
             raise MissingDependencyError("transformers and torch", "hf") from exc
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if self.dtype == "auto":
+        if self.options.dtype == "auto":
             dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         else:
-            dtype = getattr(torch, self.dtype)
+            dtype = getattr(torch, self.options.dtype)
         path = resolve_llm(self.model)
-        kwargs: dict[str, Any] = {"revision": self.revision, "trust_remote_code": self.trust_remote_code}
+        kwargs: dict[str, Any] = {"revision": self.revision, "trust_remote_code": self.options.trust_remote_code}
         if path.endswith(".gguf"):
             folder, kwargs["gguf_file"] = str(Path(path).parent), Path(path).name
         else:
@@ -117,7 +96,7 @@ class HFBackend(HFGeneration):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
             self.hf_model = AutoModelForCausalLM.from_pretrained(
-                folder, dtype=dtype, attn_implementation=self.attn_implementation, **kwargs
+                folder, dtype=dtype, attn_implementation=self.options.attn_implementation, **kwargs
             )
         except (OSError, ValueError) as exc:
             raise BackendError(f"transformers could not load {self.model!r}: {exc}") from exc

@@ -25,8 +25,6 @@ class HFGeneration(HFScoring):
     """Generation through a loaded ``AutoModelForCausalLM`` (the base of :class:`~.hf.HFBackend`,
     over the scoring layer whose batching it shares)."""
 
-    decode: str
-    compile: bool
     _generate: Any
     _decoder: Any
 
@@ -35,18 +33,18 @@ class HFGeneration(HFScoring):
         from .hf_decode import StaticDecoder, supports_static_decode
 
         on_gpu = str(self.device or next(self.hf_model.parameters()).device).startswith("cuda")
-        wanted = self.decode == "static" or (self.decode == "auto" and on_gpu)
+        wanted = self.options.decode == "static" or (self.options.decode == "auto" and on_gpu)
         if not wanted:
             return None
         if not supports_static_decode(self.hf_model):
-            if self.decode == "static":
+            if self.options.decode == "static":
                 raise BackendError(
                     f"decode: static needs transformers 5 and a model whose layers all use full attention "
                     f"through SDPA or eager attention; {self.model!r} does not qualify here (use decode: generate)"
                 )
             return None
         step = None
-        if self.compile:
+        if self.options.compile:
             import torch
 
             step = torch.compile(self.hf_model, dynamic=False)
@@ -159,7 +157,7 @@ class HFGeneration(HFScoring):
         out: list[Completion | None] = [None] * len(seqs)
         ends = tokens.end_ids(self.tokenizer, self.hf_model)
         static = self._decoder is not None and params.temperature <= 0 and streamer is None
-        for batch in plan_batches([len(s) for s in seqs], self.max_batch_tokens, self.max_batch_size):
+        for batch in plan_batches([len(s) for s in seqs], self.options.max_batch_tokens, self.options.max_batch_size):
             start = time.perf_counter()
             if static:
                 made = self._decoder.generate(

@@ -5,8 +5,11 @@ answer tokens), continuation log-probabilities, prompts shared by a group scored
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from ..options import Options
 from . import tokens
 from .base import LLMBackend
 from .types import ContinuationScores, LabelScores, Prompt
@@ -69,18 +72,34 @@ def plan_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int)
     return batches
 
 
+class HFOptions(Options):
+    """How transformers runs a causal LM: device, precision, attention, batching, decoding."""
+
+    device: str | None = Field(None, description="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
+    dtype: str = Field("auto", description="auto (bfloat16 on GPU, float32 on CPU) or a torch dtype name")
+    attn_implementation: str = Field("sdpa", description="transformers' attention implementation")
+    max_batch_tokens: int = Field(16384, ge=1, description="padded tokens per forward pass")
+    max_batch_size: int = Field(64, ge=1, description="sequences per forward pass")
+    trust_remote_code: bool = Field(False, description="run code shipped with the model (off unless you trust it)")
+    compile: bool = Field(False, description="torch.compile the scoring forward and the decoding step")
+    share_prefix: bool = Field(False, description="score a group of prompts' shared prefix once")
+    min_shared_prefix: int = Field(32, ge=1, description="share_prefix: shortest prefix worth sharing (tokens)")
+    min_shared_fraction: float = Field(
+        0.25, ge=0, le=1, description="share_prefix: share only when the prefix is this fraction of the group's length"
+    )
+    decode: Literal["auto", "static", "generate"] = Field(
+        "auto", description="greedy decoding: static (static cache, CUDA graphs), generate, or auto (static on GPU)"
+    )
+
+
 class HFScoring(LLMBackend):
     """Scoring through a loaded ``AutoModelForCausalLM`` (mixed into :class:`~.hf.HFBackend`,
     which loads ``hf_model`` and ``tokenizer`` and owns the batching settings)."""
 
+    options: HFOptions
     hf_model: Any
     tokenizer: Any
     device: str | None
-    max_batch_tokens: int
-    max_batch_size: int
-    share_prefix: bool
-    min_shared_prefix: int
-    min_shared_fraction: float
     _scorer: Any
     _score: Any
     _greedy: Any
@@ -112,13 +131,15 @@ class HFScoring(LLMBackend):
         once and only their own suffixes in batches over a copy of its KV cache, when the prefix
         is at least ``min_shared_fraction`` of their mean length (on an H200 a share of 0.36
         gained 1.49x, 0.16 and 0.07 lost: docs/benchmarks.md)."""
-        if not self.share_prefix:
+        if not self.options.share_prefix:
             return self._score_padded(items)
         out: list[list[float]] = [[] for _ in items]
         rest: list[int] = []
-        for group, shared in prefix_groups([it.ids if it.labels else [] for it in items], self.min_shared_prefix):
+        for group, shared in prefix_groups(
+            [it.ids if it.labels else [] for it in items], self.options.min_shared_prefix
+        ):
             mean = sum(len(items[i].ids) for i in group) / len(group)
-            if not shared or shared < self.min_shared_fraction * mean:  # too little in common to pay
+            if not shared or shared < self.options.min_shared_fraction * mean:  # too little in common to pay
                 rest.extend(group)
                 continue
             for i, values in zip(group, self._score_with_prefix([items[i] for i in group], shared), strict=True):
@@ -140,7 +161,9 @@ class HFScoring(LLMBackend):
             cache = self.hf_model(input_ids=prefix, use_cache=True).past_key_values
         suffixes = [it.ids[shared:] for it in items]
         out: list[list[float]] = [[] for _ in items]
-        for batch in plan_batches([len(s) for s in suffixes], self.max_batch_tokens, self.max_batch_size):
+        for batch in plan_batches(
+            [len(s) for s in suffixes], self.options.max_batch_tokens, self.options.max_batch_size
+        ):
             rows = [items[i] for i in batch]
             ids, mask, pos = self._padded([suffixes[i] for i in batch])
             mask = torch.cat([torch.ones((len(batch), shared), dtype=mask.dtype, device=mask.device), mask], dim=1)
@@ -175,7 +198,9 @@ class HFScoring(LLMBackend):
         # The device runs batch k while the host pads and launches batch k+1; batch k's results
         # are copied back only then, so the device does not idle between batches. Only the
         # gathered target values are kept meanwhile, never a batch's logits.
-        for batch in plan_batches([len(x.ids) for x in items], self.max_batch_tokens, self.max_batch_size):
+        for batch in plan_batches(
+            [len(x.ids) for x in items], self.options.max_batch_tokens, self.options.max_batch_size
+        ):
             rows = [items[i] for i in batch]
             keep = max(r.keep for r in rows)
             ids, mask, pos = self._padded([r.ids for r in rows])
@@ -236,7 +261,7 @@ class HFScoring(LLMBackend):
 
         banned = sorted(tokens.end_ids(self.tokenizer, self.hf_model))
         out = [0] * len(seqs)
-        for batch in plan_batches([len(s) for s in seqs], self.max_batch_tokens, self.max_batch_size):
+        for batch in plan_batches([len(s) for s in seqs], self.options.max_batch_tokens, self.options.max_batch_size):
             ids, mask, pos = self._padded([seqs[i] for i in batch])
             with torch.inference_mode():
                 logits = self._scorer(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits

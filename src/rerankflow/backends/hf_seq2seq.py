@@ -14,7 +14,10 @@ import logging
 import time
 from typing import Any
 
+from pydantic import Field
+
 from ..errors import BackendError, MissingDependencyError
+from ..options import Options
 from . import tokens
 from .base import LLMBackend
 from .models import resolve_llm
@@ -23,23 +26,30 @@ from .types import Completion, ContinuationScores, GenerationParams, LabelScores
 log = logging.getLogger(__name__)
 
 
+class Seq2SeqOptions(Options):
+    """How transformers runs an encoder-decoder scorer (MonoT5, DuoT5)."""
+
+    device: str | None = Field(None, description="cpu, cuda, ... (default: cuda when there is one)")
+    dtype: str = Field("float32", description="a torch dtype name")
+    batch_size: int = Field(32, ge=1, description="prompts per forward pass")
+    max_length: int = Field(512, ge=8, description="prompts are cut at the end to this many tokens")
+
+
 class HFSeq2SeqBackend(LLMBackend):
     """transformers ``AutoModelForSeq2SeqLM`` scoring labels at the first decoder step."""
 
     kind = "hf_seq2seq"
 
+    Options = Seq2SeqOptions
+    options: Seq2SeqOptions
+
     def __init__(
-        self,
-        model: str,
-        *,
-        revision: str | None = None,
-        device: str | None = None,
-        dtype: str = "float32",
-        batch_size: int = 32,
-        max_length: int = 512,
+        self, model: str, *, revision: str | None = None, options: Seq2SeqOptions | None = None, **settings: Any
     ) -> None:
         super().__init__(model, revision=revision)
-        self.device, self.dtype, self.batch_size, self.max_length = device, dtype, batch_size, max_length
+        self.options = Seq2SeqOptions.build(options, settings, f"hf_seq2seq backend {model!r}", BackendError)
+        self.device = self.options.device
+        """The device the model runs on (the option, or the one chosen at load)."""
         self.hf_model: Any = None
 
     def load(self) -> None:
@@ -54,7 +64,7 @@ class HFSeq2SeqBackend(LLMBackend):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, revision=self.revision)
             self.hf_model = AutoModelForSeq2SeqLM.from_pretrained(
-                folder, revision=self.revision, dtype=getattr(torch, self.dtype)
+                folder, revision=self.revision, dtype=getattr(torch, self.options.dtype)
             )
         except (OSError, ValueError) as exc:
             raise BackendError(f"transformers could not load {self.model!r}: {exc}") from exc
@@ -73,7 +83,7 @@ class HFSeq2SeqBackend(LLMBackend):
     @property
     def _encoding(self) -> dict[str, Any]:
         """How prompts are encoded: special tokens added, cut at ``max_length`` from the end."""
-        return {"truncation": True, "max_length": self.max_length}
+        return {"truncation": True, "max_length": self.options.max_length}
 
     def engine_ids(self, prompts: list[Prompt]) -> list[list[int]]:
         """The token ids the model reads for each prompt (what :meth:`label_logprobs` feeds it,
@@ -90,8 +100,10 @@ class HFSeq2SeqBackend(LLMBackend):
         start = self.hf_model.config.decoder_start_token_id
         out: list[list[float]] = []
         lengths: list[int] = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[i : i + self.batch_size], padding=True, return_tensors="pt", **self._encoding)
+        for i in range(0, len(texts), self.options.batch_size):
+            enc = self.tokenizer(
+                texts[i : i + self.options.batch_size], padding=True, return_tensors="pt", **self._encoding
+            )
             enc = enc.to(self.device)
             decoder = torch.full((enc["input_ids"].shape[0], 1), start, dtype=torch.long, device=self.device)
             with torch.inference_mode():

@@ -24,15 +24,35 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from pydantic import Field, model_validator
+
 from ..cancel import CancelToken
 from ..errors import BackendError
 from . import tokens
 from .base import LLMBackend
-from .http_transport import HTTPTransport, describe_error
+from .http_transport import HTTPTransport, TransportOptions, describe_error
 from .models import resolve_llm
 from .types import Completion, ContinuationScores, GenerationParams, LabelScores, Prompt, StreamChunk
 
 log = logging.getLogger(__name__)
+
+
+class HTTPOptions(TransportOptions):
+    """An OpenAI-compatible server: where it is (:class:`TransportOptions`) and how to read it."""
+
+    tokenizer: str | None = Field(
+        None, description="a local copy of the model's tokenizer (folder or HF id): token counts, exact prompts"
+    )
+    top_logprobs: int = Field(20, ge=1, description="log-probabilities asked per position (label scoring)")
+    vllm_label_ids: bool = Field(
+        False, description="ask vLLM for the labels' own log-probabilities by token id (needs tokenizer)"
+    )
+
+    @model_validator(mode="after")
+    def _ids_need_a_tokenizer(self) -> HTTPOptions:
+        if self.vllm_label_ids and not self.tokenizer:
+            raise ValueError("vllm_label_ids needs tokenizer: <model folder or HF id> to map labels to token ids")
+        return self
 
 
 class OpenAIHTTPBackend(LLMBackend):
@@ -40,56 +60,24 @@ class OpenAIHTTPBackend(LLMBackend):
 
     kind = "http"
 
+    Options = HTTPOptions
+    options: HTTPOptions
+
     def __init__(
-        self,
-        model: str,
-        *,
-        base_url: str = "http://127.0.0.1:8000/v1",
-        api_key_env: str | None = "OPENAI_API_KEY",
-        tokenizer: str | None = None,
-        max_concurrency: int = 16,
-        timeout_s: float = 60.0,
-        connect_timeout_s: float = 5.0,
-        max_retries: int = 4,
-        backoff_initial_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-        retry_budget_s: float = 120.0,
-        top_logprobs: int = 20,
-        vllm_label_ids: bool = False,
+        self, model: str, *, revision: str | None = None, options: HTTPOptions | None = None, **settings: Any
     ) -> None:
-        super().__init__(model)
-        self.http = HTTPTransport(
-            base_url,
-            api_key_env=api_key_env,
-            max_concurrency=max_concurrency,
-            timeout_s=timeout_s,
-            connect_timeout_s=connect_timeout_s,
-            max_retries=max_retries,
-            backoff_initial_s=backoff_initial_s,
-            backoff_max_s=backoff_max_s,
-            retry_budget_s=retry_budget_s,
-        )
-        self.tokenizer_name = tokenizer
-        self.max_concurrency = max_concurrency
-        self.timeout_s = timeout_s
-        self.connect_timeout_s = connect_timeout_s
-        self.max_retries = max_retries
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.retry_budget_s = retry_budget_s
-        self.top_logprobs = top_logprobs
-        self.vllm_label_ids = vllm_label_ids
-        if vllm_label_ids and not tokenizer:
-            raise BackendError("vllm_label_ids needs tokenizer: <model folder or HF id> to map labels to token ids")
+        super().__init__(model, revision=revision)
+        self.options = HTTPOptions.build(options, settings, f"http backend {model!r}", BackendError)
+        self.http = HTTPTransport(self.options)
         self.tokenizer: Any = None
 
     def load(self) -> None:
         """Load the local tokenizer, if one is named (the server needs no loading here)."""
         HTTPTransport.check_installed()
-        if self.tokenizer_name:
+        if self.options.tokenizer:
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(resolve_llm(self.tokenizer_name))
+            self.tokenizer = AutoTokenizer.from_pretrained(resolve_llm(self.options.tokenizer))
 
     def _local_tokenizer(self, what: str) -> Any:
         """Token counts, cuts and offsets over HTTP need a local copy of the model's tokenizer."""
@@ -110,7 +98,7 @@ class OpenAIHTTPBackend(LLMBackend):
         path, body = self._generation_body(prompt, params)
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         http = self.http
-        timeout = httpx.Timeout(http.timeout_s, connect=http.connect_timeout_s)
+        timeout = httpx.Timeout(self.options.timeout_s, connect=self.options.connect_timeout_s)
         url = f"{http.base_url}{path}"
         start = time.perf_counter()
         text, finish, usage = "", None, {}
@@ -204,12 +192,12 @@ class OpenAIHTTPBackend(LLMBackend):
     async def _alabel_logprobs(
         self, prompts: list[Prompt], labels: list[str], after: int, context: str | None
     ) -> list[LabelScores]:
-        k = self.top_logprobs
+        k = self.options.top_logprobs
         steps = after + 1
         # vLLM's min_tokens extension; other servers may stop early (an error below)
         length: dict[str, Any] = {"max_tokens": steps, **({"min_tokens": steps} if after else {})}
         extra: dict[str, Any] = {}
-        if self.vllm_label_ids:
+        if self.options.vllm_label_ids:
             extra["logprob_token_ids"] = tokens.label_ids(self.tokenizer, labels, context)
         bodies: list[tuple[str, dict[str, Any]]] = []
         for p in prompts:

@@ -18,7 +18,10 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import Field, field_validator
+
 from ..errors import BackendError, MissingDependencyError
+from ..options import Options
 
 Check = Callable[[str, Any], None]
 """Validates a decoded answer (``url``, JSON); raises :class:`BackendError` naming what is wrong."""
@@ -28,37 +31,42 @@ class RetryableHTTPError(BackendError):
     """A 429 or 5xx answer (retried)."""
 
 
-class HTTPTransport:
-    """POST JSON bodies to one server (see the module docstring)."""
+class TransportOptions(Options):
+    """How to reach one server: address, key, concurrency, timeouts and retries (every backend
+    that calls a server extends these)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key_env: str | None,
-        max_concurrency: int = 16,
-        timeout_s: float = 60.0,
-        connect_timeout_s: float = 5.0,
-        max_retries: int = 4,
-        backoff_initial_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-        retry_budget_s: float = 120.0,
-    ) -> None:
-        if max_concurrency < 1:
-            raise BackendError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        if urlsplit(base_url).password is not None:
-            raise BackendError(
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="server address")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="environment variable holding the API key (sent as a bearer token)"
+    )
+    max_concurrency: int = Field(16, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, description="seconds per request")
+    connect_timeout_s: float = Field(5.0, gt=0, description="seconds to open a connection")
+    max_retries: int = Field(4, ge=0, description="retries of a failed request (5xx, 429, transport errors)")
+    backoff_initial_s: float = Field(0.5, gt=0, description="first retry's wait (exponential, with jitter)")
+    backoff_max_s: float = Field(8.0, gt=0, description="longest wait between retries")
+    retry_budget_s: float = Field(120.0, gt=0, description="seconds one request may spend retrying")
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_password(cls, v: str) -> str:
+        if urlsplit(v).password is not None:
+            raise ValueError(
                 "base_url holds a password; put the credential in an environment variable and name it in api_key_env"
             )
-        self.base_url = base_url.rstrip("/")
-        self.api_key_env = api_key_env
-        self.max_concurrency = max_concurrency
-        self.timeout_s = timeout_s
-        self.connect_timeout_s = connect_timeout_s
-        self.max_retries = max_retries
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.retry_budget_s = retry_budget_s
+        return v.rstrip("/")
+
+
+class HTTPTransport:
+    """POST JSON bodies to one server (see the module docstring); settings: ``options``."""
+
+    def __init__(self, options: TransportOptions) -> None:
+        self.options = options
+
+    @property
+    def base_url(self) -> str:
+        """The server address (no trailing slash)."""
+        return self.options.base_url
 
     @staticmethod
     def check_installed() -> None:
@@ -71,9 +79,9 @@ class HTTPTransport:
 
     def api_key(self) -> str | None:
         """The key from the environment variable ``api_key_env`` names (``None``: no key)."""
-        if not self.api_key_env:
+        if not self.options.api_key_env:
             return None
-        return os.environ.get(self.api_key_env) or None
+        return os.environ.get(self.options.api_key_env) or None
 
     def headers(self) -> dict[str, str]:
         """JSON content type, and the bearer token when there is a key."""
@@ -100,9 +108,9 @@ class HTTPTransport:
         answers and their latencies, in order."""
         import httpx
 
-        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
-        limits = httpx.Limits(max_connections=self.max_concurrency)
-        sem = asyncio.Semaphore(self.max_concurrency)
+        timeout = httpx.Timeout(self.options.timeout_s, connect=self.options.connect_timeout_s)
+        limits = httpx.Limits(max_connections=self.options.max_concurrency)
+        sem = asyncio.Semaphore(self.options.max_concurrency)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=self.headers()) as client:
 
             async def one(body: dict[str, Any]) -> tuple[Any, float]:
@@ -126,8 +134,8 @@ class HTTPTransport:
         )
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1) | stop_after_delay(self.retry_budget_s),
-            wait=wait_exponential_jitter(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
+            stop=stop_after_attempt(self.options.max_retries + 1) | stop_after_delay(self.options.retry_budget_s),
+            wait=wait_exponential_jitter(multiplier=self.options.backoff_initial_s, max=self.options.backoff_max_s),
             retry=retry_if_exception_type((httpx.TransportError, RetryableHTTPError)),
             reraise=False,
         )

@@ -12,44 +12,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from pydantic import Field
+
 from ..errors import BackendError
 from .base import run_sync
 from .batching import query_runs
-from .http_transport import HTTPTransport
+from .http_transport import HTTPTransport, TransportOptions
 
 RerankAPI = Literal["cohere", "tei"]
+
+
+class RerankEndpointOptions(TransportOptions):
+    """A rerank endpoint: where it is (:class:`TransportOptions`) and which API shape it speaks."""
+
+    base_url: str = Field("http://127.0.0.1:8000", description="server address, e.g. http://127.0.0.1:8000")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    api: RerankAPI = Field("cohere", description="request/answer shape")
+    path: str | None = Field(None, description="default: /v1/rerank (cohere), /rerank (tei)")
+    batch_size: int = Field(64, ge=1, description="documents per request")
+    max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
 
 
 class RerankEndpointModel:
     """One relevance score per (query, passage) pair from a rerank endpoint (see the module
     docstring); a drop-in for :class:`~rerankflow.backends.cross_encoder.CrossEncoderModel`."""
 
-    def __init__(
-        self,
-        model: str | None,
-        *,
-        base_url: str = "http://127.0.0.1:8000",
-        path: str | None = None,
-        api: RerankAPI = "cohere",
-        api_key_env: str | None = None,
-        batch_size: int = 64,
-        max_concurrency: int = 8,
-        timeout_s: float = 60.0,
-        max_retries: int = 4,
-    ) -> None:
-        if batch_size < 1:
-            raise BackendError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, model: str | None, *, options: RerankEndpointOptions | None = None, **settings: Any) -> None:
         self.model = model
-        self.api: RerankAPI = api
-        self.path = path or ("/v1/rerank" if api == "cohere" else "/rerank")
-        self.batch_size = batch_size
-        self.http = HTTPTransport(
-            base_url,
-            api_key_env=api_key_env,
-            max_concurrency=max_concurrency,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-        )
+        self.options = RerankEndpointOptions.build(options, settings, "rerank endpoint", BackendError)
+        self.api: RerankAPI = self.options.api
+        self.path = self.options.path or ("/v1/rerank" if self.api == "cohere" else "/rerank")
+        self.http = HTTPTransport(self.options)
 
     def load(self) -> None:
         """Nothing to load; checks that the HTTP libraries are there."""
@@ -60,7 +53,7 @@ class RerankEndpointModel:
         if not pairs:
             return []
         self.load()
-        spans = query_runs([q for q, _ in pairs], self.batch_size)  # one request per span
+        spans = query_runs([q for q, _ in pairs], self.options.batch_size)  # one request per span
         bodies = [self._body(pairs[a][0], [p for _, p in pairs[a:b]]) for a, b in spans]
         answers = run_sync(self.http.post_all(self.path, bodies, self._check))
         scores: list[float] = []

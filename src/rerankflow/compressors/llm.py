@@ -102,15 +102,13 @@ class LLMFilter(_LLMCompressor):
         **settings: Any,
     ) -> None:
         super().__init__(backend, template, tokenizer, options, settings)
-        self.threshold = self.options.threshold
-        self.keep_at_least = self.options.keep_at_least
         self.p_yes: Memo[tuple[str, str, str], float] = Memo()
         """P(yes) of judged (query text, document id, text): a pair is judged once while it
         stays in the bounded memo, so a budget sweep on the same stage costs no further calls."""
 
     def __repr__(self) -> str:
         o = self.options
-        return f"LLMFilter({self.backend!r}, threshold={self.threshold}, max_tokens={o.max_tokens}, ratio={o.ratio})"
+        return f"LLMFilter({self.backend!r}, threshold={self.options.threshold}, max_tokens={o.max_tokens}, ratio={o.ratio})"
 
     def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
         """Judge every passage, keep the helpful ones (rank order kept), fit the budget."""
@@ -134,8 +132,8 @@ class LLMFilter(_LLMCompressor):
         out = []
         for r, note in zip(batch, notes, strict=True):
             p = [judged[k] if k in judged else self.p_yes.get(k) for k in (_pair_key(r, c) for c in r.candidates)]
-            best = set(sorted(range(len(p)), key=lambda i: (-p[i], i))[: self.keep_at_least])
-            kept = [c for i, c in enumerate(r.candidates) if p[i] >= self.threshold or i in best]
+            best = set(sorted(range(len(p)), key=lambda i: (-p[i], i))[: self.options.keep_at_least])
+            kept = [c for i, c in enumerate(r.candidates) if p[i] >= self.options.threshold or i in best]
             note.drop("judged not helpful", len(r.candidates) - len(kept))
             out.append(self.fit(note, kept))
         return out
@@ -166,7 +164,6 @@ class LLMExtractor(_LLMCompressor):
         **settings: Any,
     ) -> None:
         super().__init__(backend, template, tokenizer, options, settings)
-        self.max_output_tokens = self.options.max_output_tokens
         self.replies: Memo[tuple[str, str, str], str] = Memo()
         """The model's reply per (query text, document id, text), asked once while it stays
         in the bounded memo."""
@@ -200,7 +197,7 @@ class LLMExtractor(_LLMCompressor):
             self.template.render(query=batch[i].query.text, passage=self._numbered(c.doc.text, s))
             for i, c, s in todo.values()
         ]
-        params = GenerationParams(max_tokens=self.max_output_tokens)
+        params = GenerationParams(max_tokens=self.options.max_output_tokens)
         completions = self.backend.generate(prompts, params) if prompts else []
         replies = {}
         for (key, (i, _, _)), completion in zip(todo.items(), completions, strict=True):

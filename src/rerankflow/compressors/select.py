@@ -43,14 +43,12 @@ class BudgetFilter(Compressor):
 
     def __init__(self, *, tokenizer: Tokenizes, options: BudgetFilterOptions | None = None, **settings: Any) -> None:
         super().__init__(tokenizer, options, settings)
-        self.min_score = self.options.min_score
-        self.overflow: Overflow = self.options.overflow
 
     def __repr__(self) -> str:
         o = self.options
         return (
-            f"BudgetFilter(max_tokens={o.max_tokens}, ratio={o.ratio}, min_score={self.min_score}, "
-            f"overflow={self.overflow!r})"
+            f"BudgetFilter(max_tokens={o.max_tokens}, ratio={o.ratio}, min_score={self.options.min_score}, "
+            f"overflow={self.options.overflow!r})"
         )
 
     def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
@@ -58,11 +56,11 @@ class BudgetFilter(Compressor):
         out = []
         for r, note in zip(batch, notes, strict=True):
             cands = list(r.candidates)
-            if self.min_score is not None:
-                above = [c for c in cands if c.score >= self.min_score]
+            if self.options.min_score is not None:
+                above = [c for c in cands if c.score >= self.options.min_score]
                 note.drop("below min_score", len(cands) - len(above))
                 cands = above
-            out.append(self.fit(note, cands, self.overflow))
+            out.append(self.fit(note, cands, self.options.overflow))
         return out
 
 
@@ -89,7 +87,6 @@ class Reorder(Transformer):
 
     def __init__(self, policy: Policy | None = None, *, options: ReorderOptions | None = None) -> None:
         self.options = ReorderOptions.build(options, {"policy": policy} if policy is not None else {}, "reorder")
-        self.policy: Policy = self.options.policy
 
     @property
     def name(self) -> str:
@@ -97,12 +94,12 @@ class Reorder(Transformer):
         return "reorder"
 
     def __repr__(self) -> str:
-        return f"Reorder({self.policy!r})"
+        return f"Reorder({self.options.policy!r})"
 
     def _order(self, candidates: Sequence[Candidate]) -> list[Candidate]:
-        if self.policy == "relevance":
+        if self.options.policy == "relevance":
             return list(candidates)
-        if self.policy == "ends":
+        if self.options.policy == "ends":
             return [candidates[i] for i in ends_order(len(candidates))]
 
         def first_score(c: Candidate) -> float:

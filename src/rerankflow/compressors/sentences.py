@@ -111,11 +111,10 @@ class SentenceExtractor(UnitCompressor):
     ) -> None:
         super().__init__(tokenizer, options, settings)
         self.encoder = encoder
-        self.min_similarity = self.options.min_similarity
 
     def __repr__(self) -> str:
         o = self.options
-        return f"SentenceExtractor(max_tokens={o.max_tokens}, ratio={o.ratio}, min_similarity={self.min_similarity})"
+        return f"SentenceExtractor(max_tokens={o.max_tokens}, ratio={o.ratio}, min_similarity={self.options.min_similarity})"
 
     def score_units(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Unit]]:
         """Sentences of every passage, scored by cosine similarity to the query."""
@@ -141,7 +140,7 @@ class SentenceExtractor(UnitCompressor):
         return out
 
     def _threshold(self, units: list[Unit]) -> list[Unit]:
-        if self.min_similarity is None or not units:
+        if self.options.min_similarity is None or not units:
             return units
         best = max(units, key=lambda u: u.score)
-        return [u for u in units if u.score >= self.min_similarity or u is best]
+        return [u for u in units if u.score >= self.options.min_similarity or u is best]

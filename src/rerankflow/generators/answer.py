@@ -93,7 +93,6 @@ class AnswerGenerator(Transformer):
         self.backend = backend
         self.template = t
         self.params = GenerationParams(max_tokens=o.max_tokens, temperature=o.temperature, seed=o.seed)
-        self.max_passages = o.max_passages
 
     @property
     def name(self) -> str:
@@ -109,7 +108,7 @@ class AnswerGenerator(Transformer):
 
     def prompt(self, ranking: Ranking) -> tuple[Prompt, str, tuple[Document, ...]]:
         """The prompt for a ranking, its user message, and the passages in it (in order)."""
-        require_at_most([ranking], self.max_passages, self.name, setting="max_passages")
+        require_at_most([ranking], self.options.max_passages, self.name, setting="max_passages")
         context = tuple(c.doc for c in ranking.candidates)
         block = "\n".join(passage_line(n, d) for n, d in enumerate(context, 1))
         prompt = self.template.render(query=ranking.query.text, passages=block)

@@ -29,7 +29,7 @@ from scipy import sparse
 from ..errors import DataError, MissingDependencyError, format_path
 from ..io.jsonl import read_documents
 from ..retrievers.bm25 import BM25Index
-from ..retrievers.tokenize import Tokenizer
+from ..retrievers.tokenize import Tokenizer, TokenizerOptions
 from ..types import Document
 
 INDEX_FORMAT = 1
@@ -50,17 +50,10 @@ class _Chunking(_Part):
     overlap_tokens: int = Field(ge=0)
 
 
-class _TokenizerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    lowercase: bool
-    stopwords: str
-    stemmer: str
-
-
 class _Settings(_Part):
     encoder: str | None
     chunking: _Chunking
-    tokenizer: _TokenizerSettings
+    tokenizer: TokenizerOptions
 
 
 class _Segment(BaseModel):

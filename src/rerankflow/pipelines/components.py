@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from ..backends.cross_encoder import CrossEncoderModel
 from ..backends.embeddings import SentenceTransformerEncoder, TextEncoder
 from ..backends.factory import BackendConfig
 from ..backends.models import model_identity
-from ..backends.rerank_http import RerankEndpointModel
+from ..backends.rerank_http import RerankEndpointModel, RerankEndpointOptions
 from ..backends.vllm_score import VLLMScoreModel
 from ..compressors.dedup import NearDuplicateFilter
 from ..compressors.llm import LLMExtractor, LLMFilter
@@ -37,7 +37,7 @@ from ..rerankers.pointwise import PointwiseReranker
 from ..rerankers.setwise import SetwiseReranker
 from ..retrievers.bm25 import BM25Index, BM25Retriever
 from ..retrievers.dense import DenseRetriever
-from ..retrievers.tokenize import Tokenizer
+from ..retrievers.tokenize import Tokenizer, TokenizerOptions
 from ..stage import Transformer
 from . import presets
 from .context import BuildContext
@@ -45,23 +45,11 @@ from .context import BuildContext
 # -- keys that name objects ---------------------------------------------------------------------
 
 
-class BM25Keys(StageConfig):
-    """BM25 retrieval over the dataset's corpus: tokenizer settings and where the index lives."""
+class BM25Keys(TokenizerOptions, StageConfig):
+    """BM25 retrieval over the dataset's corpus: tokenizer settings (:class:`TokenizerOptions`)
+    and where the index lives."""
 
-    lowercase: bool = True
-    stopwords: Literal["english", "none"] = "english"
-    stemmer: str = Field("porter", description="PyStemmer algorithm (porter, english, ...) or none")
     index: OptionalJobPath = Field(None, description="folder to save the index to, or load it from if it exists")
-
-    @field_validator("stemmer")
-    @classmethod
-    def _known_stemmer(cls, v: str) -> str:
-        import Stemmer
-
-        valid = ["none", *Stemmer.algorithms()]
-        if v not in valid:
-            raise ValueError(f"unknown stemmer {v!r}; valid: {', '.join(valid)}")
-        return v
 
 
 class EncoderKeys(StageConfig):
@@ -77,22 +65,13 @@ class BiEncoderKeys(EncoderKeys):
     """Rerank candidates by cosine similarity of query and passage embeddings."""
 
 
-class RerankEndpointConfig(BaseModel):
+class RerankEndpointConfig(RerankEndpointOptions):
     """A rerank endpoint: ``/v1/rerank`` (Cohere/Jina shape: vLLM serve, Infinity, Cohere, Jina,
-    rerankflow serve) or TEI's ``/rerank``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    rerankflow serve) or TEI's ``/rerank``; its settings are the endpoint's own options."""
 
     kind: Literal["rerank_http"] = "rerank_http"
     base_url: str = Field(..., description="server address, e.g. http://127.0.0.1:8000")
     model: str | None = Field(None, description="model name the server expects (Cohere/Jina shape)")
-    api: Literal["cohere", "tei"] = Field("cohere", description="request/answer shape")
-    path: str | None = Field(None, description="default: /v1/rerank (cohere), /rerank (tei)")
-    api_key_env: str | None = Field(None, description="environment variable holding the API key")
-    batch_size: int = Field(64, ge=1, description="documents per request")
-    max_concurrency: int = Field(8, ge=1)
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(4, ge=0)
 
 
 class CrossEncoderKeys(StageConfig):
@@ -201,7 +180,7 @@ def _tokenizer(cfg: BackendConfig | None, ctx: BuildContext) -> Any:
 
 @register("bm25", kind="retriever", stage=BM25Retriever, keys=BM25Keys)
 def _build_bm25(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
-    tokenizer = Tokenizer(lowercase=cfg.lowercase, stopwords=cfg.stopwords, stemmer=cfg.stemmer)
+    tokenizer = cfg.pick(Tokenizer)
     if ctx.index is not None and cfg.index is None:
         if tokenizer != ctx.index.tokenizer:
             raise ConfigError(
@@ -253,11 +232,7 @@ def _build_biencoder(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> 
 @register("crossencoder", kind="reranker", stage=CrossEncoderReranker, keys=CrossEncoderKeys)
 def _build_crossencoder(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
     if cfg.backend is not None:
-        b = cfg.backend
-        endpoint = RerankEndpointModel(
-            b.model, base_url=b.base_url, path=b.path, api=b.api, api_key_env=b.api_key_env,
-            batch_size=b.batch_size, max_concurrency=b.max_concurrency, timeout_s=b.timeout_s, max_retries=b.max_retries,
-        )  # fmt: skip
+        endpoint = RerankEndpointModel(cfg.backend.model, options=cfg.backend.pick(RerankEndpointOptions))
         return CrossEncoderReranker(endpoint, cfg.pick(CrossEncoderReranker.Options))
     path = str(ctx.resolve(cfg.model)) if (ctx.base_dir / cfg.model).exists() else cfg.model
     if cfg.engine == "vllm":

@@ -33,6 +33,7 @@ from ..io.dataset import DatasetSpec
 from ..paths import OptionalJobPath, missing_paths, paths_outside
 from ..registry import StageConfig
 from ..yamlio import YamlDocument, validation_to_config_error
+from .ray_options import RayOptions
 
 KeyPath = tuple[str | int, ...]
 """Where a value sits in a job file: keys and list indices, e.g. ("pipelines", "main", 0, "bm25")."""
@@ -135,20 +136,6 @@ class CacheSpec(_Strict):
     dir: OptionalJobPath = Field(None, description="cache folder (default: $RERANKFLOW_HOME/stages)")
 
 
-class RaySpec(_Strict):
-    """How ``executor: ray`` lays a job out on a Ray cluster (docs/scale.md)."""
-
-    address: str | None = Field(
-        None, description="cluster to join: 'auto', 'ray://host:10001'; none starts a local cluster"
-    )
-    local_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster (default: all)")
-    actors: int = Field(1, ge=1, description="actors per model stage (one model/engine each)")
-    num_cpus: float = Field(1.0, ge=0, description="CPUs each model actor reserves")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs each model actor reserves (tensor_parallel_size for vLLM TP)")
-    task_cpus: float = Field(1.0, gt=0, description="CPUs of each task of a stage without a model")
-    batch_size: int | None = Field(None, ge=1, description="queries per map_batches call (default: batch_size)")
-
-
 class ServeSpec(_Strict):
     """How ``rerankflow serve`` exposes the job's pipelines (docs/serving.md)."""
 
@@ -201,7 +188,7 @@ class Job(_Strict):
     batch_size: int = Field(64, ge=1, description="queries per batch through each pipeline")
     output: OutputSpec = Field(default_factory=lambda: OutputSpec())
     executor: Literal["local", "ray"] = Field("local", description="run pipelines in this process or on Ray")
-    ray: RaySpec = Field(default_factory=lambda: RaySpec(), description="settings of executor: ray")
+    ray: RayOptions = Field(default_factory=lambda: RayOptions(), description="settings of executor: ray")
     cache: CacheSpec = Field(default_factory=lambda: CacheSpec(), description="the stage cache of `rerankflow run`")
     serve: ServeSpec = Field(default_factory=lambda: ServeSpec(), description="settings of `rerankflow serve`")
     allow_outside_paths: bool = Field(

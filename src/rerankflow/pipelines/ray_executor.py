@@ -37,6 +37,7 @@ from ..types import Ranking
 from .build import CACHED_KINDS, build_stage
 from .cache import StageCache
 from .context import BuildContext, job_index
+from .ray_options import RayOptions
 
 log = logging.getLogger(__name__)
 
@@ -108,40 +109,29 @@ class RayPipeline(Transformer):
     """A chain of stages run on Ray (see the module docstring). ``batch_size`` is the number
     of queries per ``map_batches`` call (also the unit a retry repeats)."""
 
-    def __init__(
-        self,
-        stages: Sequence[RayStage],
-        *,
-        actors: int = 1,
-        num_cpus: float = 1.0,
-        num_gpus: float = 0.0,
-        task_cpus: float = 1.0,
-        batch_size: int = 16,
-        address: str | None = None,
-        local_cpus: int | None = None,
-    ) -> None:
+    Options = RayOptions
+    options: RayOptions
+
+    def __init__(self, stages: Sequence[RayStage], *, options: RayOptions | None = None, **settings: Any) -> None:
         if not stages:
             raise PipelineTypeError("a Ray pipeline needs at least one stage")
-        if actors < 1 or batch_size < 1:
-            raise ConfigError(f"actors and batch_size must be at least 1, got {actors} and {batch_size}")
+        self.options = RayOptions.build(options, settings, "the Ray executor")
         self.stages = list(stages)
-        self.actors = actors
-        self.num_cpus = num_cpus
-        self.num_gpus = num_gpus
-        self.task_cpus = task_cpus
-        self.batch_size = batch_size
-        self.address = address
-        self.local_cpus = local_cpus
+
+    @property
+    def batch_size(self) -> int:
+        """Queries per ``map_batches`` call."""
+        return self.options.batch_size or 16
 
     def warm_up(self) -> None:
         """Connect to the cluster (actors load their models when the first batch runs)."""
-        connect(self.address, num_cpus=self.local_cpus)
+        connect(self.options.address, num_cpus=self.options.local_cpus)
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Run every stage over ``batch`` on the cluster; same length and order out."""
         if not batch:
             return []
-        ray = connect(self.address, num_cpus=self.local_cpus)
+        ray = connect(self.options.address, num_cpus=self.options.local_cpus)
         rows = [{"position": i, "ranking": json.dumps(ranking_to_dict(r))} for i, r in enumerate(batch)]
         ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // self.batch_size)))
         for stage in self.stages:
@@ -150,9 +140,9 @@ class RayPipeline(Transformer):
                     StageWorker,
                     fn_constructor_args=(stage.factory,),
                     batch_size=self.batch_size,
-                    compute=ray.data.ActorPoolStrategy(size=self.actors),
-                    num_cpus=self.num_cpus,
-                    num_gpus=self.num_gpus or None,
+                    compute=ray.data.ActorPoolStrategy(size=self.options.actors),
+                    num_cpus=self.options.num_cpus,
+                    num_gpus=self.options.num_gpus or None,
                 )
             else:
                 key = hashlib.sha256(ray.cloudpickle.dumps(stage.factory)).hexdigest()
@@ -160,7 +150,7 @@ class RayPipeline(Transformer):
                     run_stage_task,
                     fn_kwargs={"factory": stage.factory, "key": key},
                     batch_size=self.batch_size,
-                    num_cpus=self.task_cpus,
+                    num_cpus=self.options.task_cpus,
                 )
         done = sorted(ds.take_all(), key=lambda row: int(row["position"]))
         out = [ranking_from_dict(json.loads(row["ranking"])) for row in done]
@@ -168,7 +158,7 @@ class RayPipeline(Transformer):
         return out
 
     def __repr__(self) -> str:
-        return f"RayPipeline({' >> '.join(s.name for s in self.stages)}, actors={self.actors})"
+        return f"RayPipeline({' >> '.join(s.name for s in self.stages)}, actors={self.options.actors})"
 
 
 def build_on_worker(spec: Any, dataset: Any, base_dir: Path, cache_dir: str | None) -> Transformer:
@@ -193,14 +183,4 @@ def ray_pipeline(specs: Sequence[Any], job: Any, base_dir: Path, cache_dir: str 
         )
         for s in specs
     ]
-    opts = job.ray
-    return RayPipeline(
-        stages,
-        actors=opts.actors,
-        num_cpus=opts.num_cpus,
-        num_gpus=opts.num_gpus,
-        task_cpus=opts.task_cpus,
-        batch_size=opts.batch_size or job.batch_size,
-        address=opts.address,
-        local_cpus=opts.local_cpus,
-    )
+    return RayPipeline(stages, options=job.ray.model_copy(update={"batch_size": job.ray.batch_size or job.batch_size}))

@@ -116,9 +116,6 @@ class PlannedReranker(Transformer):
         self.check_template(self.template)
         self.backend = backend
         o = self.options
-        self.depth = o.depth
-        self.max_passage_tokens = o.max_passage_tokens
-        self.max_candidates = o.max_candidates
         self.scheduler = Scheduler(backend, mode=o.scheduler, max_concurrency=o.max_concurrency)
 
     @abstractmethod
@@ -153,8 +150,8 @@ class PlannedReranker(Transformer):
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Rerank the head of every ranking; all queries' plans run through one scheduler."""
-        require_at_most(batch, self.max_candidates, self.name, depth=self.depth)
-        heads = [r.candidates[: self.depth] if self.depth is not None else r.candidates for r in batch]
+        require_at_most(batch, self.options.max_candidates, self.name, depth=self.options.depth)
+        heads = [r.candidates[: self.options.depth] if self.options.depth is not None else r.candidates for r in batch]
         style = self.template.passage_style
         queries = [shown_query(style, r.query.text) for r in batch]
         plans = [self.plan(q, self.passages(head, q)) for q, head in zip(queries, heads, strict=True)]

@@ -206,12 +206,16 @@ class ListwiseOptions(PlannedOptions):
 
     @model_validator(mode="after")
     def _stride_fits(self) -> ListwiseOptions:
-        stride = self.window // 2 if self.stride is None else self.stride
-        if self.method == "sliding" and not 1 <= stride <= self.window:
+        if self.method == "sliding" and not 1 <= self.step <= self.window:
             raise ValueError(
-                f"need 1 <= stride <= window for the sliding method, got window={self.window}, stride={stride}"
+                f"need 1 <= stride <= window for the sliding method, got window={self.window}, stride={self.step}"
             )
         return self
+
+    @property
+    def step(self) -> int:
+        """The sliding window's stride (``stride``, default ``window // 2``)."""
+        return self.window // 2 if self.stride is None else self.stride
 
 
 class ListwiseReranker(PlannedReranker):
@@ -231,13 +235,6 @@ class ListwiseReranker(PlannedReranker):
         **settings: Any,
     ) -> None:
         super().__init__(backend, template, options, **settings)
-        o = self.options
-        self.method: Method = o.method
-        self.scorer: Scorer = o.scorer
-        self.window, self.stride = o.window, o.window // 2 if o.stride is None else o.stride
-        self.design, self.replicas, self.aggregate, self.seed = o.design, o.replicas, o.aggregate, o.seed
-        self.max_prompt_tokens = o.max_prompt_tokens
-        self.max_output_tokens = o.max_output_tokens
 
     def default_template(self) -> str:
         """The scorer's template."""
@@ -258,8 +255,8 @@ class ListwiseReranker(PlannedReranker):
 
     def __repr__(self) -> str:
         return (
-            f"ListwiseReranker({self.backend!r}, method={self.method!r}, scorer={self.scorer!r}, "
-            f"window={self.window}, stride={self.stride})"
+            f"ListwiseReranker({self.backend!r}, method={self.options.method!r}, scorer={self.options.scorer!r}, "
+            f"window={self.options.window}, stride={self.options.step})"
         )
 
     # -- one window -------------------------------------------------------------------------
@@ -269,7 +266,7 @@ class ListwiseReranker(PlannedReranker):
         n = len(texts)
         if self.options.shuffles == 1 or n < 2:
             return (yield from self._rank_once(query, texts))
-        rng = random.Random(f"{self.seed}:{query}:{n}")
+        rng = random.Random(f"{self.options.seed}:{query}:{n}")
         orders = [list(range(n))] + [rng.sample(range(n), n) for _ in range(self.options.shuffles - 1)]
         results = yield from gather([self._rank_once(query, [texts[i] for i in order]) for order in orders])
         position = [0.0] * n
@@ -285,7 +282,7 @@ class ListwiseReranker(PlannedReranker):
         n = len(texts)
         if self.template.passage_style == "rankllm":  # the query came through shown_query already
             texts = [rankllm_style.shown(t, n) for t in texts]
-        if self.scorer == "first_token":
+        if self.options.scorer == "first_token":
             labels = tuple((self.template.labels or [])[:n])
             prompt = self.template.render(query=query, num=str(n), passages=passage_block(labels, texts))
             t = self.template
@@ -295,7 +292,7 @@ class ListwiseReranker(PlannedReranker):
         names = self.template.labels  # a letter template shows and reads letters: [C] > [A] > [B]
         ids = list(names[:n]) if names else [str(i + 1) for i in range(n)]
         prompt = self.template.render(query=query, num=str(n), passages=passage_block(ids, texts))
-        max_tokens = self.max_output_tokens or 5 * n + 8
+        max_tokens = self.options.max_output_tokens or 5 * n + 8
         reply = yield from ask_generate(prompt, GenerationParams(max_tokens=max_tokens))
         parsed = parse_permutation(reply.text, n, labels=names)
         problems = Counter({k: v for k, v in parsed.problems().items() if v})
@@ -304,13 +301,13 @@ class ListwiseReranker(PlannedReranker):
     # -- methods ------------------------------------------------------------------------------
     def plan(self, query: str, texts: list[str]) -> Plan[Outcome]:
         """The calls for one query, by method."""
-        if self.method == "jointrank":
+        if self.options.method == "jointrank":
             return (yield from self._jointrank(query, texts))
-        if self.method == "single_pass":
+        if self.options.method == "single_pass":
             self._check_fits(query, texts)
             windows = [(0, len(texts))] if len(texts) >= 2 else []
         else:
-            windows = sliding_windows(len(texts), self.window, self.stride, self.options.window_schedule)
+            windows = sliding_windows(len(texts), self.options.window, self.options.step, self.options.window_schedule)
         order = list(range(len(texts)))
         problems: Counter[str] = Counter()
         for start, end in windows:
@@ -321,16 +318,18 @@ class ListwiseReranker(PlannedReranker):
         return Outcome(rank_scores(order), rank_derived=True, problems=problems)
 
     def _check_fits(self, query: str, texts: Sequence[str]) -> None:
-        labels = (self.template.labels or [])[: len(texts)] if self.scorer == "first_token" else None
+        labels = (self.template.labels or [])[: len(texts)] if self.options.scorer == "first_token" else None
         block = passage_block(labels or [str(i + 1) for i in range(len(texts))], texts)
         prompt = self.template.render(query=query, num=str(len(texts)), passages=block)
         used = sum(self.backend.count_tokens(m.content) for m in prompt.messages)
-        if used > self.max_prompt_tokens:
+        if used > self.options.max_prompt_tokens:
             raise DataError(
                 f"single-pass listwise prompt for query {query[:60]!r} has {used} tokens, over max_prompt_tokens="
-                f"{self.max_prompt_tokens}; use method: sliding or jointrank, a smaller depth, or lower max_passage_tokens"
+                f"{self.options.max_prompt_tokens}; use method: sliding or jointrank, a smaller depth, or lower max_passage_tokens"
             )
-        if (self.scorer == "first_token" or self.template.labels) and len(texts) > len(self.template.labels or []):
+        if (self.options.scorer == "first_token" or self.template.labels) and len(texts) > len(
+            self.template.labels or []
+        ):
             raise DataError(
                 f"{len(texts)} candidates but template {self.template.name!r} has {len(self.template.labels or [])} "
                 "labels; first_token single pass needs one label per candidate (set depth)"
@@ -338,14 +337,14 @@ class ListwiseReranker(PlannedReranker):
 
     def _jointrank(self, query: str, texts: list[str]) -> Plan[Outcome]:
         n = len(texts)
-        if self.design == "equireplicate":
-            blocks = equireplicate_blocks(n, self.window, self.replicas, self.seed)
-        elif self.design == "latin":
-            blocks = latin_blocks(n, self.window)
-        elif self.design == "covering":
-            blocks = covering_blocks(n, self.window)
+        if self.options.design == "equireplicate":
+            blocks = equireplicate_blocks(n, self.options.window, self.options.replicas, self.options.seed)
+        elif self.options.design == "latin":
+            blocks = latin_blocks(n, self.options.window)
+        elif self.options.design == "covering":
+            blocks = covering_blocks(n, self.options.window)
         else:
-            blocks = replicated_blocks(n, self.window, self.replicas, self.seed)
+            blocks = replicated_blocks(n, self.options.window, self.options.replicas, self.options.seed)
         results = yield from gather([self.rank_window(query, [texts[i] for i in block]) for block in blocks])
         problems: Counter[str] = Counter()
         rankings = []
@@ -353,6 +352,6 @@ class ListwiseReranker(PlannedReranker):
             rankings.append([block[i] for i in local])
             problems.update(found)
         wins = win_counts(n, rankings)
-        scores = win_rate(preferences(wins)) if self.aggregate == "winrate" else pagerank(wins)
+        scores = win_rate(preferences(wins)) if self.options.aggregate == "winrate" else pagerank(wins)
         # Equal aggregate scores keep the incoming order (the stable sort in the stage).
         return Outcome([s if math.isfinite(s) else 0.0 for s in scores], rank_derived=False, problems=problems)

@@ -87,9 +87,6 @@ class PairwiseReranker(PlannedReranker):
         **settings: Any,
     ) -> None:
         super().__init__(backend, template, options, **settings)
-        self.method: Method = self.options.method
-        self.top_k = self.options.top_k
-        self.both_orders = self.options.both_orders
 
     def default_template(self) -> str:
         """The built-in PRP template."""
@@ -101,14 +98,14 @@ class PairwiseReranker(PlannedReranker):
             raise ConfigError(f"template {template.name!r} needs exactly two labels (first passage, second)")
 
     def __repr__(self) -> str:
-        return f"PairwiseReranker({self.backend!r}, method={self.method!r}, top_k={self.top_k})"
+        return f"PairwiseReranker({self.backend!r}, method={self.options.method!r}, top_k={self.options.top_k})"
 
     def _calls(self, query: str, texts: Sequence[str], a: int, b: int) -> list[Call]:
         labels = tuple(self.template.labels or ())
         calls: list[Call] = [
             LabelCall(self.template.render(query=query, passage_a=texts[a], passage_b=texts[b]), labels)
         ]
-        if self.both_orders:
+        if self.options.both_orders:
             calls.append(LabelCall(self.template.render(query=query, passage_a=texts[b], passage_b=texts[a]), labels))
         return calls
 
@@ -132,9 +129,9 @@ class PairwiseReranker(PlannedReranker):
         """The comparisons for one query, by method."""
         n = len(texts)
         problems: Counter[str] = Counter()
-        if self.method == "allpairs":
+        if self.options.method == "allpairs":
             pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
-            per_pair = 2 if self.both_orders else 1
+            per_pair = 2 if self.options.both_orders else 1
             replies = (yield [c for a, b in pairs for c in self._calls(query, texts, a, b)]) if pairs else []
             scores = [0.0] * n
             for j, (a, b) in enumerate(pairs):
@@ -160,11 +157,11 @@ class PairwiseReranker(PlannedReranker):
                     best = challenger
             return best
 
-        if self.method == "heapsort":
-            order = yield from heap_top_k(n, self.top_k, 2, best_of, beats)
+        if self.options.method == "heapsort":
+            order = yield from heap_top_k(n, self.options.top_k, 2, best_of, beats)
         else:
             order = list(range(n))
-            for done in range(min(self.top_k, n - 1)):
+            for done in range(min(self.options.top_k, n - 1)):
                 swapped = False
                 for i in range(n - 2, done - 1, -1):
                     if (yield from beats(order[i + 1], order[i])):

@@ -61,23 +61,19 @@ class PointwiseReranker(Transformer):
         o = self.options
         self.template = as_template(template or DEFAULT_TEMPLATES[o.mode])
         self.backend = backend
-        self.mode: Mode = o.mode
-        self.score_mode: ScoreMode = o.score
-        self.max_passage_tokens = o.max_passage_tokens
-        self.max_candidates = o.max_candidates
         self._check_template()
 
     def _check_template(self) -> None:
         t, labels = self.template, self.template.labels or []
-        if self.mode == "query_likelihood":
+        if self.options.mode == "query_likelihood":
             if set(t.placeholders) != {"passage"}:
                 raise ConfigError(f"template {t.name!r}: query likelihood needs exactly the placeholder passage")
             return
         if set(t.placeholders) != {"query", "passage"}:
             raise ConfigError(f"template {t.name!r} must have the placeholders query and passage")
-        if self.mode == "yes_no" and len(labels) != 2:
+        if self.options.mode == "yes_no" and len(labels) != 2:
             raise ConfigError(f"template {t.name!r} must have two labels (yes, no) for mode yes_no")
-        if self.mode == "grade" and (len(labels) < 2 or not all(x.strip().isdigit() for x in labels)):
+        if self.options.mode == "grade" and (len(labels) < 2 or not all(x.strip().isdigit() for x in labels)):
             raise ConfigError(f"template {t.name!r} must have numeric grade labels for mode grade, got {labels}")
 
     @property
@@ -86,7 +82,7 @@ class PointwiseReranker(Transformer):
         return "pointwise"
 
     def __repr__(self) -> str:
-        return f"PointwiseReranker({self.backend!r}, mode={self.mode!r}, template={self.template.name!r})"
+        return f"PointwiseReranker({self.backend!r}, mode={self.options.mode!r}, template={self.template.name!r})"
 
     def load(self) -> None:
         """Start the backend (shared engines start once)."""
@@ -109,7 +105,7 @@ class PointwiseReranker(Transformer):
         pairs = list(zip(queries, texts, strict=True))
         if not pairs:
             return [], [], []
-        if self.mode == "query_likelihood":
+        if self.options.mode == "query_likelihood":
             ql_prompts = [self.template.render(passage=p) for _, p in pairs]
             conts = self.backend.continuation_logprobs(ql_prompts, [q for q, _ in pairs])
             return [c.mean for c in conts], [c.stats for c in conts], [0] * len(conts)
@@ -117,13 +113,13 @@ class PointwiseReranker(Transformer):
         labels = self.template.labels or []
         t = self.template
         results = self.backend.label_logprobs(prompts, labels, after=t.label_after, context=t.label_context)
-        if self.mode == "grade":
+        if self.options.mode == "grade":
             grades = [float(x) for x in labels]
             scores = [
                 sum(g * math.exp(lp) for g, lp in zip(grades, (r.normalized()[x] for x in labels), strict=True))
                 for r in results
             ]
-        elif self.score_mode == "margin":
+        elif self.options.score == "margin":
             scores = [r.logprobs[labels[0]] - r.logprobs[labels[1]] for r in results]
         else:
             scores = [math.exp(r.normalized()[labels[0]]) for r in results]
@@ -131,7 +127,7 @@ class PointwiseReranker(Transformer):
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Score every candidate of every ranking and re-sort."""
-        require_at_most(batch, self.max_candidates, self.name)
+        require_at_most(batch, self.options.max_candidates, self.name)
         scores, stats, missing = self._scores(batch)
         out, start = [], 0
         for r in batch:

@@ -66,9 +66,6 @@ class SetwiseReranker(PlannedReranker):
         **settings: Any,
     ) -> None:
         super().__init__(backend, template, options, **settings)
-        self.num_child = self.options.num_child
-        self.top_k = self.options.top_k
-        self.scorer = self.options.scorer
 
     def default_template(self) -> str:
         """The built-in setwise template."""
@@ -86,9 +83,7 @@ class SetwiseReranker(PlannedReranker):
             raise ConfigError(f"template {template.name!r} needs an output_regex for scorer 'generate'")
 
     def __repr__(self) -> str:
-        return (
-            f"SetwiseReranker({self.backend!r}, num_child={self.num_child}, top_k={self.top_k}, scorer={self.scorer!r})"
-        )
+        return f"SetwiseReranker({self.backend!r}, num_child={self.options.num_child}, top_k={self.options.top_k}, scorer={self.options.scorer!r})"
 
     def plan(self, query: str, texts: list[str]) -> Plan[Outcome]:
         """Heapsort for one query; each sift step is one prompt."""
@@ -109,7 +104,7 @@ class SetwiseReranker(PlannedReranker):
                 m = len(group)
                 mean = [p[labels[i]] + q[labels[m - 1 - i]] for i in range(m)]
                 return group[max(range(m), key=lambda i: (mean[i], -i))]
-            if self.scorer == "labels":
+            if self.options.scorer == "labels":
                 scores = yield from ask_labels(prompt, labels)
                 if scores.missing:
                     problems["unscored_labels"] += len(scores.missing)
@@ -121,7 +116,7 @@ class SetwiseReranker(PlannedReranker):
                 return group[0]
             return group[picked]
 
-        order = yield from heap_top_k(len(texts), self.top_k, self.num_child, best_of)
+        order = yield from heap_top_k(len(texts), self.options.top_k, self.options.num_child, best_of)
         return Outcome(rank_scores(order), rank_derived=True, problems=problems)
 
     def _picked(self, text: str, labels: Sequence[str]) -> int | None:

@@ -206,11 +206,6 @@ class BM25Retriever(FilteredSearch, Retriever):
             self.index = corpus
         else:
             self.index = BM25Index(corpus, tokenizer)
-        o = self.options
-        self.k, self.k1, self.b = o.k, o.k1, o.b
-        self.variant: Variant = o.variant
-        self.epsilon = o.epsilon
-        self.engine: Engine = o.engine
         self._weights: sparse.csr_matrix | None = None  # terms x documents, BM25 weights
         self._ref: Any = None
         self._positive = False
@@ -237,11 +232,11 @@ class BM25Retriever(FilteredSearch, Retriever):
         return "bm25"
 
     def __repr__(self) -> str:
-        return f"BM25Retriever(k={self.k}, k1={self.k1}, b={self.b}, variant={self.variant!r}, engine={self.engine!r})"
+        return f"BM25Retriever(k={self.options.k}, k1={self.options.k1}, b={self.options.b}, variant={self.options.variant!r}, engine={self.options.engine!r})"
 
     def load(self) -> None:
         """Build the engine's scoring structures (indexing the corpus if needed)."""
-        if self.engine == "rank_bm25":
+        if self.options.engine == "rank_bm25":
             self._build_reference()
         else:
             self._build_weights()
@@ -258,10 +253,10 @@ class BM25Retriever(FilteredSearch, Retriever):
         doc_len = np.asarray(tf.sum(axis=1)).ravel()
         avgdl = doc_len.mean() if doc_len.mean() > 0 else 1.0
         df = np.diff(tf.tocsc().indptr)
-        idf = idf_values(df, n_docs, self.variant, self.epsilon)
+        idf = idf_values(df, n_docs, self.options.variant, self.options.epsilon)
         coo = tf.tocoo()
-        norm = self.k1 * (1.0 - self.b + self.b * doc_len[coo.row] / avgdl)
-        data = idf[coo.col] * coo.data * (self.k1 + 1.0) / (coo.data + norm)
+        norm = self.options.k1 * (1.0 - self.options.b + self.options.b * doc_len[coo.row] / avgdl)
+        data = idf[coo.col] * coo.data * (self.options.k1 + 1.0) / (coo.data + norm)
         self._weights = sparse.csr_matrix((data, (coo.col, coo.row)), shape=(tf.shape[1], n_docs))
         self._positive = bool((data > 0).all())  # every posting adds to its document's score
 
@@ -269,10 +264,10 @@ class BM25Retriever(FilteredSearch, Retriever):
         from rank_bm25 import BM25Okapi
 
         tokenized = self.index.tokenized_corpus()
-        if self.variant == "okapi":
-            self._ref = BM25Okapi(tokenized, k1=self.k1, b=self.b, epsilon=self.epsilon)
+        if self.options.variant == "okapi":
+            self._ref = BM25Okapi(tokenized, k1=self.options.k1, b=self.options.b, epsilon=self.options.epsilon)
         else:
-            self._ref = _lucene_idf_okapi(tokenized, k1=self.k1, b=self.b)
+            self._ref = _lucene_idf_okapi(tokenized, k1=self.options.k1, b=self.options.b)
 
     def _retrieve(self, queries: Sequence[Query]) -> list[Ranking]:
         """Top ``k`` documents of each query."""
@@ -286,7 +281,7 @@ class BM25Retriever(FilteredSearch, Retriever):
 
     def _search_one(self, tokens: list[str], allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` ids and scores; ``allowed`` (a mask over the corpus) restricts the candidates."""
-        if self.engine == "rank_bm25":
+        if self.options.engine == "rank_bm25":
             return self._search_reference(tokens, allowed)
         weights = self._weights
         if weights is None:
@@ -309,13 +304,13 @@ class BM25Retriever(FilteredSearch, Retriever):
             # instead of marking and sorting every match.
             keep = scores >= threshold
             matched = np.flatnonzero(keep if allowed is None else keep & allowed)
-            return _top_k(matched, scores[matched], self.k)
+            return _top_k(matched, scores[matched], self.options.k)
         hit = np.zeros(n_docs, dtype=bool)
         hit[rows.indices] = True  # documents containing a query term (a mask: no sort needed)
         if allowed is not None:
             hit &= allowed
         matched = np.flatnonzero(hit)
-        return _top_k(matched, scores[matched], self.k)
+        return _top_k(matched, scores[matched], self.options.k)
 
     def _threshold(
         self, rows: sparse.csr_matrix, lengths: np.ndarray, scores: np.ndarray, allowed: np.ndarray | None
@@ -327,10 +322,10 @@ class BM25Retriever(FilteredSearch, Retriever):
         seed = rows.indices[rows.indptr[j] : rows.indptr[j + 1]]
         if allowed is not None:
             seed = seed[allowed[seed]]
-        if seed.size < self.k:
+        if seed.size < self.options.k:
             return None
         found = scores[seed]
-        kth = float(np.partition(found, seed.size - self.k)[seed.size - self.k])
+        kth = float(np.partition(found, seed.size - self.options.k)[seed.size - self.options.k])
         return kth if kth > 0 else None
 
     def _search_reference(self, tokens: list[str], allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -347,7 +342,7 @@ class BM25Retriever(FilteredSearch, Retriever):
         )
         if matched.size == 0:
             return matched, np.array([])
-        return _top_k(matched, np.asarray(scores)[matched], self.k)
+        return _top_k(matched, np.asarray(scores)[matched], self.options.k)
 
 
 def _top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

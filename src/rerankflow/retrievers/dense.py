@@ -66,11 +66,7 @@ class DenseRetriever(FilteredSearch, Retriever):
         if not self.corpus:
             raise DataError("the corpus is empty: dense retrieval needs at least one document")
         self.encoder = encoder
-        self.k = self.options.k
-        self.query_batch_size = self.options.query_batch_size
-        self.use_faiss = self.options.faiss
         self.cache_dir = Path(cache_dir) if cache_dir is not None else cache_home() / "embeddings"
-        self.cache = self.options.cache
         if embeddings is not None and embeddings.shape[0] != len(self.corpus):
             raise DataError(f"{embeddings.shape[0]} embeddings for {len(self.corpus)} documents; rebuild the index")
         self._emb: np.ndarray | None = embeddings
@@ -83,7 +79,7 @@ class DenseRetriever(FilteredSearch, Retriever):
         return "dense"
 
     def __repr__(self) -> str:
-        return f"DenseRetriever({self.encoder!r}, k={self.k}{', faiss' if self.use_faiss else ''})"
+        return f"DenseRetriever({self.encoder!r}, k={self.options.k}{', faiss' if self.options.faiss else ''})"
 
     def cache_path(self) -> Path:
         """File that holds (or will hold) this corpus's embeddings."""
@@ -94,7 +90,7 @@ class DenseRetriever(FilteredSearch, Retriever):
         """Encode the corpus or load its cached embeddings; build the FAISS index if asked."""
         if self._emb is not None:
             return
-        path = self.cache_path() if self.cache else None
+        path = self.cache_path() if self.options.cache else None
         if path is not None and path.is_file():
             emb = np.load(path, allow_pickle=False)
             if emb.shape[0] == len(self.corpus) and emb.dtype == np.float32:
@@ -110,7 +106,7 @@ class DenseRetriever(FilteredSearch, Retriever):
                     self._emb,
                     {"encoder": self.encoder.identity, "documents": len(self.corpus)},
                 )
-        if self.use_faiss:
+        if self.options.faiss:
             try:
                 import faiss
             except ImportError as exc:
@@ -122,9 +118,9 @@ class DenseRetriever(FilteredSearch, Retriever):
     def _retrieve(self, queries: Sequence[Query]) -> list[Ranking]:
         """Top ``k`` documents of each query by cosine similarity."""
         out: list[Ranking] = []
-        k = min(self.k, len(self.corpus))
-        for start in range(0, len(queries), self.query_batch_size):
-            chunk = queries[start : start + self.query_batch_size]
+        k = min(self.options.k, len(self.corpus))
+        for start in range(0, len(queries), self.options.query_batch_size):
+            chunk = queries[start : start + self.options.query_batch_size]
             qemb = self.encoder.encode([q.text for q in chunk], desc="dense: encoding queries")
             filters = [combine(self.options.filter, q.filter) for q in chunk]
             ids: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(chunk)
