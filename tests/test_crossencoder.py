@@ -127,3 +127,20 @@ def test_cross_encoder_presets_give_sentence_transformers_scores(preset, archite
         by_id = {c.docid: c for c in before.candidates}
         expected = reference.predict([(after.query.text, document_text(by_id[d].doc)) for d in after.docids])
         assert [c.score for c in after.candidates] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_rerank_in_one_call_with_a_cross_encoder_preset_goes_through_the_registry(ce_folder):
+    """rerank() builds a cross-encoder preset as the YAML stage (the registry wires the scorer):
+    the same scores as the stage built by hand, and a setting the preset does not know is an
+    error naming it."""
+    from rerankflow import rerank
+    from rerankflow.errors import ConfigError
+
+    docs = ["BM25 weighs term frequency.", "Paris is in France.", "Rerankers read pairs."]
+    out = rerank("what is bm25?", docs, model=str(ce_folder), preset="ms_marco_minilm", device="cpu", top_k=2)
+    stage = CrossEncoderReranker(CrossEncoderModel(str(ce_folder), device="cpu", max_length=512))
+    (by_hand,) = stage([Ranking.from_documents(out.query, [c.doc for c in out.candidates])])
+    assert len(out.candidates) == 2 and out.candidates[0].stage == "crossencoder"
+    assert {c.docid: c.score for c in out.candidates} == pytest.approx({c.docid: c.score for c in by_hand.candidates})
+    with pytest.raises(ConfigError, match="windw"):
+        rerank("q", docs, model=str(ce_folder), preset="ms_marco_minilm", windw=3)

@@ -72,7 +72,7 @@ baseline: bm25
 """
     )
     from rerankflow.backends.factory import backend_key
-    from rerankflow.registry import ResourcePool
+    from rerankflow.resources import ResourcePool
 
     pool = ResourcePool()
     pool.get(backend_key(job.pipelines["listwise"][1].config.backend), lambda: vllm_backend)

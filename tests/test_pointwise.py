@@ -112,7 +112,7 @@ baseline: bm25
 """
     )
     from rerankflow.backends.factory import backend_key
-    from rerankflow.registry import ResourcePool
+    from rerankflow.resources import ResourcePool
 
     pool = ResourcePool()  # hand the session's engine to the job under its config's key
     pool.get(backend_key(job.pipelines["pointwise"][1].config.backend), lambda: vllm_backend)

@@ -77,7 +77,7 @@ def qwen3_folder(tmp_path_factory):
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from rerankflow.backends.qwen_tokenizer import QWEN3_SPECIALS, build_qwen_tokenizer
+    from .support.qwen_tokenizer import QWEN3_SPECIALS, build_qwen_tokenizer
 
     folder = tmp_path_factory.mktemp("qwen3-random")
     tok = build_qwen_tokenizer(folder, QWEN3_SPECIALS)

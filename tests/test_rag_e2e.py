@@ -179,7 +179,7 @@ baseline: full
 """
     )
     from rerankflow.backends.factory import backend_key
-    from rerankflow.registry import ResourcePool
+    from rerankflow.resources import ResourcePool
 
     pool = ResourcePool()
     pool.get(backend_key(job.pipelines["full"][0].config.backend), lambda: vllm_backend)

@@ -467,7 +467,7 @@ def test_sync_calls_do_not_pile_up_event_loops_in_the_request_merger():
     import gc
 
     from rerankflow.backends.base import run_sync
-    from rerankflow.backends.batching import Coalescer
+    from rerankflow.coalesce import Coalescer
 
     merger = Coalescer(lambda items: [x * 2 for x in items])
     assert [run_sync(merger.submit([i])) for i in range(50)] == [[2 * i] for i in range(50)]

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from .errors import ConfigError
 from .options import StageOptions
@@ -27,21 +27,7 @@ log = logging.getLogger(__name__)
 Kind = Literal["retriever", "reranker", "fusion", "transform", "compressor", "generator"]
 
 
-StageConfig = StageOptions
 """Base of every stage's config (and options): frozen, and unknown keys are errors."""
-
-
-class ResourcePool:
-    """Heavy objects shared by the stages of one job (one encoder or engine per model)."""
-
-    def __init__(self) -> None:
-        self._items: dict[tuple[str, ...], Any] = {}
-
-    def get(self, key: tuple[str, ...], create: Callable[[], Any]) -> Any:
-        """Return the object stored under ``key``, creating it on first request."""
-        if key not in self._items:
-            self._items[key] = create()
-        return self._items[key]
 
 
 BuildFn = Callable[..., "Transformer"]
@@ -53,13 +39,13 @@ class Component:
 
     name: str
     kind: Kind
-    config: type[StageConfig]
+    config: type[StageOptions]
     build: BuildFn
     nested: str | None = None
     """Name of the config key that holds sub-pipelines (fusion inputs), if any."""
     stage: type | None = None
     """The class the build function makes (built-in stages; its ``Options`` are part of ``config``)."""
-    keys: type[StageConfig] | None = None
+    keys: type[StageOptions] | None = None
     """The config keys that are not the stage's options (they name its backend, template...)."""
 
     @property
@@ -72,12 +58,12 @@ _REGISTRY: dict[str, Component] = {}
 _plugins_loaded = False
 
 
-def yaml_config(cls: type, keys: type[StageConfig] | None = None) -> type[StageConfig]:
+def yaml_config(cls: type, keys: type[StageOptions] | None = None) -> type[StageOptions]:
     """The YAML config of stage class ``cls``: its ``Options`` plus ``keys`` (which must not repeat an option)."""
-    options: type[StageConfig] = getattr(cls, "Options", StageConfig)
+    options: type[StageOptions] = getattr(cls, "Options", StageOptions)
     if keys is None:
         return options
-    if options is StageConfig:  # a stage without settings of its own
+    if options is StageOptions:  # a stage without settings of its own
         return keys
     twice = sorted(set(options.model_fields) & set(keys.model_fields))
     if twice:
@@ -91,8 +77,8 @@ def register(
     *,
     kind: Kind,
     stage: type | None = None,
-    keys: type[StageConfig] | None = None,
-    config: type[StageConfig] | None = None,
+    keys: type[StageOptions] | None = None,
+    config: type[StageOptions] | None = None,
     nested: str | None = None,
 ) -> Callable[[BuildFn], BuildFn]:
     """Register ``build(config, ctx, inputs)`` under ``name`` (a decorator). Built-in stages

@@ -219,6 +219,14 @@ class Ranking:
     answer: Answer | None = None
     trace: tuple[StageRecord, ...] = ()
 
+    @classmethod
+    def from_documents(cls, query: Query, documents: Iterable[Document], stage: str = "input") -> Ranking:
+        """``documents`` as the candidates of ``query`` in the order given (scores descend from
+        the number of documents, so the order is the ranking's)."""
+        docs = list(documents)
+        n = len(docs)
+        return cls(query, tuple(Candidate(d, float(n - i), stage) for i, d in enumerate(docs)))
+
     def __len__(self) -> int:
         return len(self.candidates)
 

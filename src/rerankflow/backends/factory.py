@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError
 from ..paths import JobPath, PathOptions, is_explicit_path, located_options, resolve_path
-from ..registry import ResourcePool
+from ..resources import ResourcePool
 from ..yamlio import validation_to_config_error
 from .base import LLMBackend
 

@@ -17,8 +17,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..coalesce import Coalescer
 from ..errors import BackendError, MissingDependencyError
-from .batching import Coalescer
 from .hf_generation import HFGeneration
 from .hf_scoring import HFOptions, plan_batches, prefix_groups
 from .models import resolve_llm

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..errors import BackendError
 from ..types import LLMUsage
@@ -175,6 +175,24 @@ class ContinuationScores:
     def mean(self) -> float:
         """Mean token log-probability (0 tokens: 0.0)."""
         return self.total / len(self.token_logprobs) if self.token_logprobs else 0.0
+
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """One relevance score per (query, passage) pair: a cross-encoder, vLLM's pooling scorer,
+    a rerank endpoint (what the ``crossencoder`` stage runs)."""
+
+    def load(self) -> None:
+        """Load the model or check the connection."""
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Scores in input order (higher is more relevant)."""
+        ...
+
+    @property
+    def identity(self) -> str:
+        """What the scores depend on (a stage-cache key part)."""
+        ...
 
 
 @dataclass

@@ -23,11 +23,11 @@ from typing import Any
 from pydantic import Field
 
 from ..cancel import CancelToken, is_cancelled
+from ..coalesce import Coalescer
 from ..errors import BackendError, MissingDependencyError
 from ..options import Options
 from . import tokens
 from .base import LLMBackend
-from .batching import Coalescer
 from .models import resolve_llm
 from .types import Completion, ContinuationScores, GenerationParams, LabelScores, Prompt, StreamChunk
 

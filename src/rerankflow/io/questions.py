@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from ..types import Candidate, Document, Query, Ranking
+from ..types import Document, Query, Ranking
 from .files import numbered_lines
 from .jsonl import json_object
 
@@ -70,10 +70,7 @@ def read_questions(path: str | Path) -> list[QARecord]:
 
 def own_contexts(records: Sequence[QARecord]) -> list[Ranking]:
     """Each question with its own passages as candidates, in file order."""
-    return [
-        Ranking(r.query, tuple(Candidate(d, float(len(r.passages) - i), "input") for i, d in enumerate(r.passages)))
-        for r in records
-    ]
+    return [Ranking.from_documents(r.query, r.passages) for r in records]
 
 
 def mix_distractors(records: Sequence[QARecord], distractors: int, seed: int = 0) -> list[Ranking]:
@@ -98,5 +95,5 @@ def mix_distractors(records: Sequence[QARecord], distractors: int, seed: int = 0
                 others.append(doc)
         docs = [r.passages[0], *others]
         rng.shuffle(docs)
-        out.append(Ranking(r.query, tuple(Candidate(d, float(len(docs) - k), "input") for k, d in enumerate(docs))))
+        out.append(Ranking.from_documents(r.query, docs))
     return out

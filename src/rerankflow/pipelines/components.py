@@ -26,8 +26,9 @@ from ..compressors.surprisal import SurprisalPruner
 from ..errors import ConfigError
 from ..generators.answer import AnswerGenerator
 from ..ops import ConvexFusion, Cutoff, Identity, RRFFusion
+from ..options import StageOptions
 from ..paths import JobPath, OptionalJobPath
-from ..registry import StageConfig, register
+from ..registry import register
 from ..rerankers.biencoder import BiEncoderReranker
 from ..rerankers.crossencoder import CrossEncoderReranker
 from ..rerankers.documents import DocumentAggregator
@@ -45,14 +46,14 @@ from .context import BuildContext
 # -- keys that name objects ---------------------------------------------------------------------
 
 
-class BM25Keys(TokenizerOptions, StageConfig):
+class BM25Keys(TokenizerOptions, StageOptions):
     """BM25 retrieval over the dataset's corpus: tokenizer settings (:class:`TokenizerOptions`)
     and where the index lives."""
 
     index: OptionalJobPath = Field(None, description="folder to save the index to, or load it from if it exists")
 
 
-class EncoderKeys(StageConfig):
+class EncoderKeys(StageOptions):
     """A sentence-transformers encoder (shared by every stage of the job that names it)."""
 
     model: JobPath = Field("all-minilm-l6-v2", description="packaged short name, local folder or HF id")
@@ -74,7 +75,7 @@ class RerankEndpointConfig(RerankEndpointOptions):
     model: str | None = Field(None, description="model name the server expects (Cohere/Jina shape)")
 
 
-class CrossEncoderKeys(StageConfig):
+class CrossEncoderKeys(StageOptions):
     """Rerank with a cross-encoder: a sentence-transformers model (a local folder offline, or a
     HF id), or one served behind a rerank endpoint (``backend: {kind: rerank_http, ...}``)."""
 
@@ -108,7 +109,7 @@ class CrossEncoderKeys(StageConfig):
         return self
 
 
-class LLMKeys(StageConfig):
+class LLMKeys(StageOptions):
     """The scoring (or generating) model and the prompt template."""
 
     backend: BackendConfig
@@ -135,7 +136,7 @@ class RerankerKeys(LLMKeys):
         return presets.apply_preset(data, cls, str(model) if model else None)
 
 
-class TokenizerKeys(StageConfig):
+class TokenizerKeys(StageOptions):
     """The generator's backend, whose tokenizer counts the budget's tokens."""
 
     tokenizer: BackendConfig = Field(..., description="the generator's backend (its tokenizer counts the tokens)")
@@ -145,7 +146,7 @@ class EncoderTokenizerKeys(EncoderKeys, TokenizerKeys):
     """An encoder and the generator's tokenizer."""
 
 
-class ScoringModelKeys(StageConfig):
+class ScoringModelKeys(StageOptions):
     """A model that scores passages, and optionally another model's tokenizer for the budget."""
 
     backend: BackendConfig = Field(..., description="the language model that scores")
@@ -358,7 +359,7 @@ def _build_reorder(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Tr
 # -- generation ---------------------------------------------------------------------------------
 
 
-class GenerateKeys(StageConfig):
+class GenerateKeys(StageOptions):
     """The generating model and the prompt template."""
 
     backend: BackendConfig

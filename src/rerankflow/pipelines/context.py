@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..index.store import OpenIndex, open_index
 from ..paths import resolve_path
 from ..prompts.template import PromptTemplate, as_template
-from ..registry import ResourcePool
+from ..resources import ResourcePool
 from ..types import Document
 from .cache import StageCache
 

@@ -30,8 +30,8 @@ from .. import registry
 from ..errors import ConfigError
 from ..eval.measures import parse_measures
 from ..io.dataset import DatasetSpec
+from ..options import StageOptions
 from ..paths import OptionalJobPath, missing_paths, paths_outside
-from ..registry import StageConfig
 from ..yamlio import YamlDocument, validation_to_config_error
 from .ray_options import RayOptions
 
@@ -44,7 +44,7 @@ class StageSpec:
     """A validated stage: registry name, its config, and sub-pipelines (fusion inputs)."""
 
     name: str
-    config: StageConfig
+    config: StageOptions
     inputs: tuple[tuple[StageSpec, ...], ...] = ()
 
     def to_yaml(self) -> dict[str, Any]:

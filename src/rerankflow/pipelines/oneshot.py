@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from .. import registry
 from ..backends.base import LLMBackend
-from ..backends.cross_encoder import CrossEncoderModel
 from ..backends.factory import BackendConfig, create_backend
-from ..backends.vllm_score import VLLMScoreModel
 from ..errors import ConfigError
-from ..rerankers.crossencoder import CrossEncoderReranker
-from ..types import Candidate, Document, Query, Ranking
+from ..types import Document, Query, Ranking
+from ..yamlio import validation_to_config_error
 from . import components  # noqa: F401  (registers the built-in stages)
+from .context import BuildContext
 from .presets import preset_names, resolve
 
 
@@ -43,18 +44,16 @@ def rerank(
             "(listwise_instruct or pointwise_yes_no for any instruction-tuned chat model)"
         )
     docs = [d if isinstance(d, Document) else Document(f"d{i}", d) for i, d in enumerate(documents)]
-    first = Ranking(Query("q0", query), tuple(Candidate(d, float(len(docs) - i), "input") for i, d in enumerate(docs)))
-    if chosen.stage == "crossencoder":
+    first = Ranking.from_documents(Query("q0", query), docs)
+    if chosen.stage == "crossencoder":  # built as a YAML stage: the registry wires its scorer
         if model is None:
             raise ConfigError("rerank() with a cross-encoder preset needs model= (a local folder or HF id)")
-        given = {**chosen.settings, **settings}
-        stage_opts = {k: given.pop(k) for k in list(given) if k in CrossEncoderReranker.Options.model_fields}
-        scorer: CrossEncoderModel | VLLMScoreModel
-        if given.pop("engine", None) == "vllm":
-            scorer = VLLMScoreModel(model, **given.pop("engine_options", {}))
-        else:
-            scorer = CrossEncoderModel(model, **given)
-        (out,) = CrossEncoderReranker(scorer, **stage_opts)([first])
+        comp = registry.get("crossencoder")
+        try:
+            cfg = comp.config.model_validate({"model": model, "preset": chosen.name, **settings})
+        except ValidationError as exc:
+            raise validation_to_config_error(exc, comp.config) from None
+        (out,) = comp.build(cfg, BuildContext(), [])([first])
         return out if top_k is None else out.with_candidates(out.candidates[:top_k])
     if isinstance(backend, LLMBackend):
         llm = backend

@@ -12,7 +12,7 @@ from ..io.dataset import Dataset, load_dataset
 from ..io.files import atomic_write
 from ..io.trec import write_run
 from ..paths import resolve_path
-from ..registry import ResourcePool
+from ..resources import ResourcePool
 from ..stage import Transformer
 from ..types import Document
 from .build import build_pipeline

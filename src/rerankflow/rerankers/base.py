@@ -140,13 +140,9 @@ class PlannedReranker(Transformer):
 
     def passages(self, candidates: Sequence[Candidate], query: str) -> list[str]:
         """Passage texts as the model sees them for ``query`` (as shown; see :func:`shown_passages`
-        and :func:`passage_limit`; with ``passage_style: rankllm`` the listwise stage gets
-        RankLLM's content uncut and cuts it per window)."""
-        style = self.template.passage_style
-        if style == "rankllm" and self.stage_name == "listwise":
-            return [rankllm_style.content(c.doc) for c in candidates]
+        and :func:`passage_limit`)."""
         limit = passage_limit(self.options, self.template, self.backend, query)
-        return shown_passages(self.backend, [c.doc for c in candidates], limit, style)
+        return shown_passages(self.backend, [c.doc for c in candidates], limit, self.template.passage_style)
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Rerank the head of every ranking; all queries' plans run through one scheduler."""

@@ -7,9 +7,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from ..backends.cross_encoder import CrossEncoderModel
-from ..backends.rerank_http import RerankEndpointModel
-from ..backends.vllm_score import VLLMScoreModel
+from ..backends.types import PairScorer
 from ..options import StageOptions
 from ..stage import Transformer
 from ..types import Ranking, document_text, rescore
@@ -35,15 +33,16 @@ class CrossEncoderOptions(StageOptions):
 
 
 class CrossEncoderReranker(Transformer):
-    """Rescore every candidate with a :class:`CrossEncoderModel` (sentence-transformers), a
-    :class:`VLLMScoreModel` (vLLM's pooling runner) or a :class:`RerankEndpointModel` (a served
-    reranker); all pairs of a batch go in one call. Settings: :class:`CrossEncoderOptions`."""
+    """Rescore every candidate with a :class:`~rerankflow.backends.types.PairScorer`: a
+    ``CrossEncoderModel`` (sentence-transformers), a ``VLLMScoreModel`` (vLLM's pooling runner) or
+    a ``RerankEndpointModel`` (a served reranker); all pairs of a batch go in one call. Settings:
+    :class:`CrossEncoderOptions`."""
 
     Options = CrossEncoderOptions
 
     def __init__(
         self,
-        model: CrossEncoderModel | VLLMScoreModel | RerankEndpointModel,
+        model: PairScorer,
         options: CrossEncoderOptions | None = None,
         **settings: Any,
     ) -> None:

@@ -54,6 +54,7 @@ from ..backends.types import GenerationParams
 from ..errors import ConfigError, DataError
 from ..prompts import rankllm_style
 from ..prompts.template import PromptTemplate
+from ..types import Candidate
 from .base import PlannedOptions, PlannedReranker, passage_block
 from .permutation import parse_permutation, sliding_windows
 from .scheduler import Outcome, Plan, ask_generate, ask_labels, gather, rank_scores
@@ -235,6 +236,13 @@ class ListwiseReranker(PlannedReranker):
         **settings: Any,
     ) -> None:
         super().__init__(backend, template, options, **settings)
+
+    def passages(self, candidates: Sequence[Candidate], query: str) -> list[str]:
+        """As every planned reranker shows them, except ``passage_style: rankllm``: RankLLM's
+        content uncut, cut per window (its word budget depends on the window's size)."""
+        if self.template.passage_style == "rankllm":
+            return [rankllm_style.content(c.doc) for c in candidates]
+        return super().passages(candidates, query)
 
     def default_template(self) -> str:
         """The scorer's template."""

@@ -27,7 +27,7 @@ from ..types import Query, Ranking
 from .errors import ApiError, install_error_handlers
 from .guard import Guard
 from .protocol import ChatRequest, RerankRequest, chat_completion, new_id, rerank_response
-from .served import ServedPipeline, input_ranking
+from .served import ServedPipeline
 from .state import ServerState
 from .streaming import chat_events
 
@@ -156,6 +156,6 @@ def _work_routes(app: FastAPI, state: ServerState) -> None:
             return {"id": rid, "model": served.name, "results": []}
         release = state.admit()
         token = CancelToken()
-        work = served.prepare(input_ranking(rid, body.query, docs), token)
+        work = served.prepare(Ranking.from_documents(Query(rid, body.query), docs), token)
         done = await state.within_limit(state.start(work, release), token, request)
         return rerank_response(rid, served.name, body, done)

@@ -18,7 +18,6 @@ from ..generators.answer import AnswerGenerator
 from ..pipelines.runner import load_pipeline
 from ..stage import Retriever, Transformer
 from ..types import Candidate, Document, Query, Ranking
-from .served import input_ranking
 
 try:
     from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun, Callbacks
@@ -107,7 +106,7 @@ class StageCompressor(BaseDocumentCompressor):
             Document(str(i), d.page_content, t if isinstance(t, str) else None)
             for i, (d, t) in enumerate(zip(documents, titles, strict=True))
         ]
-        (ranking,) = self.stage([input_ranking("q0", query, docs)])
+        (ranking,) = self.stage([Ranking.from_documents(Query("q0", query), docs)])
         top = ranking.candidates[: self.top_n] if self.top_n else ranking.candidates
         out = []
         for rank, c in enumerate(top):

