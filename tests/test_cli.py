@@ -126,3 +126,16 @@ def test_models_and_prompts_commands(capsys, tmp_path):
     bad = write(tmp_path, "t.yaml", "name: t\nplaceholders: [query]\nuser: '{passage}'\n")
     code, _, err = run_cli(["prompts", "show", str(bad)], capsys)
     assert code == 2 and "t.yaml: placeholders ['passage'] are used but not declared" in one_line_error(err)
+
+
+def test_stages_say_where_each_stage_lives(capsys):
+    """`rerankflow stages` names the module and class of every stage (YAML names and file names
+    need not agree; the listing says where to look)."""
+    import importlib
+
+    assert main(["stages"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert {r[0] for r in rows} >= {"bm25", "listwise", "rrf", "cutoff", "budget", "generate", "documents"}
+    for name, _kind, where, *_ in rows:
+        module, cls = where.rsplit(".", 1)
+        assert hasattr(importlib.import_module(module), cls), name

@@ -20,7 +20,7 @@ from rerankflow.pipelines.cache import _verified
 from rerankflow.pipelines.job import load_job_text
 from rerankflow.pipelines.runner import run_job
 from rerankflow.serve.app import create_app
-from rerankflow.serve.runner import job_pipelines_to_serve, serve_in_thread
+from rerankflow.serve.launch import job_pipelines_to_serve, serve_in_thread
 
 from .support.servers import ModelServer, free_port
 

@@ -14,16 +14,16 @@ from hypothesis import strategies as st
 
 from rerankflow.errors import ConfigError, DataError
 from rerankflow.index import ChunkSettings, IndexSettings, open_index, update_index
-from rerankflow.index.build import MAX_SEGMENTS
 from rerankflow.index.chunking import Chunker, sections
 from rerankflow.index.extract import read_source
+from rerankflow.index.update import MAX_SEGMENTS
 from rerankflow.io.dataset import DatasetSpec
 from rerankflow.pipelines.job import ServeSpec, parse_job
 from rerankflow.rerankers.documents import DocumentAggregator
 from rerankflow.retrievers.bm25 import BM25Retriever
 from rerankflow.retrievers.filters import MetadataFilter, combine
+from rerankflow.serve.launch import check_exposure
 from rerankflow.serve.protocol import ChatRequest, location
-from rerankflow.serve.runner import check_exposure
 from rerankflow.types import Candidate, Document, Query, Ranking, document_text
 
 from .support.fuzz import examples

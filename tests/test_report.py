@@ -161,3 +161,24 @@ def test_query_links_are_url_encoded_and_infinite_scores_stay_valid_json():
     ranked = Ranking(Query("q", "x"), (Candidate(Document("d", "t"), float("-inf"), "pointwise"),))
     text = json.dumps(details({"s": [ranked]}, {}, {}), allow_nan=False)  # raises on NaN/inf
     assert json.loads(text)["systems"]["s"]["q"]["ranking"][0]["score"] is None
+
+
+def test_the_report_assets_are_package_files_that_lint_and_are_embedded(tmp_path):
+    """The page's CSS and JavaScript are files a linter and an editor can read; the page embeds
+    them (it stays one self-contained file)."""
+    import shutil
+    import subprocess
+    from importlib import resources
+
+    folder = resources.files("rerankflow.eval") / "assets"
+    css, js = (folder / "report.css").read_text(), (folder / "report_queries.js").read_text()
+    assert css.count("{") == css.count("}") > 30 and "function" in js
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the JavaScript syntax check needs it")
+    (tmp_path / "report_queries.js").write_text(js)
+    done = subprocess.run([node, "--check", str(tmp_path / "report_queries.js")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    from rerankflow.eval.report_queries import asset
+
+    assert asset("report.css") == css and asset("report_queries.js") == js

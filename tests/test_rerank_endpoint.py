@@ -34,7 +34,7 @@ def rankings():
 
 def test_scores_through_rerankflow_serve_equal_the_model_run_directly(minilm):
     from rerankflow.serve.app import create_app
-    from rerankflow.serve.runner import serve_in_thread
+    from rerankflow.serve.launch import serve_in_thread
     from rerankflow.serve.served import serve_pipelines
 
     local = BiEncoderReranker(minilm)

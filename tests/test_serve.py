@@ -20,7 +20,7 @@ from rerankflow.pipelines.job import ServeSpec, load_job_text
 from rerankflow.rerankers.pointwise import PointwiseReranker
 from rerankflow.retrievers.bm25 import BM25Retriever
 from rerankflow.serve.app import create_app
-from rerankflow.serve.runner import job_pipelines_to_serve, serve_in_thread
+from rerankflow.serve.launch import job_pipelines_to_serve, serve_in_thread
 from rerankflow.serve.served import serve_pipelines
 from rerankflow.stage import Transformer
 from rerankflow.testing.fake import FakeBackend

@@ -16,7 +16,7 @@ from rerankflow.generators.answer import AnswerGenerator
 from rerankflow.pipelines.job import ServeSpec
 from rerankflow.retrievers.bm25 import BM25Retriever
 from rerankflow.serve.app import create_app
-from rerankflow.serve.runner import serve_in_thread
+from rerankflow.serve.launch import serve_in_thread
 from rerankflow.serve.served import serve_pipelines
 
 pytestmark = pytest.mark.slow  # a real model behind a real server

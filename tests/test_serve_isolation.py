@@ -20,7 +20,7 @@ from rerankflow.pipelines.job import ServeSpec
 from rerankflow.retrievers.bm25 import BM25Retriever
 from rerankflow.retrievers.filters import FieldKinds, MaskCache, MetadataFilter
 from rerankflow.serve.app import create_app
-from rerankflow.serve.runner import serve_in_thread
+from rerankflow.serve.launch import serve_in_thread
 from rerankflow.serve.served import ServedPipeline, isolated, serve_pipelines
 from rerankflow.stage import Transformer
 from rerankflow.testing.fake import FakeBackend

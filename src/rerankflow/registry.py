@@ -49,6 +49,12 @@ class Component:
     """The config keys that are not the stage's options (they name its backend, template...)."""
 
     @property
+    def location(self) -> str:
+        """Where the stage's code lives: ``module.Class`` of the stage (or of its config)."""
+        where = self.stage or self.config
+        return f"{where.__module__}.{where.__qualname__}"
+
+    @property
     def doc(self) -> str:
         """First line of the config model's docstring."""
         return (self.config.__doc__ or "").strip().splitlines()[0] if self.config.__doc__ else ""

@@ -64,7 +64,7 @@ def _print_answers(systems: Sequence[SystemResult], n: int, qids: Sequence[str] 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ..pipelines.job import load_job
-    from ..serve.runner import run_server, serve_spec
+    from ..serve.launch import run_server, serve_spec
 
     job = load_job(args.job)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -94,7 +94,7 @@ def _cmd_stages(args: argparse.Namespace) -> int:
     from .. import registry
 
     for comp in registry.components():
-        print(f"{comp.name:<12} {comp.kind:<10} {comp.doc}")
+        print(f"{comp.name:<12} {comp.kind:<10} {comp.location:<46} {comp.doc}")
     return 0
 
 

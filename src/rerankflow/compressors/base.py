@@ -18,8 +18,7 @@ from __future__ import annotations
 import math
 import threading
 from abc import abstractmethod
-from collections import Counter as Tally
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
@@ -125,9 +124,9 @@ class QueryNotes:
     def __init__(self, tokens_in: int, limit: int | None) -> None:
         self.tokens_in = tokens_in
         self.limit = limit
-        self.drops: Tally[str] = Tally()
+        self.drops: Counter[str] = Counter()
         self.calls: list[CallCost] = []
-        self.repairs: Tally[str] = Tally()
+        self.repairs: Counter[str] = Counter()
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Record ``n`` passages left out for ``reason``."""
@@ -260,7 +259,7 @@ def assemble(candidates: Sequence[Candidate], units: Sequence[Unit], kept: Seque
     by_passage: dict[int, list[Unit]] = {}
     for i in sorted(kept, key=lambda i: (units[i].passage, units[i].start)):
         by_passage.setdefault(units[i].passage, []).append(units[i])
-    totals = Tally(u.passage for u in units)
+    totals = Counter(u.passage for u in units)
     out = []
     for p, c in enumerate(candidates):
         parts = by_passage.get(p)

@@ -33,8 +33,7 @@ from typing import Any
 
 from ..errors import DataError, MissingDependencyError
 from ..io.jsonl import read_json
-from .report_queries import SCRIPT, Comparison, bars_html, comparison, data_script, pick_pair
-from .report_queries import STYLE as QUERY_STYLE
+from .report_queries import Comparison, asset, bars_html, comparison, data_script, pick_pair
 
 log = logging.getLogger(__name__)
 QUALITY_KEYS = ("nDCG@10", "quality")
@@ -239,14 +238,6 @@ def plots(group: str, points: list[Point], measure: str) -> list[tuple[str, str]
 
 
 # -- HTML ---------------------------------------------------------------------------------------
-STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
-    "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}"
-    "td,th{border:1px solid #ccc;padding:3px 7px}td.n{text-align:right;font-variant-numeric:tabular-nums}"
-    "th{background:#f3f3f3}.env{color:#555;font-size:12px}figure{display:inline-block;margin:.5em}" + QUERY_STYLE
-)
-
-
 def _cell(v: Any) -> str:
     if isinstance(v, float):
         text = f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
@@ -261,7 +252,7 @@ def render(sections: list[Section], skipped: list[str], title: str) -> str:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-             f"<style>{STYLE}</style></head><body><h1>{e(title)}</h1>"]  # fmt: skip
+             f"<style>{asset('report.css')}</style></head><body><h1>{e(title)}</h1>"]  # fmt: skip
     compared = 0
     for s in sections:
         parts.append(f"<h2>{e(s.title)}</h2>")
@@ -286,7 +277,7 @@ def render(sections: list[Section], skipped: list[str], title: str) -> str:
         parts.extend(f"<li>{e(s)} (not experiment or benchmark results)</li>" for s in skipped)
         parts.append("</ul>")
     if compared:
-        parts.append(f"<script>{SCRIPT}</script>")
+        parts.append(f"<script>{asset('report_queries.js')}</script>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

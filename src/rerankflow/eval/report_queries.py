@@ -18,6 +18,7 @@ import html
 import json
 import math
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
@@ -135,94 +136,7 @@ def data_script(index: int, c: Comparison) -> str:
     return f"<script type='application/json' id='rf-data-{index}'>{text}</script>"
 
 
-STYLE = (
-    ".bars{font-size:12px;margin:.5em 0 1em}.bar{display:flex;align-items:center;gap:6px;color:inherit;"
-    "text-decoration:none;padding:1px 0}.bar:hover{background:#f5f5ff}.qid{width:90px;overflow:hidden}"
-    ".track{position:relative;width:260px;height:10px;background:#f2f2f2}.fill{position:absolute;top:0;"
-    "height:10px}.fill.pos{background:#2a9d3a}.fill.neg{background:#c8372d}.v{width:55px;text-align:right;"
-    "font-variant-numeric:tabular-nums}.qt{color:#555;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;"
-    "max-width:520px}.detail{border-top:2px solid #ddd;margin-top:1em}.sbs{display:flex;gap:12px}"
-    ".col{flex:1;min-width:0}.item{border-bottom:1px solid #eee;padding:4px 0;font-size:13px}.rank{font-weight:600;"
-    "margin-right:4px}.grade{display:inline-block;min-width:1.4em;text-align:center;border-radius:3px;"
-    "background:#ddd;margin-right:4px}.g1{background:#e3f1d4}.g2{background:#b8dd98}.g3{background:#7cc35a}"
-    ".move{font-size:11px;margin-left:6px}.up{color:#2a9d3a}.down{color:#c8372d}.new{color:#8a5cc2}"
-    ".hist{color:#666;font-size:11px}.text{margin:2px 0}mark{background:#fff2a8}mark.kept{background:#cdeccd}"
-    ".dropped{color:#999}.usage{font-size:12px;color:#444}.ql{margin-right:6px}"
-)
-
-SCRIPT = r"""
-(function(){
-const esc=s=>String(s==null?'':s).replace(/[&<>"']/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));
-const STOP=new Set('the and for are was what how why who when where which with from that this does did into its of a an to in on is be by or as at it do'.split(' '));
-function terms(q){return [...new Set(q.toLowerCase().match(/[\p{L}\p{N}]+/gu)||[])].filter(t=>t.length>2&&!STOP.has(t));}
-function highlight(text,ts){
-  if(!ts.length)return esc(text);
-  const re=new RegExp('('+ts.map(t=>t.replace(/[.*+?^${}()|[\]\\]/g,'\\$&')).join('|')+')','giu');
-  return String(text).split(re).map((p,i)=>i%2?'<mark>'+esc(p)+'</mark>':esc(p)).join('');
-}
-function fmt(x){return typeof x==='number'?(Math.abs(x)>=1000?x.toFixed(0):x.toPrecision(4)):esc(x);}
-function rankOf(entry){const m=new Map();(entry.order||entry.ranking.map(c=>c.docid)).forEach((d,i)=>m.set(d,i+1));return m;}
-function column(D,name,other,qid,ts,judged){
-  // The move is always A -> B: in B's list how far B moved a passage against A (new: not in A's list);
-  // in A's list where B put it (gone: not in B's list).
-  const e=D.systems[name][qid],isB=name===D.b,otherName=isB?D.a:D.b;
-  if(!e)return '<div class="col"><h4>'+esc(name)+'</h4><p>no ranking for this query</p></div>';
-  const theirs=other?rankOf(other):new Map();
-  let h='<div class="col"><h4>'+esc(name)+'</h4>';
-  e.ranking.forEach((c,i)=>{
-    const doc=D.documents[c.docid]||{},g=D.queries[qid].grades[c.docid];
-    const grade=g!=null?'<span class="grade g'+Math.min(g,3)+'" title="judged grade">'+g+'</span>':'<span class="grade" title="'+(judged?'not judged':'no judgments')+'">?</span>';
-    const r=theirs.get(c.docid);let mv='';
-    if(other&&r==null)mv=isB?'<span class="move new" title="not in '+esc(otherName)+'\'s list">new</span>':'<span class="move down" title="not in '+esc(otherName)+'\'s list">gone from '+esc(otherName)+'</span>';
-    else if(other){const d=isB?r-(i+1):(i+1)-r,arrow=d>0?'↑'+d:d<0?'↓'+(-d):'=';
-      mv='<span class="move '+(d>0?'up':d<0?'down':'')+'" title="rank in '+esc(otherName)+': '+r+'">'+arrow+' ('+esc(otherName)+': '+r+')</span>';}
-    const hist=Object.entries(c.scores).map(([s,v])=>esc(s)+' '+fmt(v)).join(' → ');
-    h+='<div class="item" data-docid="'+esc(c.docid)+'"><span class="rank">'+(i+1)+'</span>'+grade+'<b>'+esc(c.docid)+'</b>'+mv+
-      (doc.title?'<div><i>'+highlight(doc.title,ts)+'</i></div>':'')+'<div class="text">'+highlight(doc.text||'',ts)+(doc.cut?' …':'')+'</div><div class="hist">'+hist+'</div></div>';
-  });
-  return h+'</div>';
-}
-function usage(D,name,qid){
-  const rows=Object.entries(D.usage[name]||{}).filter(([s,pq])=>pq[qid]).map(([s,pq])=>{const u=pq[qid];
-    return esc(s)+': '+u.calls+' calls, '+u.prompt_tokens+' prompt + '+u.output_tokens+' output tokens, '+fmt(u.latency_s)+' s';});
-  return rows.length?'<div class="usage"><b>'+esc(name)+'</b> LLM use on this query: '+rows.join('; ')+'</div>':'';
-}
-function answer(D,name,qid,ts,n){
-  const e=D.systems[name][qid];if(!e||!e.answer)return '';
-  const a=e.answer,id='e'+n+'-'+name;
-  let text=esc(a.text).replace(/\[(\d+)\]/g,(m,k)=>'<a href="#'+id+'-c'+k+'" onclick="document.getElementById(\''+id+'-c'+k+'\').scrollIntoView();return false">['+k+']</a>');
-  let h='<div class="col"><h4>'+esc(name)+': answer</h4><p class="answer">'+text+'</p>';
-  h+='<p class="usage">citations: '+(a.citations.map(([k,d])=>'['+k+'] → '+(d==null?'<i>no such passage</i>':esc(d))).join(', ')||'none')+'</p>';
-  a.context.forEach((c,i)=>{
-    const doc=D.documents[c.docid]||{};let body;
-    if(c.spans&&doc.text&&!doc.compressed_only){let at=0;body='';
-      c.spans.forEach(([s,t])=>{body+='<span class="dropped">'+esc(doc.text.slice(at,s))+'</span><mark class="kept">'+esc(doc.text.slice(s,t))+'</mark>';at=t;});
-      body+='<span class="dropped">'+esc(doc.text.slice(at))+'</span>';}
-    else body=highlight(c.text,ts);
-    h+='<div class="item" id="'+id+'-c'+(i+1)+'"><span class="rank">['+(i+1)+']</span><b>'+esc(c.docid)+'</b>'+(c.spans?' <span class="hist">kept sentences marked</span>':'')+'<div class="text">'+body+'</div></div>';
-  });
-  return h+'</div>';
-}
-const parsed={};
-function show(){
-  const m=location.hash.match(/^#e(\d+):q=(.*)$/);if(!m)return;
-  let qid;try{qid=decodeURIComponent(m[2]);}catch(err){qid=m[2];}
-  const n=m[1],box=document.getElementById('detail-'+n),src=document.getElementById('rf-data-'+n);
-  if(!box||!src)return;
-  const D=parsed[n]||(parsed[n]=JSON.parse(src.textContent)),q=D.queries[qid];  // parsed once, when first needed
-  if(!q){box.innerHTML='<p>unknown query '+esc(qid)+'</p>';return;}
-  const ts=terms(q.text),ea=D.systems[D.a][qid],eb=D.systems[D.b][qid];
-  let h='<h3 class="qhead">Query '+esc(qid)+': '+highlight(q.text,ts)+'</h3>';
-  const d=D.diffs.find(x=>x[0]===qid);
-  if(d)h+='<p>'+esc(D.measure)+': '+esc(D.a)+' '+fmt(d[1])+' → '+esc(D.b)+' '+fmt(d[2])+' ('+(d[2]-d[1]>=0?'+':'')+(d[2]-d[1]).toFixed(3)+')</p>';
-  if(!q.judged)h+='<p class="usage">no judgments for this query: grades unknown (?)</p>';
-  if(q.gold&&q.gold.length)h+='<p>gold answers: '+q.gold.map(esc).join(' | ')+'</p>';
-  h+=usage(D,D.a,qid)+usage(D,D.b,qid);
-  const rag=answer(D,D.a,qid,ts,n)+answer(D,D.b,qid,ts,n);
-  if(rag)h+='<div class="sbs">'+rag+'</div>';
-  h+='<div class="sbs">'+column(D,D.a,eb,qid,ts,q.judged)+column(D,D.b,ea,qid,ts,q.judged)+'</div>';
-  box.innerHTML=h;box.scrollIntoView();
-}
-window.addEventListener('hashchange',show);window.addEventListener('DOMContentLoaded',show);
-})();
-"""
+def asset(name: str) -> str:
+    """A file of the report's assets (CSS and JavaScript kept as package data, where editors and
+    linters read them)."""
+    return (resources.files("rerankflow.eval") / "assets" / name).read_text(encoding="utf-8")

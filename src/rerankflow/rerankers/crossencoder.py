@@ -14,7 +14,7 @@ from ..types import Ranking, document_text, rescore
 
 
 class CrossEncoderOptions(StageOptions):
-    """How query and passage are written before the model reads them as a pair."""
+    """Rerank with a cross-encoder (a model reading query and passage as one pair); how the two are written."""
 
     query_format: str = Field("{query}", description="the query side, with {query} (e.g. a model card's prefix)")
     document_format: str = Field("{document}", description="the passage side, with {document} (title and text)")
