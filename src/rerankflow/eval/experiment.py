@@ -7,8 +7,6 @@ and degraded, and the mean wall time per query (pipeline time divided by queries
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -19,12 +17,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..io.files import atomic_write
 from ..io.trec import Qrels, rankings_to_run
 from ..progress import progress
 from ..stage import Transformer
 from ..types import Document, Query, Ranking, as_rankings
-from .details import details
 from .measures import mean_scores, parse_measures, per_query
 from .rag import RAG_MEASURES, rag_per_query
 from .trace import context_flow, stage_cache_use, stage_usage, unique_name
@@ -164,45 +160,11 @@ class ExperimentResult:
         }
 
     def write(self, folder: str | Path, documents: Mapping[str, Document] | None = None) -> list[Path]:
-        """Write ``results.csv`` (one row per system), ``results.json``, ``perquery.csv`` and
-        ``details.json`` (per-query rankings for the report; ``documents`` by id supply the
-        original texts of passages that a compressor shortened)."""
-        folder = Path(folder)
-        with atomic_write(folder / "results.json") as fh:
-            json.dump(self.to_json(), fh, indent=2)
-        with atomic_write(folder / "results.csv") as fh:
-            w = csv.writer(fh)
-            test_cols = (
-                [f"{k}:{m}" for m in self.measures for k in ("p_ttest", "p_wilcoxon", "improved", "degraded")]
-                if self.baseline
-                else []
-            )
-            w.writerow(["system", *self.measures, *test_cols, "ms_per_query"])
-            for s in self.systems:
-                tests = (
-                    [
-                        s.tests.get(m, {}).get(k, "")
-                        for m in self.measures
-                        for k in ("p_ttest", "p_wilcoxon", "improved", "degraded")
-                    ]
-                    if self.baseline
-                    else []
-                )
-                w.writerow([s.name, *(s.means.get(m, "") for m in self.measures), *tests, round(s.ms_per_query, 3)])
-        with atomic_write(folder / "perquery.csv") as fh:
-            w = csv.writer(fh)
-            w.writerow(["system", "qid", "measure", "value"])
-            for s in self.systems:
-                for m, vals in s.per_query.items():
-                    for qid, v in vals.items():
-                        w.writerow([s.name, qid, m, v])
-        with atomic_write(folder / "details.json") as fh:
-            rankings = {s.name: s.rankings for s in self.systems}
-            json.dump(details(rankings, self.qrels, self.answers, documents), fh, ensure_ascii=False)
-        files = [folder / "results.json", folder / "results.csv", folder / "perquery.csv", folder / "details.json"]
-        if any(r.answer is not None for s in self.systems for r in s.rankings):
-            files += write_answers(self.systems, self.answers, folder)
-        return files
+        """Write the result files into ``folder`` (:func:`rerankflow.eval.outputs.write_results`:
+        ``results.csv``, ``results.json``, ``perquery.csv``, ``details.json``, answers)."""
+        from .outputs import write_results
+
+        return write_results(self, Path(folder), documents)
 
 
 def _fmt(measure: str, value: float | None) -> str:
@@ -234,42 +196,6 @@ def paired_tests(system: Mapping[str, float], baseline: Mapping[str, float]) -> 
         "improved": float((diff > 0).sum()),
         "degraded": float((diff < 0).sum()),
     }
-
-
-def write_answers(systems: Sequence[SystemResult], gold: Mapping[str, Sequence[str]], folder: Path) -> list[Path]:
-    """``answers.jsonl`` (one line per system and question: answer, citations, context, tokens,
-    per-question scores) and ``answers.csv`` (questions down, one answer column per system).
-    """
-    with_answers = [s for s in systems if any(r.answer is not None for r in s.rankings)]
-    with atomic_write(folder / "answers.jsonl") as fh:
-        for s in with_answers:
-            for r in s.rankings:
-                if r.answer is None:
-                    continue
-                a, qid = r.answer, r.query.qid
-                row = {
-                    "system": s.name,
-                    "qid": qid,
-                    "question": r.query.text,
-                    "gold": list(gold.get(qid, [])),
-                    "answer": a.text,
-                    "citations": [{"number": c.number, "docid": c.docid} for c in a.citations],
-                    "context": [d.docid for d in a.context],
-                    "context_tokens": a.context_tokens,
-                    "prompt_tokens": a.prompt_tokens,
-                    "output_tokens": a.output_tokens,
-                    "latency_s": a.latency_s,
-                    "scores": {m: v[qid] for m, v in s.per_query.items() if m in RAG_MEASURES and qid in v},
-                }
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    with atomic_write(folder / "answers.csv") as fh:
-        w = csv.writer(fh)
-        w.writerow(["qid", "question", "gold", *(s.name for s in with_answers)])
-        texts = [{r.query.qid: r.answer.text for r in s.rankings if r.answer is not None} for s in with_answers]
-        for r in with_answers[0].rankings if with_answers else []:
-            qid = r.query.qid
-            w.writerow([qid, r.query.text, " | ".join(gold.get(qid, [])), *(t.get(qid, "") for t in texts)])
-    return [folder / "answers.jsonl", folder / "answers.csv"]
 
 
 class Experiment:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..eval.experiment import Experiment, ExperimentResult
+from ..eval.outputs import write_outputs
 from ..io.dataset import Dataset, load_dataset
-from ..io.files import atomic_write
-from ..io.trec import write_run
 from ..paths import resolve_path
 from ..resources import ResourcePool
 from ..stage import Transformer
@@ -107,16 +106,13 @@ def run_job(
         answers=dataset.answers,
     )
     result = experiment.run()
-    files: list[Path] = []
-    if job.output.run_files:
-        for s in result.systems:
-            path = out / f"{s.name}.trec"
-            write_run(s.rankings, path, tag=f"{job.name}.{s.name}")
-            files.append(path)
-    files.extend(result.write(out, _originals(dataset)))
-    with atomic_write(out / "job.yaml") as fh:
-        fh.write(dump_job(job))  # the job as run, every default written out
-    files.append(out / "job.yaml")
+    files = write_outputs(
+        result,
+        out,
+        documents=_originals(dataset),
+        run_tag=job.name if job.output.run_files else None,
+        job_yaml=dump_job(job),  # the job as run, every default written out
+    )
     log.info("wrote %d files to %s", len(files), out)
     return JobResult(job, result, out, files, pipelines)
 
