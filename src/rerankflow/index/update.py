@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -184,98 +185,28 @@ def update_index(
             _check_same(old["settings"], settings.as_dict())
         report = IndexReport()
         files, report.ignored, report.skipped = _scan(sources)
-        old_docs: dict[str, dict[str, Any]] = old["documents"] if old else {}
-        old_files: dict[str, dict[str, Any]] = old["files"] if old else {}
-        docs: dict[str, dict[str, Any]] = {}
-        file_entries: dict[str, dict[str, Any]] = {}
-        fresh: list[tuple[SourceDocument, str]] = []
-        for name, path in files:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            before = old_files.get(name)
-            if before is not None and before["hash"] == digest:
-                file_entries[name] = before
-                for doc_id in before["docs"]:
-                    docs[doc_id] = old_docs[doc_id]
-                continue
-            try:
-                read = read_source(path, name)
-                for d in read:
-                    if d.doc_id in docs:
-                        raise DataError(f"document id {d.doc_id!r} is also in {docs[d.doc_id]['source']}", file=path)
-            except DataError as exc:
-                if strict:
-                    raise
-                report.skipped.append((name, str(exc).removeprefix(f"{path}: ")))
-                if before is not None:  # keep what was indexed from it last time
-                    file_entries[name] = before
-                    for doc_id in before["docs"]:
-                        docs.setdefault(doc_id, old_docs[doc_id])
-                continue
-            file_entries[name] = {"hash": digest, "docs": [d.doc_id for d in read]}
-            for d in read:
-                h = _doc_hash(d)
-                prior = old_docs.get(d.doc_id)
-                if prior is not None and prior["hash"] == h:
-                    docs[d.doc_id] = prior
-                    continue
-                (report.changed if prior is not None else report.added).append(d.doc_id)
-                docs[d.doc_id] = {"source": name, "hash": h}
-                fresh.append((d, h))
-        report.removed = sorted(set(old_docs) - set(docs))
-        report.unchanged = len(docs) - len(report.added) - len(report.changed)
+        plan = _compare(files, old, strict, report)
         segments = [dict(s, deleted=list(s.get("deleted", []))) for s in (old["segments"] if old else [])]
-        _mark_deleted(segments, [old_docs[d] for d in (*report.changed, *report.removed)])
+        _mark_deleted(segments, [plan.old_docs[d] for d in (*report.changed, *report.removed)])
         generation = (old["generation"] + 1) if old else 1
         pending: list[Path] = []
         try:
-            if fresh:
-                name = f"seg-{generation:06d}-{uuid.uuid4().hex[:8]}"
-                tmp = folder / "segments" / f".tmp-{name}"
-                pending.append(tmp)
-                data = _encode_segment([d for d, _ in fresh], settings, encoder, tmp)
-                os.replace(tmp, folder / "segments" / name)
-                pending.append(folder / "segments" / name)
-                report.chunks_added = len(data.chunks)
-                row = 0
-                counts: dict[str, int] = {}
-                for c in data.chunks:
-                    counts[str(c.meta["doc_id"])] = counts.get(str(c.meta["doc_id"]), 0) + 1
-                for d, _ in fresh:
-                    n = counts.get(d.doc_id, 0)
-                    docs[d.doc_id].update(segment=name, first=row, count=n)
-                    row += n
-                segments.append({"name": name, "chunks": len(data.chunks), "deleted": []})
+            if plan.fresh:
+                segments.append(_add_segment(folder, plan, settings, encoder, generation, pending, report))
             segments = [s for s in segments if len(s["deleted"]) < s["chunks"]]
             dense = bool(settings.encoder)
-            live = sum(s["chunks"] - len(s["deleted"]) for s in segments)
-            deleted = sum(len(s["deleted"]) for s in segments)
-            if len(segments) > MAX_SEGMENTS or deleted > live:
-                segments = _merge(folder, segments, docs, generation, dense, pending)
+            report.chunks_live = sum(s["chunks"] - len(s["deleted"]) for s in segments)
+            if len(segments) > MAX_SEGMENTS or sum(len(s["deleted"]) for s in segments) > report.chunks_live:
+                segments = _merge(folder, segments, plan.docs, generation, dense, pending)
                 report.merged = True
-            report.chunks_live = live
+            changed = bool(plan.fresh or report.removed or report.changed)
             ann = None
-            if dense and live >= settings.ann_threshold and (fresh or report.removed or report.changed or not old):
+            if dense and report.chunks_live >= settings.ann_threshold and (changed or not old):
                 ann = _build_ann(folder, segments, generation, pending)
                 report.ann = True
-            elif old is not None and old.get("ann") and not (fresh or report.removed or report.changed):
+            elif old is not None and old.get("ann") and not changed:
                 ann = old["ann"]
-            manifest = {
-                "format": INDEX_FORMAT,
-                "generation": generation,
-                "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "settings": settings.as_dict(),
-                "segments": segments,
-                "documents": docs,
-                "files": file_entries,
-                "skipped": [{"source": s, "reason": r} for s, r in report.skipped],
-                "counts": {
-                    "documents": len(docs),
-                    "chunks": live,
-                    "segments": len(segments),
-                    "files": len(file_entries),
-                },
-                "ann": ann,
-            }
+            manifest = _manifest(generation, settings, segments, plan, report, ann)
             with atomic_write(folder / MANIFEST) as fh:  # the switch: a run killed before here changed nothing
                 json.dump(manifest, fh, indent=1)
         except BaseException:
@@ -285,6 +216,113 @@ def update_index(
         _collect_garbage(folder, manifest)
     report.seconds = time.monotonic() - started
     return report
+
+
+@dataclass
+class _Plan:
+    """What a run found: the documents the new manifest holds, the files it names, the
+    documents to chunk and encode (``fresh``), and the previous manifest's documents."""
+
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fresh: list[SourceDocument] = field(default_factory=list)
+    old_docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _compare(files: list[tuple[str, Path]], old: dict[str, Any] | None, strict: bool, report: IndexReport) -> _Plan:
+    """Compare the sources with the previous manifest (file hashes, then document hashes);
+    fills ``report`` with what was added, changed, removed, unchanged and skipped."""
+    plan = _Plan(old_docs=old["documents"] if old else {})
+    old_files: dict[str, dict[str, Any]] = old["files"] if old else {}
+    for name, path in files:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        before = old_files.get(name)
+        if before is not None and before["hash"] == digest:
+            plan.files[name] = before
+            plan.docs.update((doc_id, plan.old_docs[doc_id]) for doc_id in before["docs"])
+            continue
+        try:
+            read = read_source(path, name)
+            for d in read:
+                if d.doc_id in plan.docs:
+                    raise DataError(f"document id {d.doc_id!r} is also in {plan.docs[d.doc_id]['source']}", file=path)
+        except DataError as exc:
+            if strict:
+                raise
+            report.skipped.append((name, str(exc).removeprefix(f"{path}: ")))
+            if before is not None:  # keep what was indexed from it last time
+                plan.files[name] = before
+                for doc_id in before["docs"]:
+                    plan.docs.setdefault(doc_id, plan.old_docs[doc_id])
+            continue
+        plan.files[name] = {"hash": digest, "docs": [d.doc_id for d in read]}
+        for d in read:
+            h = _doc_hash(d)
+            prior = plan.old_docs.get(d.doc_id)
+            if prior is not None and prior["hash"] == h:
+                plan.docs[d.doc_id] = prior
+                continue
+            (report.changed if prior is not None else report.added).append(d.doc_id)
+            plan.docs[d.doc_id] = {"source": name, "hash": h}
+            plan.fresh.append(d)
+    report.removed = sorted(set(plan.old_docs) - set(plan.docs))
+    report.unchanged = len(plan.docs) - len(report.added) - len(report.changed)
+    return plan
+
+
+def _add_segment(
+    folder: Path,
+    plan: _Plan,
+    settings: IndexSettings,
+    encoder: Any,
+    generation: int,
+    pending: list[Path],
+    report: IndexReport,
+) -> dict[str, Any]:
+    """Chunk and encode the fresh documents into a new segment (renamed into place when
+    complete); their manifest entries get the segment and their rows. Its manifest entry."""
+    name = f"seg-{generation:06d}-{uuid.uuid4().hex[:8]}"
+    tmp = folder / "segments" / f".tmp-{name}"
+    pending.append(tmp)
+    data = _encode_segment(plan.fresh, settings, encoder, tmp)
+    os.replace(tmp, folder / "segments" / name)
+    pending.append(folder / "segments" / name)
+    report.chunks_added = len(data.chunks)
+    counts = Counter(str(c.meta["doc_id"]) for c in data.chunks)
+    row = 0
+    for d in plan.fresh:
+        n = counts.get(d.doc_id, 0)
+        plan.docs[d.doc_id].update(segment=name, first=row, count=n)
+        row += n
+    return {"name": name, "chunks": len(data.chunks), "deleted": []}
+
+
+def _manifest(
+    generation: int,
+    settings: IndexSettings,
+    segments: list[dict[str, Any]],
+    plan: _Plan,
+    report: IndexReport,
+    ann: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The new manifest (see :mod:`.store` for its layout)."""
+    return {
+        "format": INDEX_FORMAT,
+        "generation": generation,
+        "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": settings.as_dict(),
+        "segments": segments,
+        "documents": plan.docs,
+        "files": plan.files,
+        "skipped": [{"source": s, "reason": r} for s, r in report.skipped],
+        "counts": {
+            "documents": len(plan.docs),
+            "chunks": report.chunks_live,
+            "segments": len(segments),
+            "files": len(plan.files),
+        },
+        "ann": ann,
+    }
 
 
 def _settings_of(manifest: dict[str, Any]) -> IndexSettings:
