@@ -5,8 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import Field
+
 from ..errors import BackendError, MissingDependencyError
+from ..options import Options
 from .models import model_identity
+
+
+class CrossEncoderModelOptions(Options):
+    """How sentence-transformers' ``CrossEncoder`` runs a model."""
+
+    device: str | None = Field(None, description="cpu, cuda, ... (default: best available)")
+    batch_size: int = Field(32, ge=1, description="pairs per forward pass")
+    max_length: int | None = Field(512, ge=8, description="truncate query + passage to this many tokens")
+    trust_remote_code: bool = Field(False, description="run code shipped with the model (off unless you trust it)")
 
 
 class CrossEncoderModel:
@@ -15,20 +27,12 @@ class CrossEncoderModel:
     needs a local folder). ``trust_remote_code`` stays off unless asked for.
     """
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        device: str | None = None,
-        batch_size: int = 32,
-        max_length: int | None = 512,
-        trust_remote_code: bool = False,
-    ) -> None:
+    Options = CrossEncoderModelOptions
+    options: CrossEncoderModelOptions
+
+    def __init__(self, model: str, *, options: CrossEncoderModelOptions | None = None, **settings: Any) -> None:
         self.model = model
-        self.device = device
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.trust_remote_code = trust_remote_code
+        self.options = CrossEncoderModelOptions.build(options, settings, f"cross-encoder {model!r}", BackendError)
         self._ce: Any = None
 
     def load(self) -> None:
@@ -41,7 +45,10 @@ class CrossEncoderModel:
             raise MissingDependencyError("sentence-transformers", "hf") from exc
         try:
             self._ce = CrossEncoder(
-                self.model, device=self.device, max_length=self.max_length, trust_remote_code=self.trust_remote_code
+                self.model,
+                device=self.options.device,
+                max_length=self.options.max_length,
+                trust_remote_code=self.options.trust_remote_code,
             )
         except (OSError, ValueError) as exc:
             raise BackendError(
@@ -53,13 +60,13 @@ class CrossEncoderModel:
         if not pairs:
             return []
         self.load()
-        scores = self._ce.predict(list(pairs), batch_size=self.batch_size, show_progress_bar=False)
+        scores = self._ce.predict(list(pairs), batch_size=self.options.batch_size, show_progress_bar=False)
         return [float(s) for s in scores]
 
     @property
     def identity(self) -> str:
         """What the scores depend on (a stage-cache key part)."""
-        return f"cross-encoder:{model_identity(self.model)}:max_length={self.max_length}"
+        return f"cross-encoder:{model_identity(self.model)}:max_length={self.options.max_length}"
 
     def __repr__(self) -> str:
         return f"CrossEncoderModel({self.model!r})"

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import BackendError, MissingDependencyError
+from ..options import Options
 from ..progress import is_quiet
 from .models import model_identity, resolve_embedder
 
@@ -31,6 +33,16 @@ class TextEncoder(Protocol):
         ...
 
 
+class EncoderOptions(Options):
+    """How a sentence-transformers encoder runs (a dense retriever's, a bi-encoder's, the indexer's)."""
+
+    device: str | None = Field(None, description="cpu, cuda, cuda:1, ... (default: best available)")
+    batch_size: int = Field(64, ge=1, description="texts per forward pass")
+    max_length: int | None = Field(None, ge=8, description="truncate inputs to this many tokens")
+    memo_size: int = Field(50_000, ge=0, description="distinct texts remembered (a job encodes each once); 0: off")
+    dtype: str | None = Field(None, description="float16, bfloat16 or float32 (default: sentence-transformers')")
+
+
 class SentenceTransformerEncoder:
     """Encodes texts with a sentence-transformers model.
 
@@ -42,22 +54,14 @@ class SentenceTransformerEncoder:
     sentence-transformers' default (float32).
     """
 
+    Options = EncoderOptions
+    options: EncoderOptions
+
     def __init__(
-        self,
-        model: str = "all-minilm-l6-v2",
-        *,
-        device: str | None = None,
-        batch_size: int = 64,
-        max_length: int | None = None,
-        memo_size: int = 50_000,
-        dtype: str | None = None,
+        self, model: str = "all-minilm-l6-v2", *, options: EncoderOptions | None = None, **settings: Any
     ) -> None:
         self.model = model
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.memo_size = memo_size
+        self.options = EncoderOptions.build(options, settings, f"encoder {model!r}", BackendError)
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._st: Any = None
         self._lock = threading.RLock()  # pipelines served side by side share one encoder
@@ -65,8 +69,8 @@ class SentenceTransformerEncoder:
     @property
     def identity(self) -> str:
         """What the embeddings depend on (cache key part)."""
-        key = f"st:{model_identity(self.model)}:max_length={self.max_length}"
-        return key if self.dtype is None else f"{key}:dtype={self.dtype}"
+        key = f"st:{model_identity(self.model)}:max_length={self.options.max_length}"
+        return key if self.options.dtype is None else f"{key}:dtype={self.options.dtype}"
 
     def load(self) -> None:
         """Load the model (once, thread-safely)."""
@@ -86,12 +90,12 @@ class SentenceTransformerEncoder:
         if os.path.isdir(path):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
-            options = {"dtype": self.dtype} if self.dtype else None
-            self._st = SentenceTransformer(path, device=self.device, model_kwargs=options)
+            options = {"dtype": self.options.dtype} if self.options.dtype else None
+            self._st = SentenceTransformer(path, device=self.options.device, model_kwargs=options)
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load embedding model {self.model!r}: {exc}") from exc
-        if self.max_length is not None:
-            self._st.max_seq_length = self.max_length
+        if self.options.max_length is not None:
+            self._st.max_seq_length = self.options.max_length
         # One tiny call pays torch's one-time start-up costs here rather than in the first batch.
         self._st.encode(["warm up"], show_progress_bar=False)
         log.info("loaded encoder %s on %s", self.model, self._st.device)
@@ -109,18 +113,22 @@ class SentenceTransformerEncoder:
         fresh = self._encode(todo) if todo else np.zeros((0, self.dimension), dtype=np.float32)
         known = dict(zip(todo, fresh, strict=True))
         out = np.stack([known[t] if t in known else self._memo[t] for t in texts])
-        if self.memo_size > 0:
+        if self.options.memo_size > 0:
             for t in texts:
                 self._memo[t] = known[t] if t in known else self._memo[t]
                 self._memo.move_to_end(t)
-            while len(self._memo) > self.memo_size:
+            while len(self._memo) > self.options.memo_size:
                 self._memo.popitem(last=False)
         return out
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        show = not is_quiet() and len(texts) > 4 * self.batch_size
+        show = not is_quiet() and len(texts) > 4 * self.options.batch_size
         emb = self._st.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=show
+            texts,
+            batch_size=self.options.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show,
         )
         return np.asarray(emb, dtype=np.float32)
 

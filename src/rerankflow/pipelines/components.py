@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ..backends.cross_encoder import CrossEncoderModel
-from ..backends.embeddings import SentenceTransformerEncoder, TextEncoder
+from ..backends.cross_encoder import CrossEncoderModel, CrossEncoderModelOptions
+from ..backends.embeddings import EncoderOptions, SentenceTransformerEncoder, TextEncoder
 from ..backends.factory import BackendConfig
 from ..backends.models import model_identity
 from ..backends.rerank_http import RerankEndpointModel, RerankEndpointOptions
@@ -53,13 +53,11 @@ class BM25Keys(TokenizerOptions, StageOptions):
     index: OptionalJobPath = Field(None, description="folder to save the index to, or load it from if it exists")
 
 
-class EncoderKeys(StageOptions):
-    """A sentence-transformers encoder (shared by every stage of the job that names it)."""
+class EncoderKeys(EncoderOptions, StageOptions):
+    """A sentence-transformers encoder (shared by every stage of the job that names it): the
+    model and the encoder's own options."""
 
     model: JobPath = Field("all-minilm-l6-v2", description="packaged short name, local folder or HF id")
-    batch_size: int = Field(64, ge=1)
-    max_length: int | None = Field(None, ge=8, description="truncate inputs to this many tokens")
-    device: str | None = Field(None, description="cpu, cuda, cuda:1, ... (default: best available)")
 
 
 class BiEncoderKeys(EncoderKeys):
@@ -75,9 +73,10 @@ class RerankEndpointConfig(RerankEndpointOptions):
     model: str | None = Field(None, description="model name the server expects (Cohere/Jina shape)")
 
 
-class CrossEncoderKeys(StageOptions):
+class CrossEncoderKeys(CrossEncoderModelOptions, StageOptions):
     """Rerank with a cross-encoder: a sentence-transformers model (a local folder offline, or a
-    HF id), or one served behind a rerank endpoint (``backend: {kind: rerank_http, ...}``)."""
+    HF id; its options are the model's own), or one served behind a rerank endpoint
+    (``backend: {kind: rerank_http, ...}``)."""
 
     model: OptionalJobPath = Field(None, description="local folder or HF id, e.g. cross-encoder/ms-marco-MiniLM-L6-v2")
     backend: RerankEndpointConfig | None = Field(None, description="a rerank endpoint instead of a local model")
@@ -87,10 +86,6 @@ class CrossEncoderKeys(StageOptions):
     engine_options: dict[str, Any] = Field(
         default_factory=dict, description="vllm engine: options for vllm.LLM (gpu_memory_utilization, dtype...)"
     )
-    batch_size: int = Field(32, ge=1)
-    max_length: int | None = Field(512, ge=8, description="truncate query + passage to this many tokens")
-    device: str | None = Field(None, description="cpu, cuda, ... (default: best available)")
-    trust_remote_code: bool = Field(False, description="run code shipped with the model (off unless you trust it)")
     preset: str | None = Field(
         None, description="a published configuration (rerankflow presets list); default: the preset naming the model"
     )
@@ -163,13 +158,9 @@ class LLMCompressKeys(ScoringModelKeys):
 
 
 def _encoder(cfg: EncoderKeys, ctx: BuildContext) -> TextEncoder:
-    key = ("encoder", cfg.model, str(cfg.device), str(cfg.batch_size), str(cfg.max_length))
-    return ctx.resources.get(
-        key,
-        lambda: SentenceTransformerEncoder(
-            cfg.model, device=cfg.device, batch_size=cfg.batch_size, max_length=cfg.max_length
-        ),
-    )
+    options = cfg.pick(EncoderOptions)
+    key = ("encoder", cfg.model, options.model_dump_json())
+    return ctx.resources.get(key, lambda: SentenceTransformerEncoder(cfg.model, options=options))
 
 
 def _tokenizer(cfg: BackendConfig | None, ctx: BuildContext) -> Any:
@@ -240,15 +231,9 @@ def _build_crossencoder(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) 
         options = {"trust_remote_code": cfg.trust_remote_code, **cfg.engine_options}
         scorer = ctx.resources.get(("vllm-score", path), lambda: VLLMScoreModel(path, **options))
         return CrossEncoderReranker(scorer, cfg.pick(CrossEncoderReranker.Options))
+    options = cfg.pick(CrossEncoderModelOptions)
     model = ctx.resources.get(
-        ("crossencoder", cfg.model, str(cfg.max_length), str(cfg.device)),
-        lambda: CrossEncoderModel(
-            path,
-            device=cfg.device,
-            batch_size=cfg.batch_size,
-            max_length=cfg.max_length,
-            trust_remote_code=cfg.trust_remote_code,
-        ),
+        ("crossencoder", cfg.model, options.model_dump_json()), lambda: CrossEncoderModel(path, options=options)
     )
     return CrossEncoderReranker(model, cfg.pick(CrossEncoderReranker.Options))
 
