@@ -88,7 +88,7 @@ pipelines:
     job = load_job_text(text)
     assert load_job_text(dump_job(job)) == job
     _, pipelines = build_job(job, tmp_path)
-    assert "BudgetFilter(max_tokens=300, ratio=None" in repr(pipelines["ctx"]) and "Reorder('ends')" in repr(
+    assert "BudgetFilter(max_tokens=300)" in repr(pipelines["ctx"]) and "Reorder(policy='ends')" in repr(
         pipelines["ctx"]
     )
     from rerankflow.errors import ConfigError as CE

@@ -156,26 +156,18 @@ class _Fusion(Transformer):
 
     Options: ClassVar[type[FusionOptions]] = FusionOptions
 
-    def __init__(
-        self, inputs: Sequence[Transformer], options: FusionOptions | None, settings: dict[str, Any], stage_name: str
-    ) -> None:
-        self.options = self.Options.build(options, settings, stage_name, PipelineTypeError)
+    def __init__(self, inputs: Sequence[Transformer], options: FusionOptions | None, settings: dict[str, Any]) -> None:
+        self.options = self.Options.build(options, settings, self.name, PipelineTypeError)
         if len(inputs) < 2:
-            raise PipelineTypeError(f"{stage_name} fuses at least two inputs, got {len(inputs)}")
+            raise PipelineTypeError(f"{self.name} fuses at least two inputs, got {len(inputs)}")
         self.inputs = [as_transformer(s) for s in inputs]
         weights = self.options.weights
         w = [1.0] * len(self.inputs) if weights is None else [float(x) for x in weights]
         if len(w) != len(self.inputs):
             raise PipelineTypeError(
-                f"{stage_name} has {len(self.inputs)} inputs but {len(w)} weights; give one weight per input"
+                f"{self.name} has {len(self.inputs)} inputs but {len(w)} weights; give one weight per input"
             )
         self.weights = w
-        self.stage_name = stage_name
-
-    @property
-    def name(self) -> str:
-        """Provenance name of the fused score."""
-        return self.stage_name
 
     def children(self) -> list[Transformer]:
         """The fused inputs."""
@@ -195,7 +187,7 @@ class _Fusion(Transformer):
                 scores.setdefault(c.docid, {}).update(c.scores())
         fused = self._fused_scores(lists, list(first))
         out = [
-            Candidate(first[d].doc, float(s), self.stage_name, tuple(scores[d].items()))
+            Candidate(first[d].doc, float(s), self.name, tuple(scores[d].items()))
             for d, s in zip(first, fused, strict=True)
         ]
         branch_records = [rec for lst in lists for rec in lst.trace[len(incoming.trace) :]]
@@ -222,11 +214,13 @@ class RRFFusion(_Fusion):
     ``k`` defaults to 60 and ``w_i`` to 1. A document absent from input ``i`` adds nothing.
     """
 
+    stage_name = "rrf"
+
     Options = RRFOptions
     options: RRFOptions
 
     def __init__(self, inputs: Sequence[Transformer], options: RRFOptions | None = None, **settings: Any) -> None:
-        super().__init__(inputs, options, settings, "rrf")
+        super().__init__(inputs, options, settings)
         self.k = float(self.options.k)
         self.rank_base = int(self.options.rank_base)
 
@@ -290,11 +284,13 @@ class ConvexFusion(_Fusion):
     :math:`(n - 1 - r) / (n - 1)` for the document at rank ``r`` of ``n``.
     """
 
+    stage_name = "convex"
+
     Options = ConvexOptions
     options: ConvexOptions
 
     def __init__(self, inputs: Sequence[Transformer], options: ConvexOptions | None = None, **settings: Any) -> None:
-        super().__init__(inputs, options, settings, "convex")
+        super().__init__(inputs, options, settings)
         self.normalization: Normalization = self.options.normalization
         total = sum(self.weights)
         self.alphas = [w / total for w in self.weights]

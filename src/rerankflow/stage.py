@@ -44,11 +44,26 @@ class Transformer(ABC):
     """True for ``a >> b``, whose children run one after another."""
     Options: ClassVar[type[Options]] = StageOptions
     """The stage's settings (:mod:`rerankflow.options`); YAML configs derive from them."""
+    stage_name: ClassVar[str | None] = None
+    """The stage's name in score provenance and reports (its YAML name); default: the class name."""
+    shown: ClassVar[tuple[str, ...]] = ()
+    """Attributes holding the objects the stage works with (a backend, an encoder), shown first
+    in its ``repr``."""
 
     @property
     def name(self) -> str:
         """Short name used in score provenance and reports."""
-        return type(self).__name__
+        return self.stage_name or type(self).__name__
+
+    def __repr__(self) -> str:
+        """``Class(objects..., option=value, ...)``: the held objects, then every option that
+        differs from its default."""
+        parts = [repr(getattr(self, a)) for a in self.shown]
+        options = getattr(self, "options", None)
+        if isinstance(options, Options):
+            changed = options.model_dump(exclude_defaults=True)
+            parts += [f"{k}={getattr(options, k)!r}" for k in type(options).model_fields if k in changed]
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     def load(self) -> None:  # noqa: B027  (optional hook, not abstract)
         """Load models or indexes; called once before the first batch. Override if needed."""

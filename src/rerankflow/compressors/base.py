@@ -155,11 +155,6 @@ class Compressor(Transformer):
         """Tokens of ``text`` (the generator's tokenizer)."""
         return self.tokenizer.count_tokens(text)
 
-    @property
-    def name(self) -> str:
-        """Provenance name."""
-        return self.stage_name
-
     def context_tokens(self, candidates: Sequence[Candidate]) -> int:
         """Tokens the generator would read for these passages."""
         return sum(self.count_tokens(document_text(c.doc)) for c in candidates)

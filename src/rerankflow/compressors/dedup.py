@@ -37,9 +37,6 @@ class NearDuplicateFilter(Compressor):
         super().__init__(tokenizer, options, settings)
         self.encoder = encoder
 
-    def __repr__(self) -> str:
-        return f"NearDuplicateFilter(threshold={self.options.threshold}, max_tokens={self.options.max_tokens}, ratio={self.options.ratio})"
-
     def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
         """Remove near-duplicates per ranking, then fit the budget."""
         texts = [document_text(c.doc) for r in batch for c in r.candidates]

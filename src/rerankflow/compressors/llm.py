@@ -49,6 +49,8 @@ def _pair_key(ranking: Ranking, candidate: Candidate) -> tuple[str, str, str]:
 class _LLMCompressor(Compressor):
     """Shared parts: backend, template, passage cut; usage and repairs go to the trace."""
 
+    shown = ("backend",)
+
     calls_llm = True
     repairs_output = True
     default_template: ClassVar[str]
@@ -105,10 +107,6 @@ class LLMFilter(_LLMCompressor):
         self.p_yes: Memo[tuple[str, str, str], float] = Memo()
         """P(yes) of judged (query text, document id, text): a pair is judged once while it
         stays in the bounded memo, so a budget sweep on the same stage costs no further calls."""
-
-    def __repr__(self) -> str:
-        o = self.options
-        return f"LLMFilter({self.backend!r}, threshold={self.options.threshold}, max_tokens={o.max_tokens}, ratio={o.ratio})"
 
     def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
         """Judge every passage, keep the helpful ones (rank order kept), fit the budget."""
@@ -167,10 +165,6 @@ class LLMExtractor(_LLMCompressor):
         self.replies: Memo[tuple[str, str, str], str] = Memo()
         """The model's reply per (query text, document id, text), asked once while it stays
         in the bounded memo."""
-
-    def __repr__(self) -> str:
-        o = self.options
-        return f"LLMExtractor({self.backend!r}, max_tokens={o.max_tokens}, ratio={o.ratio})"
 
     def _numbered(self, text: str, spans: list[tuple[int, int]]) -> str:
         return self._cut("\n".join(f"[{i}] {one_line(text[a:b])}" for i, (a, b) in enumerate(spans, 1)))

@@ -44,13 +44,6 @@ class BudgetFilter(Compressor):
     def __init__(self, *, tokenizer: Tokenizes, options: BudgetFilterOptions | None = None, **settings: Any) -> None:
         super().__init__(tokenizer, options, settings)
 
-    def __repr__(self) -> str:
-        o = self.options
-        return (
-            f"BudgetFilter(max_tokens={o.max_tokens}, ratio={o.ratio}, min_score={self.options.min_score}, "
-            f"overflow={self.options.overflow!r})"
-        )
-
     def compress(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Candidate]]:
         """Threshold, then fit the budget in rank order."""
         out = []
@@ -83,18 +76,12 @@ class Reorder(Transformer):
     ``Reorder("ends")`` names the policy; ``options`` may carry it instead.
     """
 
+    stage_name = "reorder"
+
     Options = ReorderOptions
 
     def __init__(self, policy: Policy | None = None, *, options: ReorderOptions | None = None) -> None:
         self.options = ReorderOptions.build(options, {"policy": policy} if policy is not None else {}, "reorder")
-
-    @property
-    def name(self) -> str:
-        """Provenance name."""
-        return "reorder"
-
-    def __repr__(self) -> str:
-        return f"Reorder({self.options.policy!r})"
 
     def _order(self, candidates: Sequence[Candidate]) -> list[Candidate]:
         if self.options.policy == "relevance":

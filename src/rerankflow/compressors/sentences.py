@@ -112,10 +112,6 @@ class SentenceExtractor(UnitCompressor):
         super().__init__(tokenizer, options, settings)
         self.encoder = encoder
 
-    def __repr__(self) -> str:
-        o = self.options
-        return f"SentenceExtractor(max_tokens={o.max_tokens}, ratio={o.ratio}, min_similarity={self.options.min_similarity})"
-
     def score_units(self, batch: Sequence[Ranking], notes: Sequence[QueryNotes]) -> list[list[Unit]]:
         """Sentences of every passage, scored by cosine similarity to the query."""
         spans = [[split_sentences(c.doc.text) for c in r.candidates] for r in batch]

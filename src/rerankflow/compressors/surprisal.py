@@ -66,6 +66,8 @@ class SurprisalOptions(BudgetedOptions):
 class SurprisalPruner(UnitCompressor):
     """Drop the least informative words until the context fits (see the module docstring)."""
 
+    shown = ("backend",)
+
     stage_name = "surprisal"
     calls_llm = True
     Options = SurprisalOptions
@@ -89,10 +91,6 @@ class SurprisalPruner(UnitCompressor):
     def mode(self) -> SurprisalMode:
         """``self_info`` or ``question`` (from the options)."""
         return self.options.mode
-
-    def __repr__(self) -> str:
-        o = self.options
-        return f"SurprisalPruner({self.backend!r}, mode={o.mode!r}, max_tokens={o.max_tokens}, ratio={o.ratio})"
 
     def load(self) -> None:
         """Start the scoring backend."""

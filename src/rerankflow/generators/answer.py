@@ -76,6 +76,9 @@ class GenerateOptions(StageOptions):
 class AnswerGenerator(Transformer):
     """Generate a cited answer for every ranking (see the module docstring)."""
 
+    stage_name = "generate"
+    shown = ("backend",)
+
     Options = GenerateOptions
 
     def __init__(
@@ -93,14 +96,6 @@ class AnswerGenerator(Transformer):
         self.backend = backend
         self.template = t
         self.params = GenerationParams(max_tokens=o.max_tokens, temperature=o.temperature, seed=o.seed)
-
-    @property
-    def name(self) -> str:
-        """Provenance name."""
-        return "generate"
-
-    def __repr__(self) -> str:
-        return f"AnswerGenerator({self.backend!r}, template={self.template.name!r})"
 
     def load(self) -> None:
         """Start the backend."""

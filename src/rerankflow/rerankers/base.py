@@ -94,6 +94,8 @@ class PlannedReranker(Transformer):
     """Base class of the plan-based LLM rerankers (see the module docstring). The settings
     come as an ``options`` object of the subclass's ``Options`` or as keywords."""
 
+    shown = ("backend",)
+
     stage_name = "llm"
     required_placeholders: frozenset[str] = frozenset()
     Options: ClassVar[type[PlannedOptions]] = PlannedOptions
@@ -124,11 +126,6 @@ class PlannedReranker(Transformer):
 
     def check_template(self, template: PromptTemplate) -> None:
         """Refuse a template these options cannot use (labels, output regex); override if needed."""
-
-    @property
-    def name(self) -> str:
-        """Provenance name."""
-        return self.stage_name
 
     def load(self) -> None:
         """Start the backend (shared engines start once)."""

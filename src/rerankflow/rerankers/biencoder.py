@@ -17,16 +17,11 @@ class BiEncoderReranker(Transformer):
     All passages of a batch are encoded in one call (the encoder batches internally).
     """
 
+    stage_name = "biencoder"
+    shown = ("encoder",)
+
     def __init__(self, encoder: TextEncoder) -> None:
         self.encoder = encoder
-
-    @property
-    def name(self) -> str:
-        """Provenance name."""
-        return "biencoder"
-
-    def __repr__(self) -> str:
-        return f"BiEncoderReranker({self.encoder!r})"
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Rescore and re-sort every ranking."""

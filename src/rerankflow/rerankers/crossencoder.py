@@ -38,6 +38,9 @@ class CrossEncoderReranker(Transformer):
     a ``RerankEndpointModel`` (a served reranker); all pairs of a batch go in one call. Settings:
     :class:`CrossEncoderOptions`."""
 
+    stage_name = "crossencoder"
+    shown = ("model",)
+
     Options = CrossEncoderOptions
 
     def __init__(
@@ -48,14 +51,6 @@ class CrossEncoderReranker(Transformer):
     ) -> None:
         self.model = model
         self.options = CrossEncoderOptions.build(options, settings, "crossencoder")
-
-    @property
-    def name(self) -> str:
-        """Provenance name."""
-        return "crossencoder"
-
-    def __repr__(self) -> str:
-        return f"CrossEncoderReranker({self.model!r})"
 
     def load(self) -> None:
         """Load the model."""

@@ -56,8 +56,6 @@ class DocumentAggregator(Transformer):
         """Provenance name."""
         return f"documents:{self.options.method}"
 
-    def __repr__(self) -> str:
-        return f"DocumentAggregator(method={self.options.method!r}, k={self.options.k})"
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """One document candidate per document, sorted by the aggregated score."""

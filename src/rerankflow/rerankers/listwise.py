@@ -261,12 +261,6 @@ class ListwiseReranker(PlannedReranker):
                 f"{kind} per passage (a smaller window, or a template with more labels)"
             )
 
-    def __repr__(self) -> str:
-        return (
-            f"ListwiseReranker({self.backend!r}, method={self.options.method!r}, scorer={self.options.scorer!r}, "
-            f"window={self.options.window}, stride={self.options.step})"
-        )
-
     # -- one window -------------------------------------------------------------------------
     def rank_window(self, query: str, texts: Sequence[str]) -> Plan[WindowResult]:
         """Order ``texts`` (input indices, best first): one call, or ``shuffles`` calls at once

@@ -97,9 +97,6 @@ class PairwiseReranker(PlannedReranker):
         if len(template.labels or []) != 2:
             raise ConfigError(f"template {template.name!r} needs exactly two labels (first passage, second)")
 
-    def __repr__(self) -> str:
-        return f"PairwiseReranker({self.backend!r}, method={self.options.method!r}, top_k={self.options.top_k})"
-
     def _calls(self, query: str, texts: Sequence[str], a: int, b: int) -> list[Call]:
         labels = tuple(self.template.labels or ())
         calls: list[Call] = [

@@ -48,6 +48,9 @@ class PointwiseReranker(Transformer):
     Passages are cut to ``max_passage_tokens`` tokens (``None``: no cut).
     """
 
+    stage_name = "pointwise"
+    shown = ("backend",)
+
     Options = PointwiseOptions
 
     def __init__(
@@ -75,14 +78,6 @@ class PointwiseReranker(Transformer):
             raise ConfigError(f"template {t.name!r} must have two labels (yes, no) for mode yes_no")
         if self.options.mode == "grade" and (len(labels) < 2 or not all(x.strip().isdigit() for x in labels)):
             raise ConfigError(f"template {t.name!r} must have numeric grade labels for mode grade, got {labels}")
-
-    @property
-    def name(self) -> str:
-        """Provenance name."""
-        return "pointwise"
-
-    def __repr__(self) -> str:
-        return f"PointwiseReranker({self.backend!r}, mode={self.options.mode!r}, template={self.template.name!r})"
 
     def load(self) -> None:
         """Start the backend (shared engines start once)."""

@@ -82,9 +82,6 @@ class SetwiseReranker(PlannedReranker):
         if o.scorer == "generate" and not template.output_regex:
             raise ConfigError(f"template {template.name!r} needs an output_regex for scorer 'generate'")
 
-    def __repr__(self) -> str:
-        return f"SetwiseReranker({self.backend!r}, num_child={self.options.num_child}, top_k={self.options.top_k}, scorer={self.options.scorer!r})"
-
     def plan(self, query: str, texts: list[str]) -> Plan[Outcome]:
         """Heapsort for one query; each sift step is one prompt."""
         problems: Counter[str] = Counter()

@@ -187,6 +187,8 @@ class BM25Retriever(FilteredSearch, Retriever):
     the implementation, which gives the same results. Settings: :class:`BM25Options`.
     """
 
+    stage_name = "bm25"
+
     Options = BM25Options
 
     def __init__(
@@ -225,14 +227,6 @@ class BM25Retriever(FilteredSearch, Retriever):
     def tokenizer(self) -> Tokenizer:
         """The index's tokenizer (queries are tokenised the same way)."""
         return self.index.tokenizer
-
-    @property
-    def name(self) -> str:
-        """Provenance name."""
-        return "bm25"
-
-    def __repr__(self) -> str:
-        return f"BM25Retriever(k={self.options.k}, k1={self.options.k1}, b={self.options.b}, variant={self.options.variant!r}, engine={self.options.engine!r})"
 
     def load(self) -> None:
         """Build the engine's scoring structures (indexing the corpus if needed)."""

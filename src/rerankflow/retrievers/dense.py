@@ -45,6 +45,9 @@ class DenseRetriever(FilteredSearch, Retriever):
     ``IndexFlatIP`` (same results, needs ``faiss-cpu``). Settings: :class:`DenseOptions`.
     """
 
+    stage_name = "dense"
+    shown = ("encoder",)
+
     Options = DenseOptions
     # Given ``embeddings`` (a saved index's) are used as they are and nothing is encoded; a
     # given ``ann`` (a FAISS index over them) answers unfiltered queries; filtered ones are
@@ -72,14 +75,6 @@ class DenseRetriever(FilteredSearch, Retriever):
         self._emb: np.ndarray | None = embeddings
         self._faiss: Any = ann
         self._masks = MaskCache(self.corpus)
-
-    @property
-    def name(self) -> str:
-        """Provenance name."""
-        return "dense"
-
-    def __repr__(self) -> str:
-        return f"DenseRetriever({self.encoder!r}, k={self.options.k}{', faiss' if self.options.faiss else ''})"
 
     def cache_path(self) -> Path:
         """File that holds (or will hold) this corpus's embeddings."""
