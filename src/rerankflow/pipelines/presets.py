@@ -55,27 +55,36 @@ def _folder() -> Path:
     return Path(str(resources.files("rerankflow") / "presets"))
 
 
+@cache
+def catalogue() -> dict[str, Preset]:
+    """Every built-in preset by name, read from the package once per process (the validators
+    that apply presets consult this table, not the files)."""
+    out = {}
+    for path in sorted(_folder().glob("*.yaml")):
+        doc = YamlDocument(path.read_text(encoding="utf-8"), path)
+        try:
+            out[path.stem] = Preset.model_validate(doc.data)
+        except ValidationError as exc:
+            raise ConfigError(f"preset {path.stem!r} is invalid: {describe(exc)}", file=path) from exc
+    return out
+
+
 def preset_names() -> list[str]:
     """The names of the built-in presets."""
-    return sorted(p.stem for p in _folder().glob("*.yaml"))
+    return sorted(catalogue())
 
 
-@cache
 def load_preset(name: str) -> Preset:
-    """The built-in preset ``name`` (read once per process: presets are package data)."""
-    path = _folder() / f"{name}.yaml"
-    if not path.is_file():
+    """The built-in preset ``name``."""
+    found = catalogue().get(name)
+    if found is None:
         raise ConfigError(f"no preset {name!r}; the presets are: {', '.join(preset_names())}")
-    doc = YamlDocument(path.read_text(encoding="utf-8"), path)
-    try:
-        return Preset.model_validate(doc.data)
-    except ValidationError as exc:
-        raise ConfigError(f"preset {name!r} is invalid: {describe(exc)}", file=path) from exc
+    return found
 
 
 def preset_for_model(model: str) -> Preset | None:
     """The preset that names ``model`` among its checkpoints, if any."""
-    return next((p for p in map(load_preset, preset_names()) if model in p.models), None)
+    return next((p for p in catalogue().values() if model in p.models), None)
 
 
 def resolve(stage: str | None, preset: str | None, model: str | None) -> Preset | None:
