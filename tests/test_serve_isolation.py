@@ -274,3 +274,19 @@ def test_large_in_lists_cost_one_lookup_per_document():
     flt = MetadataFilter({"docid": {"in": [f"id{i}" for i in range(10_000)]}})
     assert flt.matches(Document(Spy("id9999"), "x")) and not flt.matches(Document(Spy("zz"), "x"))
     assert len(compared) <= 2  # a hash lookup, not 10,000 comparisons
+
+
+def test_a_filter_that_cannot_run_fails_its_own_request_inside_a_merged_batch():
+    """The server checks filters before batching; a caller of ServedPipeline directly does not,
+    and a filter that clashes with the stage's own still fails only its request."""
+    bm25 = BM25Retriever(DOCS, k=3, filter={"year": {"gte": 2020}})
+    served = ServedPipeline("rag", bm25)
+
+    async def both():
+        good = served.prepare(Ranking(Query("a", "telescope", {"tags": "t1"})), CancelToken())
+        bad = served.prepare(Ranking(Query("b", "telescope", {"year": {"gte": 2021}})), CancelToken())
+        return await asyncio.gather(good, bad, return_exceptions=True)
+
+    good, bad = asyncio.run(both())
+    assert isinstance(bad, ConfigError) and "sets 'gte' again" in str(bad)
+    assert isinstance(good, Ranking) and good.candidates

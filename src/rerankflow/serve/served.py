@@ -147,9 +147,8 @@ class ServedPipeline:
             if token is not None:
                 token.started = True
         self.counts.add(dropped_in_queue=len(items) - len(idx))
-        self._prepare_filters(items, idx)
+        idx = self._prepare_filters(items, idx, out)
         for step in self.steps:
-            idx = self._live(items, idx)
             if not idx:
                 break
             self._apply(out, idx, isolated(step, [_ranking(out[i]) for i in idx]))
@@ -179,14 +178,21 @@ class ServedPipeline:
         for i, r in zip(idx, results, strict=True):
             out[i] = r
 
-    def _prepare_filters(self, items: list[_Work], idx: list[int]) -> None:
+    def _prepare_filters(self, items: list[_Work], idx: list[int], out: list[Ranking | Exception]) -> list[int]:
         """Compute each live request's filter masks with its own cancel token, so a costly
-        filter stops when its request goes away (the retrievers then find them remembered)."""
+        filter stops when its request goes away (the retrievers then find them remembered).
+        A filter that cannot run fails its own request; the positions still running."""
         for i in idx:
             query = items[i].ranking.query
-            if query.filter:
-                for stage in self.filtered:
+            try:
+                for stage in self.filtered if query.filter else []:
                     stage.prepare_filter(query.filter, items[i].cancel)
+            except RerankflowError as exc:
+                out[i] = exc
+        running = [i for i in idx if not isinstance(out[i], Exception)]
+        live = self._live(items, running)
+        self.counts.add(stages_skipped=len(running) - len(live))
+        return live
 
     async def _submit(self, work: _Work) -> Ranking:
         result = (await self._batches.submit([work]))[0]
