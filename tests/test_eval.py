@@ -10,7 +10,7 @@ from rerankflow.retrievers.bm25 import BM25Retriever
 
 def test_measure_parsing_and_errors():
     assert [str(m) for m in parse_measures(["nDCG@10", "R(rel=2)@100", "AP"])] == ["nDCG@10", "R(rel=2)@100", "AP"]
-    with pytest.raises(ConfigError, match="nDCGG@10.*one of: .*nDCG"):
+    with pytest.raises(ConfigError, match="unknown measure 'nDCGG' in 'nDCGG@10'; did you mean 'nDCG'.*: AP, .*nDCG"):
         parse_measures(["nDCGG@10"])
 
 

@@ -42,7 +42,7 @@ def test_options_come_as_an_object_or_as_keywords_and_are_checked_once():
     assert (overridden.options.window, overridden.options.stride) == (4, 1)
     with pytest.raises(ConfigError, match=r"listwise: need 1 <= stride <= window .* window=4, stride=9"):
         ListwiseReranker(fake, window=4, stride=9)
-    with pytest.raises(ConfigError, match=r"listwise: windw: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match=r"listwise: unknown setting .windw.; did you mean .window."):
         ListwiseReranker(fake, windw=4)
     # the same rule holds in YAML, where the config is the same model
     config = registry.get("listwise").config

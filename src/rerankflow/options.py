@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError, RerankflowError
+from .suggest import did_you_mean
 
 OptionsT = TypeVar("OptionsT", bound="Options")
 
@@ -45,7 +46,7 @@ class Options(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise error(f"{owner}: {describe(exc)}") from None
+            raise error(f"{owner}: {describe(exc, cls)}") from None
 
     def pick(self, options: type[OptionsT]) -> OptionsT:
         """The fields of ``options`` taken from this model (a YAML config is the stage's
@@ -57,11 +58,17 @@ class StageOptions(Options):
     """Base of every stage's settings."""
 
 
-def describe(exc: ValidationError) -> str:
-    """A pydantic error as one line: ``setting: problem (got value)`` for each problem."""
+def describe(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """A pydantic error as one line: ``setting: problem (got value)`` for each problem; an
+    unknown setting of ``model`` names the closest valid ones and lists them all."""
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden" and model is not None and len(err["loc"]) == 1:
+            valid = list(model.model_fields)
+            hint = did_you_mean(where, valid)
+            parts.append(f"unknown setting {where!r}{hint}; valid settings: {', '.join(valid)}")
+            continue
         msg = err["msg"].removeprefix("Value error, ")
         got = f" (got {err['input']!r})" if err["type"] not in ("value_error", "missing") else ""
         parts.append(f"{where}: {msg}{got}" if where else msg)

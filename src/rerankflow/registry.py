@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from .errors import ConfigError
 from .options import StageOptions
+from .suggest import did_you_mean
 
 if TYPE_CHECKING:
     from .stage import Transformer
@@ -130,7 +131,7 @@ def get(name: str) -> Component:
     """The component registered as ``name``; the error lists the valid names."""
     _load_components()
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown stage {name!r}; valid stages: {', '.join(names())}")
+        raise ConfigError(f"unknown stage {name!r}{did_you_mean(name, names())}; valid stages: {', '.join(names())}")
     return _REGISTRY[name]
 
 

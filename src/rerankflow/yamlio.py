@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError
+from .suggest import did_you_mean
 
 MAX_NODES = 100_000
 """Most values (scalars, lists, mappings) a YAML document may hold once its aliases are
@@ -157,7 +158,8 @@ def validation_to_config_error(
     loc = tuple(err["loc"])
     if err["type"] == "extra_forbidden":
         valid = _valid_keys(model, loc[:-1])
-        msg = f"unknown key {loc[-1]!r}; valid keys: {', '.join(valid) if valid else '(none)'}"
+        hint = did_you_mean(str(loc[-1]), valid)
+        msg = f"unknown key {loc[-1]!r}{hint}; valid keys: {', '.join(valid) if valid else '(none)'}"
     elif err["type"] == "missing":
         msg = "required key is missing"
     else:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import ConfigError
 from ..options import describe
+from ..suggest import did_you_mean
 from ..yamlio import YamlDocument
 
 Stage = Literal["listwise", "pointwise", "pairwise", "setwise", "crossencoder"]
@@ -78,7 +79,8 @@ def load_preset(name: str) -> Preset:
     """The built-in preset ``name``."""
     found = catalogue().get(name)
     if found is None:
-        raise ConfigError(f"no preset {name!r}; the presets are: {', '.join(preset_names())}")
+        names = preset_names()
+        raise ConfigError(f"no preset {name!r}{did_you_mean(name, names)}; the presets are: {', '.join(names)}")
     return found
 
 
@@ -104,7 +106,10 @@ def apply_preset(data: Any, keys: type[BaseModel], model: str | None, stage: str
     not, so a dumped job says what ran; ``model`` picks the preset when none is named."""
     if not isinstance(data, dict):
         return data
-    preset = resolve(stage, data.get("preset"), model)
+    try:
+        preset = resolve(stage, data.get("preset"), model)
+    except ConfigError as exc:  # a validator's error: pydantic then places it at the stage's key and line
+        raise ValueError(exc.message) from None
     if preset is None:
         return data
     foreign = sorted(k for k in preset.settings if k not in keys.model_fields)
