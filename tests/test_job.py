@@ -60,19 +60,34 @@ def test_nested_fusion_round_trips():
 @pytest.mark.parametrize(
     "body,path,line,message",
     [
-        (BASE + "datset: 1\n", "datset", 7, "unknown key 'datset'; did you mean 'dataset'?; valid keys: name, dataset, pipelines"),
+        (
+            BASE + "datset: 1\n",
+            "datset",
+            7,
+            "unknown key 'datset'; did you mean 'dataset'?; valid keys: name, dataset, pipelines",
+        ),
         (
             BASE.replace("bm25: {k: 10}", "bm26: {k: 10}"),
             "pipelines.main[0]",
             6,
             "unknown stage 'bm26'; did you mean 'bm25'?; valid stages: biencoder, bm25",
         ),
-        (BASE.replace("{k: 10}", "{kk: 10}"), "pipelines.main[0].bm25.kk", 6, "unknown key 'kk'; did you mean 'k'?; valid keys: k, k1, b"),
+        (
+            BASE.replace("{k: 10}", "{kk: 10}"),
+            "pipelines.main[0].bm25.kk",
+            6,
+            "unknown key 'kk'; did you mean 'k'?; valid keys: k, k1, b",
+        ),
         (BASE.replace("{k: 10}", "{b: 2}"), "pipelines.main[0].bm25.b", 6, "less than or equal to 1 (got 2)"),
         (BASE.replace("{k: 10}", "{variant: bm42}"), "pipelines.main[0].bm25.variant", 6, "'lucene' or 'okapi'"),
         (BASE.replace("{k: 10}", "{stemmer: klingon}"), "pipelines.main[0].bm25.stemmer", 6, "valid: none, "),
         (BASE.replace("builtin: demo", "builtin: nope"), "dataset.builtin", 3, "Input should be 'demo'"),
-        (BASE + "measures: [nDCGG@10]\n", "measures[0]", 7, "unknown measure 'nDCGG' in 'nDCGG@10'; did you mean 'nDCG'"),
+        (
+            BASE + "measures: [nDCGG@10]\n",
+            "measures[0]",
+            7,
+            "unknown measure 'nDCGG' in 'nDCGG@10'; did you mean 'nDCG'",
+        ),
         (BASE + "baseline: other\n", "baseline", 7, "baseline 'other' is not a pipeline; choose one of: main"),
         (BASE + "batch_size: 0\n", "batch_size", 7, "greater than or equal to 1"),
         (

@@ -51,7 +51,10 @@ def test_user_template_file_errors_name_file_line_and_key(tmp_path):
     with pytest.raises(ConfigError, match=r"mine.yaml:4: output_regex: output_regex does not compile"):
         load_template(path)
     path.write_text("name: mine\nplaceholders: [query]\nuser: '{query}'\nlables: [a]\n")
-    with pytest.raises(ConfigError, match=r"mine.yaml:4: lables: unknown key 'lables'; did you mean 'labels'\?; valid keys: name, description"):
+    with pytest.raises(
+        ConfigError,
+        match=r"mine.yaml:4: lables: unknown key 'lables'; did you mean 'labels'\?; valid keys: name, description",
+    ):
         load_template(path)
     path.write_text("name: mine\nplaceholders: [query]\nuser: 'Q: {query}'\nlabels: ['a', 'b']\n")
     assert load_template("mine.yaml", base_dir=tmp_path).labels == ["a", "b"]

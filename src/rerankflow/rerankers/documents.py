@@ -56,7 +56,6 @@ class DocumentAggregator(Transformer):
         """Provenance name."""
         return f"documents:{self.options.method}"
 
-
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """One document candidate per document, sorted by the aggregated score."""
         return [self._one(r) for r in batch]
