@@ -139,3 +139,62 @@ def test_stages_say_where_each_stage_lives(capsys):
     for name, _kind, where, *_ in rows:
         module, cls = where.rsplit(".", 1)
         assert hasattr(importlib.import_module(module), cls), name
+
+
+def test_version_and_global_flags_after_the_subcommand(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("rerankflow ")
+    assert main(["stages", "--quiet"]) == 0 and main(["stages", "-q", "--debug"]) == 0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("argv", "check"),
+    [
+        (["stages", "--json"], lambda d: {r["name"] for r in d} >= {"bm25", "listwise"}),
+        (["presets", "list", "--json"], lambda d: any(p["name"] == "rank_zephyr" for p in d)),
+    ],
+)
+def test_json_output(argv, check, capsys):
+    assert main(argv) == 0
+    assert check(json.loads(capsys.readouterr().out))
+
+
+def test_validate_and_eval_print_json(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text("name: j\ndataset: {builtin: demo}\npipelines: {p: [bm25]}\n")
+    assert main(["validate", str(job), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "job": "j", "pipelines": ["p"]}
+    (tmp_path / "qrels").write_text("1 0 a 1\n1 0 b 0\n")
+    (tmp_path / "run").write_text("1 Q0 a 1 2.0 x\n1 Q0 b 2 1.0 x\n")
+    assert main(["eval", str(tmp_path / "run"), "--qrels", str(tmp_path / "qrels"), "-m", "RR@10", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"run": str(tmp_path / "run"), "RR@10": 1.0}]
+
+
+def test_shell_completion_and_presets_list_fit_a_terminal(capsys):
+    assert main(["completion", "bash"]) == 0
+    script = capsys.readouterr().out
+    assert "rerankflow" in script and "presets" in script and "--json" in script
+    assert main(["presets", "list"]) == 0
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= 160
+
+
+def test_serve_checks_the_port_before_loading_anything(tmp_path, capsys, monkeypatch):
+    import socket
+
+    from rerankflow.serve import launch
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("pipelines were built although the port is taken")
+
+    monkeypatch.setattr(launch, "job_pipelines_to_serve", must_not_build)
+    job = tmp_path / "job.yaml"
+    job.write_text("dataset: {builtin: demo}\npipelines: {p: [bm25]}\n")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert main(["serve", str(job), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err and len(err.strip().splitlines()) == 1

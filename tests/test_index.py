@@ -258,6 +258,7 @@ def test_build_reports_counts_skips_and_ignores(tmp_path):
     ]
     assert report.ignored == 1 and [s for s, _ in report.skipped] == ["src/broken.pdf"]
     assert "src/broken.pdf: cannot read the PDF" in report.summary()
+    assert "added: src/faq.html, src/guides/install.md" in report.summary()  # which documents, not only how many
     ix = open_index(tmp_path / "ix")
     manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
     assert manifest["counts"]["documents"] == 6 and manifest["counts"]["chunks"] == len(ix.chunks)
@@ -594,3 +595,12 @@ def test_a_hidden_source_folder_is_read_but_hidden_files_inside_are_not(tmp_path
     (tmp_path / ".notes" / ".git" / "b.md").write_text("# B\n\nbeta text\n")
     report = build([tmp_path / ".notes"], tmp_path / "ix")
     assert report.added == [".notes/a.md"]
+
+
+def test_the_summary_names_changed_and_removed_documents_and_counts_the_rest(tmp_path):
+    from rerankflow.index.update import NAMES_SHOWN, IndexReport
+
+    report = IndexReport(added=[f"a{i}" for i in range(NAMES_SHOWN + 3)], changed=["c.md"], removed=["gone\n.md"])
+    text = report.summary()
+    assert "added: a0, a1" in text and "(+3 more)" in text and "changed: c.md" in text
+    assert "removed: gone\\n.md" in text  # printed on one line

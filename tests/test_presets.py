@@ -291,3 +291,44 @@ def test_first_mistral_reads_the_identifiers_where_rankllm_does(vllm_backend):
     theirs = [x for x in ranking.replace("[", "").replace("]", "").split(">") if x in labels]
     ours_order = sorted(labels, key=lambda x: -mine.logprobs[x])
     assert ours_order[: len(theirs)] == theirs
+
+
+def test_a_reranker_object_loads_once_and_rerank_reuses_a_loaded_one():
+    """Reranker(model, preset=...).rank(...) builds its backend once; rerank() keeps the last
+    ones loaded, so a second call with the same arguments builds nothing."""
+    import rerankflow.pipelines.oneshot as oneshot
+    from rerankflow import Reranker, rerank
+
+    built = []
+
+    class Counting(FakeBackend):
+        def load(self):
+            built.append(1)
+
+    backend = Counting(lambda p: "[2] > [1]")
+    reranker = Reranker(preset="listwise_instruct", backend=backend)
+    first = reranker.rank("q", ["alpha", "beta"])
+    second = reranker.rank("q", ["gamma", "delta"], top_k=1)
+    assert [c.text for c in first.candidates] == ["beta", "alpha"] and [c.text for c in second.candidates] == ["delta"]
+    assert len(built) == 1
+    oneshot._LOADED.clear()
+    rerank("q", ["a", "b"], preset="listwise_instruct", backend=backend)
+    held = dict(oneshot._LOADED)
+    rerank("q", ["c", "d"], preset="listwise_instruct", backend=backend)
+    assert dict(oneshot._LOADED) == held and len(held) == 1  # the same Reranker object served both calls
+
+
+def test_a_repaired_answer_is_a_warning_naming_the_repair():
+    from rerankflow import Reranker
+    from rerankflow.errors import RepairWarning
+
+    reranker = Reranker(preset="listwise_instruct", backend=FakeBackend(lambda p: "I like [2] best"))
+    with pytest.warns(RepairWarning, match="missing: 1"):
+        out = reranker.rank("q", ["alpha", "beta"])
+    assert [c.text for c in out.candidates] == ["beta", "alpha"]
+    clean = Reranker(preset="listwise_instruct", backend=FakeBackend(lambda p: "[1] > [2]"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RepairWarning)
+        clean.rank("q", ["alpha", "beta"])

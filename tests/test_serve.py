@@ -486,3 +486,25 @@ def test_serve_command_rejects_bad_overrides_and_unservable_choices(tmp_path, ca
     assert "cannot serve bm25" in capsys.readouterr().err
     assert main(["serve", str(job), "--pipeline", "nope"]) == 2
     assert "no pipeline named nope; the job has: bm25, bm25-x, judge" in capsys.readouterr().err
+
+
+def test_ask_streams_the_answer_and_says_which_sources_it_cited(url, corpus, capsys):
+    from rerankflow.cli.main import main
+
+    assert main(["ask", "how does bm25 normalise document length?", "--url", url, "--model", "rag"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(REPLY + "\n") and "sources (* cited):" in out
+    assert "  *[1]" in out and "  *[2]" in out and "   [3]" in out
+    assert main(["ask", "how does bm25 work?", "--url", url, "--model", "rag", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["choices"][0]["message"]["content"] == REPLY and len(data["rerankflow"]["documents"]) == 3
+
+
+def test_ask_says_plainly_when_the_answer_cites_nothing(corpus, capsys):
+    from rerankflow.cli.main import main
+
+    with serve_in_thread(make_app(corpus, FakeBackend(["I am not sure."]))) as base:
+        wait_ready(base)
+        assert main(["ask", "how does bm25 normalise document length?", "--url", base, "--model", "rag"]) == 0
+    out = capsys.readouterr().out
+    assert "the answer cites none of them" in out and "best passage [1]:" in out and "*[" not in out

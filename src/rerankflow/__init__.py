@@ -20,7 +20,7 @@ from .generators import AnswerGenerator
 from .index import IndexSettings, open_index, update_index
 from .io import demo_dataset, read_qrels, read_topics
 from .ops import ConvexFusion, Cutoff, Identity, RRFFusion, Sequential, rrf
-from .pipelines import load_job, load_pipeline, rerank, run_job
+from .pipelines import Reranker, load_job, load_pipeline, rerank, run_job
 from .rerankers import (
     BiEncoderReranker,
     CrossEncoderReranker,
@@ -68,6 +68,7 @@ __all__ = [
     "RRFFusion",
     "Ranking",
     "Reorder",
+    "Reranker",
     "RerankflowError",
     "Retriever",
     "SentenceExtractor",

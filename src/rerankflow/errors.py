@@ -80,6 +80,11 @@ def _where(file: str | None, line: int | None) -> str:
     return file + (f":{line}" if line is not None else "") + ": "
 
 
+class RepairWarning(UserWarning):
+    """A model's answer had to be repaired (an identifier missing or repeated, an unreadable
+    answer): the result holds, but part of the order is the input's."""
+
+
 def format_path(path: Sequence[str | int]) -> str:
     """Render a YAML location as ``a.b[0].c``."""
     out = ""

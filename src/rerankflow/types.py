@@ -62,6 +62,11 @@ class Candidate:
         """Identifier of the underlying document."""
         return self.doc.docid
 
+    @property
+    def text(self) -> str:
+        """Text of the underlying document."""
+        return self.doc.text
+
     def rescored(self, score: float, stage: str, *, rank_derived: bool = False) -> Candidate:
         """Return this candidate with a new score from ``stage``, pushing the old one to history."""
         history = (*self.history, (self.stage, self.score)) if self.stage else self.history

@@ -122,7 +122,7 @@ class SentenceTransformerEncoder:
         return out
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        show = not is_quiet() and len(texts) > 4 * self.options.batch_size
+        show = not is_quiet() and len(texts) > self.options.batch_size
         emb = self._st.encode(
             texts,
             batch_size=self.options.batch_size,

@@ -13,9 +13,9 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, RerankflowError, one_line
+from ..errors import ConfigError, MissingDependencyError, RerankflowError, one_line
 from ..progress import set_quiet
 
 if TYPE_CHECKING:
@@ -79,6 +79,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from ..pipelines.job import load_job
 
     job = load_job(args.job)
+    if args.json:
+        print(json.dumps({"ok": True, "job": job.name, "pipelines": list(job.pipelines)}))
+        return 0
     print(f"ok: job {job.name!r} with {len(job.pipelines)} pipelines: {', '.join(job.pipelines)}")
     return 0
 
@@ -93,6 +96,12 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_stages(args: argparse.Namespace) -> int:
     from .. import registry
 
+    if args.json:
+        rows = [
+            {"name": c.name, "kind": c.kind, "class": c.location, "description": c.doc} for c in registry.components()
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
     for comp in registry.components():
         print(f"{comp.name:<12} {comp.kind:<10} {comp.location:<46} {comp.doc}")
     return 0
@@ -105,6 +114,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     qrels = read_qrels(args.qrels)
     names = args.measures
     rows = [(run, evaluate(names, qrels, read_run(run))) for run in args.runs]
+    if args.json:
+        print(json.dumps([{"run": run, **means} for run, means in rows], indent=2))
+        return 0
     width = max(len(r) for r, _ in rows)
     print("run".ljust(width) + "".join(f"  {m:>12}" for m in names))
     for run, means in rows:
@@ -154,15 +166,21 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     from ..pipelines.presets import load_preset, preset_names
 
     if args.action == "list":
-        rows: list[tuple[str, ...]] = [("preset", "stage", "models", "reference", "DL19", "DL20")]
-        for name in preset_names():
-            p = load_preset(name)
+        presets = [load_preset(name) for name in preset_names()]
+        if args.json:
+            print(json.dumps([p.model_dump(mode="json") for p in presets], indent=2))
+            return 0
+        rows: list[tuple[str, ...]] = [("preset", "stage", "models", "DL19", "DL20", "reference")]
+        for p in presets:
             published = p.published or {}
-            rows.append((name, p.stage, ", ".join(p.models) or "(any)", p.reference,
-                         *(f"{published[k]:.4f}" if k in published else "-" for k in ("dl19", "dl20"))))  # fmt: skip
+            models = p.models[0] + (f" (+{len(p.models) - 1})" if len(p.models) > 1 else "") if p.models else "(any)"
+            reference = p.reference if len(p.reference) <= 48 else p.reference[:45] + "..."
+            rows.append((p.name, p.stage, models,
+                         *(f"{published[k]:.4f}" if k in published else "-" for k in ("dl19", "dl20")), reference))  # fmt: skip
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+        print("rerankflow presets show NAME: every model, the reference, what the parity test compares")
         return 0
     if not args.name:
         raise ConfigError("presets show needs a NAME (see `rerankflow presets list`)")
@@ -205,32 +223,103 @@ def _cmd_ask(args: argparse.Namespace) -> int:
             ) from None
     key = os.environ.get("RERANKFLOW_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = f"{args.url.rstrip('/')}/v1/chat/completions"
+    if args.json:  # the whole answer as the server sends it
+        data = _post(httpx, url, body, headers, args)
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0
+    extension = _stream_answer(httpx, url, {**body, "stream": True}, headers, args)
+    _print_sources(extension)
+    return 0
+
+
+def _post(httpx: Any, url: str, body: dict[str, object], headers: dict[str, str], args: argparse.Namespace) -> Any:
     try:
-        resp = httpx.post(
-            f"{args.url.rstrip('/')}/v1/chat/completions", json=body, headers=headers, timeout=args.timeout
-        )
+        resp = httpx.post(url, json=body, headers=headers, timeout=args.timeout)
     except httpx.HTTPError as exc:
         raise ConfigError(f"cannot reach {args.url} ({exc}); start it with: rerankflow serve JOB") from None
     if resp.status_code != 200:
         raise ConfigError(f"the server answered {resp.status_code}: {resp.text[:500]}")
-    data = resp.json()
-    print(data["choices"][0]["message"]["content"])
-    documents = data.get("rerankflow", {}).get("documents", [])
-    if documents:
-        print("sources (* cited):")
+    return resp.json()
+
+
+def _stream_answer(
+    httpx: Any, url: str, body: dict[str, object], headers: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Print the answer as it is generated; the ``rerankflow`` extension of its last chunk."""
+    extension: dict[str, Any] = {}
+    try:
+        with httpx.stream("POST", url, json=body, headers=headers, timeout=args.timeout) as resp:
+            if resp.status_code != 200:
+                raise ConfigError(f"the server answered {resp.status_code}: {resp.read().decode()[:500]}")
+            for line in resp.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[len("data: ") :])
+                if "error" in event:
+                    raise ConfigError(f"the server failed while answering: {event['error'].get('message')}")
+                for choice in event.get("choices", []):
+                    print(choice.get("delta", {}).get("content") or "", end="", flush=True)
+                extension = event.get("rerankflow", extension)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach {args.url} ({exc}); start it with: rerankflow serve JOB") from None
+    print()
+    return extension
+
+
+def _print_sources(extension: dict[str, Any]) -> None:
+    """The passages the answer was given, the cited ones starred; plainly when none was cited."""
+    documents = extension.get("documents", [])
+    if not documents:
+        return
+    cited = [d for d in documents if d.get("cited")]
+    print("sources (* cited):" if cited else "sources (the answer cites none of them; the best-ranked first):")
     for d in documents:
         where = f"{one_line(d['source'])} chars {d['start']}-{d['end']}" if "source" in d else one_line(d["docid"])
         heading = f" ({one_line(d['heading'])})" if d.get("heading") else ""
         print(f"  {'*' if d.get('cited') else ' '}[{d['number']}] {where}{heading}")
-    return 0
+    if not cited:
+        best = documents[0]
+        print(f"best passage [{best['number']}]: {one_line(best.get('text', ''))[:300]}")
+
+
+GLOBAL_FLAGS = (
+    (("--quiet", "-q"), "no progress bars, model-loading output or info logs"),
+    (("--debug",), "show tracebacks and debug logs"),
+)
+"""Flags every subcommand takes, before or after its name."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rerankflow")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+class _Subcommands:
+    """``add_parser`` that gives every subcommand the global flags."""
+
+    def __init__(self, sub: Any, common: argparse.ArgumentParser) -> None:
+        self.sub, self.common = sub, common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self.sub.add_parser(name, parents=[self.common], **kwargs)
+        return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="rerankflow", description="Retrieval, LLM reranking and RAG pipelines.")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"rerankflow {_version()}")
+    for flags, text in GLOBAL_FLAGS:
+        parser.add_argument(*flags, action="store_true", help=text)
+    common = argparse.ArgumentParser(add_help=False)  # the same flags after the subcommand
+    for flags, text in GLOBAL_FLAGS:
+        common.add_argument(*flags, action="store_true", default=argparse.SUPPRESS, help=text)
+    sub = _Subcommands(parser.add_subparsers(dest="command", required=True), common)
 
     p = sub.add_parser("run", help="run a YAML job")
     p.add_argument("job")
@@ -266,22 +355,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="rag", help="the served pipeline (default rag)")
     p.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"tags": "setup"}\'')
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_ask)
 
     p = sub.add_parser("validate", help="check a YAML job without running it")
     p.add_argument("job")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("schema", help="print the JSON Schema of job files")
     p.set_defaults(func=_cmd_schema)
 
     p = sub.add_parser("stages", help="list the registered stages")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_stages)
 
     p = sub.add_parser("eval", help="evaluate TREC run files against qrels")
     p.add_argument("runs", nargs="+")
     p.add_argument("--qrels", required=True)
     p.add_argument("--measures", "-m", nargs="+", default=["nDCG@10", "RR@10", "R@100", "AP"])
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("models", help="list packaged offline models, or prepare one as a local folder")
@@ -307,13 +400,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the published reranker presets, or show one")
     p.add_argument("action", choices=["list", "show"])
     p.add_argument("name", nargs="?", help="preset name (show)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_presets)
 
     p = sub.add_parser("prompts", help="list the built-in prompt templates, or show one")
     p.add_argument("action", choices=["list", "show"])
     p.add_argument("name", nargs="?")
     p.set_defaults(func=_cmd_prompts)
+
+    p = sub.add_parser("completion", help="print a shell completion script (bash, zsh or tcsh)")
+    p.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+    p.set_defaults(func=_cmd_completion)
     return parser
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    try:
+        import shtab
+    except ImportError as exc:
+        raise MissingDependencyError("shtab", "core") from exc
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
+def _hush() -> None:
+    """--quiet: no progress bars or model-loading messages from the libraries either."""
+    import os
+
+    for var, value in (("TQDM_DISABLE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("VLLM_LOGGING_LEVEL", "WARNING")):  # fmt: skip
+        os.environ.setdefault(var, value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -321,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet = args.quiet
     set_quiet(quiet)
+    if quiet:
+        _hush()
     logging.basicConfig(
         level=logging.DEBUG if args.debug else (logging.WARNING if quiet else logging.INFO),
         format="%(levelname)s %(name)s: %(message)s",
@@ -335,6 +453,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rerankflow: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from ..backends.embeddings import SentenceTransformerEncoder
 from ..backends.models import model_identity
 from ..errors import ConfigError, DataError, MissingDependencyError, one_line
 from ..io.files import atomic_write
+from ..progress import progress
 from ..retrievers.bm25 import count_terms
 from ..retrievers.tokenize import Tokenizer
 from ..types import Document, document_text
@@ -41,6 +42,9 @@ from .extract import SUFFIXES, SourceDocument, read_source
 from .store import INDEX_FORMAT, MANIFEST, SegmentData, load_segments, read_manifest, write_segment
 
 log = logging.getLogger(__name__)
+
+NAMES_SHOWN = 10
+"""Documents named per line of a run's summary (added, changed, removed); the rest are counted."""
 
 MAX_SEGMENTS = 8
 """More segments than this (or more deleted rows than live ones) and a run merges them into one."""
@@ -92,6 +96,10 @@ class IndexReport:
             f"{'; segments merged' if self.merged else ''}{'; approximate (HNSW) index built' if self.ann else ''} "
             f"({self.seconds:.1f} s)"
         ]
+        for what, names in (("added", self.added), ("changed", self.changed), ("removed", self.removed)):
+            if names:
+                more = f" (+{len(names) - NAMES_SHOWN} more)" if len(names) > NAMES_SHOWN else ""
+                lines.append(f"{what}: {', '.join(one_line(n) for n in names[:NAMES_SHOWN])}{more}")
         if self.ignored:
             lines.append(f"ignored {self.ignored} files of other types (supported: {', '.join(SUFFIXES)})")
         if self.skipped:
@@ -358,7 +366,9 @@ def _encode_segment(docs: list[SourceDocument], settings: IndexSettings, encoder
     if encoder is None:
         encoder = SentenceTransformerEncoder(settings.encoder or "all-minilm-l6-v2", memo_size=0)
     chunker = Chunker(settings.chunking, encoder.count_tokens, getattr(encoder, "count_tokens_many", None))
-    chunks: list[Document] = [c for d in docs for c in chunker.chunks(d)]
+    chunks: list[Document] = [
+        c for d in progress(docs, desc="index: chunking", total=len(docs), unit="doc") for c in chunker.chunks(d)
+    ]
     texts = [document_text(c) for c in chunks]
     tf, vocab = count_terms(texts, settings.tokenizer)
     write_segment(where, SegmentData(chunks, tf, vocab, None))

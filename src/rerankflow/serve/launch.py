@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -90,10 +91,29 @@ def run_server(job: Job, base_dir: Path, spec: ServeSpec | None = None, names: S
         raise MissingDependencyError(exc.name or "fastapi", "serve") from None
     spec = spec or job.serve
     check_exposure(spec)
+    check_port(spec.host, spec.port)  # before any model loads
     pipelines = job_pipelines_to_serve(job, base_dir, names)
     for name, p in pipelines.items():
         log.info("serving %s (%s): %r", name, "chat" if p.chats else "rerank", p.pipeline)
-    uvicorn.run(create_app(pipelines, spec), host=spec.host, port=spec.port, log_level="info")
+    quiet = logging.getLogger("rerankflow").getEffectiveLevel() > logging.INFO
+    uvicorn.run(create_app(pipelines, spec), host=spec.host, port=spec.port, log_level="warning" if quiet else "info")
+
+
+def check_port(host: str, port: int) -> None:
+    """A :class:`ConfigError` when ``host:port`` cannot be bound (another server holds it)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); another server may hold the port: "
+                "stop it, or choose another with --port",
+                path=("serve", "port"),
+            ) from None
 
 
 @contextmanager
