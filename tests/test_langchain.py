@@ -117,3 +117,23 @@ def test_compressor_refuses_stages_that_ignore_or_answer(job):
         StageCompressor(stage=AnswerGenerator(FakeBackend()))
     with pytest.raises(ConfigError, match="no pipeline named 'nope'; the job has: bm25, bm25-minilm, minilm"):
         StageCompressor.from_job(job, "nope")
+
+
+def test_retriever_documents_carry_the_index_metadata_so_a_chain_can_cite(tmp_path):
+    """Over an index, every LangChain document names its file, offsets and heading (was dropped)."""
+    from rerankflow.index import IndexSettings, update_index
+    from rerankflow.retrievers.bm25 import BM25Retriever
+
+    from .test_index import WordEncoder, write_corpus
+
+    write_corpus(tmp_path / "src")
+    update_index([tmp_path / "src"], tmp_path / "ix", IndexSettings(encoder=None), encoder=WordEncoder())
+    from rerankflow.index import open_index
+
+    ix = open_index(tmp_path / "ix")
+    docs = PipelineRetriever(pipeline=BM25Retriever(ix.bm25, k=3)).invoke("daemon port")
+    assert docs and all({"doc_id", "source", "start", "end", "heading"} <= set(d.metadata) for d in docs)
+    top = docs[0]
+    assert top.metadata["source"] == "src/guides/install.md" and top.metadata["tags"] == ["setup", "linux"]
+    text = (tmp_path / "src" / "guides" / "install.md").read_text()
+    assert text[top.metadata["start"] : top.metadata["end"]] == top.page_content

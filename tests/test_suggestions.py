@@ -63,3 +63,22 @@ def test_measure_errors_leak_no_parser_internals():
     with pytest.raises(ConfigError) as err:
         parse_measures(["nDCG@ten"])
     assert "values must be str" not in str(err.value) and "nDCG@10" in str(err.value)
+
+
+def test_validate_checks_that_the_files_a_run_reads_exist(tmp_path, capsys):
+    from rerankflow.cli.main import main
+
+    path = job(tmp_path, "pipelines: {p: [bm25]}\n").with_name("missing.yaml")
+    path.write_text("dataset: {corpus: nope.jsonl, topics: t.tsv}\npipelines: {p: [bm25]}\n")
+    assert main(["validate", str(path)]) == 2
+    assert "missing.yaml:1: dataset.corpus:" in capsys.readouterr().err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        "dataset: {builtin: demo}\npipelines:\n  p:\n    - bm25\n"
+        "    - pointwise: {backend: {kind: hf, model: m}, template: pointwise-yes-n}\n"
+    )
+    assert main(["validate", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert "typo.yaml:5:" in err and "did you mean 'pointwise-yes-no'" in err
+    ok = job(tmp_path, "pipelines: {p: [bm25]}\n")
+    assert main(["validate", str(ok)]) == 0

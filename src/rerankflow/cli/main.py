@@ -76,9 +76,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from ..pipelines.job import load_job
+    from ..pipelines.job import check_inputs, load_job
 
     job = load_job(args.job)
+    check_inputs(job, args.job)
     if args.json:
         print(json.dumps({"ok": True, "job": job.name, "pipelines": list(job.pipelines)}))
         return 0

@@ -31,7 +31,9 @@ from ..errors import ConfigError
 from ..eval.measures import parse_measures
 from ..io.dataset import DatasetSpec
 from ..options import StageOptions
-from ..paths import OptionalJobPath, missing_paths, paths_outside
+from ..paths import OptionalJobPath, missing_paths, paths_outside, resolve_path
+from ..prompts.template import builtin_names
+from ..suggest import did_you_mean
 from ..yamlio import YamlDocument, validation_to_config_error
 from .ray_options import RayOptions
 
@@ -281,6 +283,38 @@ def parse_job(data: Any, *, file: str | Path | None = None, doc: YamlDocument | 
         raise (doc.locate(err) if doc else err.located(file, None)) from None
     except ConfigError as err:
         raise (doc.locate(err) if doc else err.located(file, None)) from None
+
+
+INPUT_FILES = ("corpus", "index", "topics", "qrels", "run", "beir", "questions")
+"""The dataset keys that name files or folders a run reads (they must exist)."""
+
+
+def check_inputs(job: Job, file: str | Path) -> None:
+    """Raise a :class:`ConfigError` with FILE:LINE for the first input a run would read that
+    does not exist: a dataset file or folder, or a prompt template given as a file."""
+    base = Path(file).parent
+    doc = YamlDocument(Path(file).read_text(encoding="utf-8"), file)
+    for key in INPUT_FILES:
+        value = getattr(job.dataset, key)
+        if value and not resolve_path(value, base).exists():
+            err = ConfigError(f"{resolve_path(value, base)} not found; check the path", path=("dataset", key))
+            raise doc.locate(err)
+    for name, pipeline in job.pipelines.items():
+        templates = stage_paths(pipeline, ("pipelines", name), _template_files)
+        for where, value in templates:
+            if not resolve_path(value, base).is_file():
+                valid = ", ".join(builtin_names())
+                err = ConfigError(
+                    f"template {value!r} is neither a built-in ({valid}) nor a file{did_you_mean(value, builtin_names())}",
+                    path=where,
+                )
+                raise doc.locate(err)
+
+
+def _template_files(config: Any, where: KeyPath) -> list[tuple[KeyPath, Any]]:
+    """A stage config's ``template`` when it names no built-in template (so it is a file)."""
+    value = getattr(config, "template", None)
+    return [((*where, "template"), value)] if isinstance(value, str) and value not in builtin_names() else []
 
 
 def load_job_text(text: str, *, file: str | Path | None = None) -> Job:

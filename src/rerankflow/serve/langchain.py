@@ -1,7 +1,9 @@
 """LangChain adapters: any pipeline as a ``BaseRetriever``, any reranker or compressor stage
 as a ``BaseDocumentCompressor`` (sync and async). Needs ``pip install 'rerankflow[langchain]'``.
 
-Documents cross over as ``page_content`` = passage text; the metadata carries ``docid``,
+Documents cross over as ``page_content`` = passage text; the metadata carries the document's
+own metadata (for an indexed chunk: ``doc_id``, ``source``, ``start``, ``end``, ``heading``,
+``page`` and its front matter, so a chain can cite file and offsets), then ``docid``,
 ``title``, ``score`` (the last stage's), ``rank`` (0-based) and ``scores`` (every stage's).
 Pipelines built from a YAML job come from :meth:`PipelineRetriever.from_job`.
 """
@@ -30,8 +32,8 @@ except ImportError as exc:  # pragma: no cover  (the extra is part of the dev in
 
 
 def to_langchain(candidate: Candidate, rank: int, extra: dict[str, Any] | None = None) -> LCDocument:
-    """A ranked candidate as a LangChain document."""
-    meta = dict(extra or {})
+    """A ranked candidate as a LangChain document (its own metadata kept, ``extra`` over it)."""
+    meta = {**candidate.doc.meta, **(extra or {})}
     meta.update(
         docid=candidate.docid,
         title=candidate.doc.title,
