@@ -86,7 +86,7 @@ def test_console_script_exit_code(tmp_path):
 
 def test_validate_schema_stages(tmp_path, capsys):
     code, out, _ = run_cli(["validate", str(job(tmp_path))], capsys)
-    assert code == 0 and "ok: job 't' with 1 pipelines: p" in out
+    assert code == 0 and "ok: job 't' with 1 pipeline: p" in out
     code, out, _ = run_cli(["schema"], capsys)
     assert code == 0 and json.loads(out)["title"] == "Job"
     code, out, _ = run_cli(["stages"], capsys)
@@ -198,3 +198,62 @@ def test_serve_checks_the_port_before_loading_anything(tmp_path, capsys, monkeyp
         assert main(["serve", str(job), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err and len(err.strip().splitlines()) == 1
+
+
+def test_serve_an_index_folder_without_writing_a_job(tmp_path, capsys, monkeypatch):
+    """`serve FOLDER` serves chat over an index (BM25 only here: made with --no-dense);
+    --print-job prints that job, which validates as a file; a folder without a manifest or
+    index-only flags on a job file are one-line errors."""
+    import yaml
+
+    from rerankflow.serve import launch
+
+    (tmp_path / "notes.md").write_text("# Telescopes\n\nProposals for the big telescope are due in March.\n")
+    index = tmp_path / "idx"
+    assert main(["index", str(tmp_path / "notes.md"), "-o", str(index), "--no-dense", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["serve", str(index), "--llm", "some/model", "--backend", "vllm", "--print-job"]) == 0
+    job = yaml.safe_load(capsys.readouterr().out)
+    assert job["dataset"] == {"index": str(index.resolve())}
+    stages = job["pipelines"]["rag"]
+    assert stages[0] == {"bm25": {"k": 20}} and stages[-1]["generate"]["backend"] == {
+        "kind": "vllm",
+        "model": "some/model",
+    }
+    saved = tmp_path / "chat.yaml"
+    saved.write_text(yaml.safe_dump(job))
+    assert main(["validate", str(saved)]) == 0 and "1 pipeline: rag" in capsys.readouterr().out
+
+    served = {}
+    monkeypatch.setattr(launch, "run_server", lambda job, base, spec, names: served.update(job=job, spec=spec))
+    assert main(["serve", str(index), "--port", "0"]) == 0
+    assert list(served["job"].pipelines) == ["rag"] and served["job"].name == "idx"
+
+    assert main(["serve", str(tmp_path), "--print-job"]) == 2
+    assert "not an index folder" in capsys.readouterr().err
+    assert main(["serve", str(saved), "--llm", "x"]) == 2
+    assert "go with an index folder" in capsys.readouterr().err
+
+
+def test_a_model_name_one_typo_from_a_packaged_model_is_suggested(tmp_path, capsys):
+    from rerankflow.backends.models import check_name
+    from rerankflow.errors import BackendError
+
+    with pytest.raises(BackendError, match=r"did you mean 'smollm2-135m-instruct'\?"):
+        check_name("smollm2-135m-instrcut")
+    for fine in ("gpt2", "org/smollm2-135m-instrcut", str(tmp_path), "smollm2-135m-instruct"):
+        check_name(fine)
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "dataset: {builtin: demo}\npipelines:\n  p:\n    - bm25\n"
+        "    - pointwise: {backend: {kind: hf, model: smollm2-135m-instrct}}\n"
+        "  q: [bm25, {pointwise: {backend: {kind: http, model: smollm2-135m-instrct}}}]\n"
+    )
+    assert main(["validate", str(job)]) == 2
+    err = capsys.readouterr().err
+    assert "job.yaml:5: pipelines.p[1].pointwise.backend.model" in err and "smollm2-135m-instruct'?" in err
+    job.write_text(
+        job.read_text().split("  p:")[0]
+        + "  q: [bm25, {pointwise: {backend: {kind: http, model: smollm2-135m-instrct}}}]\n"
+    )
+    assert main(["validate", str(job)]) == 0  # a served model is the server's name for it: not checked

@@ -110,6 +110,6 @@ def test_shared_prefix_scoring_gives_the_same_scores(smollm2, demo):
         assert [c.score for c in a.candidates] == pytest.approx([c.score for c in b.candidates], abs=1e-4)
     # a prefix shorter than min_shared_fraction of the prompts: scored whole, as without sharing
     used.clear()
-    backend.min_shared_fraction = 0.99
+    backend.options = backend.options.model_copy(update={"min_shared_fraction": 0.99})
     again = PointwiseReranker(backend, max_passage_tokens=64)(first)
     assert used == [] and [r.docids for r in again] == [r.docids for r in plain]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import BackendError, MissingDependencyError
 from ..paths import cache_home
+from ..suggest import close_names, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,22 @@ def models_dir() -> Path:
     return cache_home() / "models"
 
 
+def check_name(name: str) -> None:
+    """Refuse a bare name that is neither packaged nor a folder but close to a packaged name
+    (``smollm2-135m-instrcut``): offline, the hub lookup it would become fails far less clearly.
+    Hub ids carry an owner (``org/name``) and are left alone."""
+    if "/" in name or name.lower() in PACKAGED or Path(name).expanduser().exists():
+        return
+    if close_names(name, PACKAGED):
+        raise BackendError(
+            f"unknown model {name!r}{did_you_mean(name, PACKAGED)} (packaged models: {', '.join(PACKAGED)}; "
+            "any other model is named by its HF id, org/name, or a local folder)"
+        )
+
+
 def resolve_embedder(name: str) -> str:
     """Local folder of a packaged embedder, or ``name`` unchanged (HF id or local path)."""
+    check_name(name)
     module = PACKAGED_EMBEDDERS.get(name.lower())
     if module is None:
         return name
@@ -67,6 +82,7 @@ def resolve_embedder(name: str) -> str:
 
 def resolve_llm(name: str) -> str:
     """Folder of a packaged LLM (prepared on first use), or ``name`` unchanged."""
+    check_name(name)
     if name.lower() in PACKAGED and PACKAGED[name.lower()].kind == "llm":
         return str(prepare(name.lower()))
     return name
@@ -100,7 +116,7 @@ def prepare(name: str, *, force: bool = False) -> Path:
     """Materialise a packaged model as a local folder and return it (idempotent)."""
     if name not in PACKAGED:
         raise BackendError(
-            f"unknown packaged model {name!r}; packaged models: {', '.join(PACKAGED)} (any other name is used as a HF id or path)"
+            f"unknown packaged model {name!r}{did_you_mean(name, PACKAGED)}; packaged models: {', '.join(PACKAGED)} (any other name is used as a HF id or path)"
         )
     if name == "all-minilm-l6-v2":
         return Path(resolve_embedder(name))

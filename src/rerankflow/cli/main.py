@@ -63,10 +63,22 @@ def _print_answers(systems: Sequence[SystemResult], n: int, qids: Sequence[str] 
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ..pipelines.job import load_job
+    import yaml
+
+    from ..pipelines.chat_job import DEFAULT_MODEL, index_chat_data
+    from ..pipelines.job import load_job, parse_job
     from ..serve.launch import run_server, serve_spec
 
-    job = load_job(args.job)
+    if Path(args.job).is_dir():  # an index folder: the built-in chat job over it
+        data = index_chat_data(args.job, model=args.llm or DEFAULT_MODEL, backend=args.backend or "hf")
+        if args.print_job:
+            print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
+            return 0
+        job = parse_job(data)
+    elif args.llm or args.backend or args.print_job:
+        raise ConfigError("--llm, --backend and --print-job go with an index folder; a job file names its models")
+    else:
+        job = load_job(args.job)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if args.no_warm_up:
         overrides["warm_up"] = False
@@ -83,7 +95,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"ok": True, "job": job.name, "pipelines": list(job.pipelines)}))
         return 0
-    print(f"ok: job {job.name!r} with {len(job.pipelines)} pipelines: {', '.join(job.pipelines)}")
+    n = len(job.pipelines)
+    print(f"ok: job {job.name!r} with {n} pipeline{'s' if n != 1 else ''}: {', '.join(job.pipelines)}")
     return 0
 
 
@@ -330,8 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="compute every stage again (ignore the stage cache)")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("serve", help="serve a job's pipelines: OpenAI-compatible chat, rerank API")
-    p.add_argument("job")
+    p = sub.add_parser("serve", help="serve a job's pipelines (or chat over an index folder): OpenAI-compatible API")
+    p.add_argument("job", metavar="JOB_OR_INDEX", help="a job YAML, or an index folder made by `rerankflow index`")
+    p.add_argument(
+        "--llm", metavar="MODEL", help="with an index folder: the answering model (default smollm2-135m-instruct)"
+    )
+    p.add_argument(
+        "--backend", choices=["hf", "vllm", "http"], help="with an index folder: the LLM backend kind (default hf)"
+    )
+    p.add_argument(
+        "--print-job",
+        action="store_true",
+        help="with an index folder: print the job it serves (to save and edit) and exit",
+    )
     p.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default: serve.port, 8000)")
     p.add_argument("--pipeline", nargs="+", metavar="NAME", help="serve only these pipelines")

@@ -27,7 +27,8 @@ from pydantic import (
 )
 
 from .. import registry
-from ..errors import ConfigError
+from ..backends.models import check_name
+from ..errors import BackendError, ConfigError
 from ..eval.measures import parse_measures
 from ..io.dataset import DatasetSpec
 from ..options import StageOptions
@@ -291,7 +292,8 @@ INPUT_FILES = ("corpus", "index", "topics", "qrels", "run", "beir", "questions")
 
 def check_inputs(job: Job, file: str | Path) -> None:
     """Raise a :class:`ConfigError` with FILE:LINE for the first input a run would read that
-    does not exist: a dataset file or folder, or a prompt template given as a file."""
+    does not exist: a dataset file or folder, a prompt template given as a file, or a model
+    name one typo away from a packaged model."""
     base = Path(file).parent
     doc = YamlDocument(Path(file).read_text(encoding="utf-8"), file)
     for key in INPUT_FILES:
@@ -309,6 +311,26 @@ def check_inputs(job: Job, file: str | Path) -> None:
                     path=where,
                 )
                 raise doc.locate(err)
+        for where, value in stage_paths(pipeline, ("pipelines", name), _model_names):
+            try:
+                check_name(value)
+            except BackendError as exc:
+                raise doc.locate(ConfigError(str(exc), path=where)) from None
+
+
+def _model_names(config: Any, where: KeyPath) -> list[tuple[KeyPath, Any]]:
+    """Every ``model`` a stage loads itself (nested backend settings included); a model an
+    HTTP server serves is the server's name for it and is not checked."""
+    found: list[tuple[KeyPath, Any]] = []
+    if getattr(config, "kind", None) == "http" or not hasattr(type(config), "model_fields"):
+        return found
+    for key in type(config).model_fields:
+        value = getattr(config, key)
+        if key == "model" and isinstance(value, str):
+            found.append(((*where, key), value))
+        elif hasattr(type(value), "model_fields"):
+            found += _model_names(value, (*where, key))
+    return found
 
 
 def _template_files(config: Any, where: KeyPath) -> list[tuple[KeyPath, Any]]:
