@@ -9,7 +9,7 @@ from rerankflow.backends.base import run_sync
 from rerankflow.backends.factory import BackendConfig, create_backend, shared_backend
 from rerankflow.backends.hf import plan_batches
 from rerankflow.backends.types import CallStats, LabelScores, Prompt
-from rerankflow.coalesce import Coalescer
+from rerankflow.coalesce import Coalescer, shares
 from rerankflow.errors import BackendError, ConfigError
 from rerankflow.resources import ResourcePool
 from rerankflow.testing.fake import FakeBackend
@@ -54,6 +54,27 @@ def test_coalescer_forms_the_next_batch_while_one_runs():
 
     assert asyncio.run(main()) == (["a"], [["b"], ["c"], ["d"]])
     assert calls == [["a"], ["b", "c", "d"]]
+
+
+def test_a_batch_time_is_shared_by_weight_and_sums_to_its_run_time():
+    """Each item's latency is its share of the batch's run time by weight (tokens), so shares
+    differ with the work and add up to the batch's wall time instead of counting it per item."""
+    import time
+
+    def run(items):
+        time.sleep(0.2)
+        return items
+
+    co = Coalescer(run, weight=lambda item, result: len(item))
+
+    async def main():
+        return await asyncio.gather(co.submit_timed(["aaa", "a"]), co.submit_timed(["aaaaaa"]))
+
+    (out1, (t_aaa, t_a)), (out2, (t_six,)) = asyncio.run(main())
+    assert out1 == ["aaa", "a"] and out2 == ["aaaaaa"]
+    assert t_aaa == pytest.approx(3 * t_a) and t_six == pytest.approx(6 * t_a)
+    assert 0.2 <= t_aaa + t_a + t_six < 0.5
+    assert shares(1.0, [0, 0]) == [0.5, 0.5] and shares(2.0, [1, 3]) == [0.5, 1.5] and shares(1.0, []) == []
 
 
 def test_coalescer_failure_reaches_every_waiter():

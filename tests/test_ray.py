@@ -166,11 +166,11 @@ pipelines:
     - generate: {backend: {kind: hf, model: smollm2-135m-instruct}, max_tokens: 8}
 """
 
-TIMINGS = {"seconds", "load_seconds", "ms_per_query", "latency_s"}
+TIMINGS = {"seconds", "load_seconds", "ms_per_query", "latency_s", "date"}
 
 
 def without_timings(data):
-    """results.json with wall-clock fields left out (they differ between any two runs)."""
+    """results.json with wall-clock fields and the date left out (they differ between any two runs)."""
     if isinstance(data, dict):
         return {k: without_timings(v) for k, v in data.items() if k not in TIMINGS}
     if isinstance(data, list):

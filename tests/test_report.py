@@ -62,7 +62,12 @@ def test_report_from_a_real_run_and_a_benchmark_file(tmp_path, capsys):
     stored = json.loads((results / "demo" / "results.json").read_text())
     for system in stored["systems"]:
         assert f"<td>{system['name']}</td>" in page
-        assert f"{system['means']['nDCG@10']:.4g}" in page
+        assert f">{system['means']['nDCG@10']:.3f}<" in page  # measures: three decimals, every row
+    # headed by the job, with what it ran on; the p-values in the table itself
+    run = stored["run"]
+    assert "<h2>Job t</h2>" in page and "<title>t: results</title>" not in page  # two result files here
+    assert run["date"].split("T")[0] in page and f"Python {run['python']}" in page and "cores)" in page
+    assert "p(t) nDCG@10" in page and "p(W) nDCG@10" in page and "paired t-test" in page
     # the benchmark: environment line, rows (nested ones too), published numbers marked
     assert "Test CPU (2 cores)" in page and "commit abc1234" in page
     assert "concurrent" in page and "published reference numbers (not measured here)" in page
@@ -70,8 +75,9 @@ def test_report_from_a_real_run_and_a_benchmark_file(tmp_path, capsys):
     # plots: quality vs cost for both groups; calls/tokens and latency for the benchmark group
     images = pngs(page)
     assert len(images) == 4 and all(img.startswith(PNG_MAGIC) and len(img) > 2000 for img in images)
-    assert "dl19 subset: nDCG@10 against cost per method" in page
-    assert "dl19 subset: per-query latency distribution" in page
+    assert "dl19 subset: nDCG@10 against seconds per query, every method" in page  # BM25 too, at no tokens
+    assert "results.json: nDCG@10 against seconds per query, every method" in page
+    assert "dl19 subset: per-query LLM time, one dot per query" in page
     assert "notes.json (not experiment or benchmark results)" in page  # nothing silently dropped
 
 
@@ -94,7 +100,48 @@ def test_experiment_usage_becomes_cost_and_latency(tmp_path):
     assert points["listwise"].latencies == [1.0, 2.0] and points["listwise"].seconds == 1.5
     assert points["bm25"].calls is None and points["bm25"].latencies == []
     page = write_report(tmp_path).read_text()
-    assert len(pngs(page)) == 3  # quality vs cost (tokens axis), calls/tokens, latency
+    assert len(pngs(page)) == 3  # quality vs cost (seconds: bm25 has no tokens), calls/tokens, latency
+    assert "(no LLM calls, so no per-query time: bm25)" in page
+
+
+def test_the_main_table_marks_significance_and_formats_numbers_per_column(tmp_path):
+    """p-values and +/- beside each system's means; a mean whose t-test p is below 0.05 gets a
+    mark in its direction; each column shows one number of decimals; the page is titled after
+    the job and says what the run ran with."""
+    from rerankflow.eval.report import column_decimals
+
+    tests = {"nDCG@10": {"p_ttest": 0.0004, "p_wilcoxon": 0.012, "improved": 30.0, "degraded": 5.0},
+             "R@10": {"p_ttest": 0.2, "p_wilcoxon": 0.3, "improved": 3.0, "degraded": 2.0}}  # fmt: skip
+    worse = {"nDCG@10": {"p_ttest": 0.03, "p_wilcoxon": 0.04, "improved": 2.0, "degraded": 20.0}}
+    data = {
+        "run": {"job": "dl19-study", "date": "2026-12-07T21:00:00+00:00", "git_commit": "0123456789abcdef",
+                "git_dirty": True, "python": "3.11.7", "packages": {"rerankflow": "0.3.0", "torch": None},
+                "cpu": "Test CPU", "cpu_count": 2, "gpu": None,
+                "models": [{"model": "m1", "identity": "m1@default", "used_by": ["llm: listwise.backend.model"]}]},
+        "measures": ["nDCG@10", "R@10"],
+        "baseline": "bm25",
+        "systems": [
+            {"name": "bm25", "means": {"nDCG@10": 0.5, "R@10": 0.7561}, "queries": 43, "ms_per_query": 1.25,
+             "tests": {}},
+            {"name": "llm", "means": {"nDCG@10": 0.79, "R@10": 0.8}, "queries": 43, "ms_per_query": 1312.0,
+             "tests": tests},
+            {"name": "worse", "means": {"nDCG@10": 0.41, "R@10": 0.7}, "queries": 43, "ms_per_query": 2.0,
+             "tests": worse},
+        ],
+    }  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    page = write_report(tmp_path).read_text()
+    assert "<title>dl19-study: results</title>" in page and "<h2>Job dl19-study</h2>" in page
+    assert "run 2026-12-07 21:00:00 UTC" in page and "commit 0123456789 (uncommitted changes)" in page
+    assert "rerankflow 0.3.0" in page and "torch" not in page.split("<h2>")[1].split("</p>")[0]
+    assert "model m1 (m1@default): llm: listwise.backend.model" in page
+    assert '<td class="n sig up">0.790 ▲</td>' in page and '<td class="n sig down">0.410 ▼</td>' in page
+    assert '<td class="n">0.800</td>' in page  # R@10's p of 0.2: not marked
+    assert '<td class="n">0.500</td>' in page and '<td class="n">0.756</td>' in page  # 0.5 beside 0.7561
+    assert ">&lt;0.001<" in page and ">0.012<" in page and "<td>30/5</td>" in page
+    assert ">1,312.0<" in page and ">1.2<" in page  # ms/query: one decimal down the column
+    assert column_decimals([3, 1312, None]) == 0 and column_decimals([0.0012, 0.5]) == 4
+    assert column_decimals(["a", None]) is None and column_decimals([0.0, 0.0]) == 1
 
 
 def test_bad_folders_and_files_are_clear_errors(tmp_path, capsys):

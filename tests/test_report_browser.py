@@ -63,6 +63,30 @@ def demo_results(tmp_path_factory, smollm2, minilm):
     return run_job(tmp_path_factory.mktemp("demo"), demo_job(6))
 
 
+def test_the_first_page_answers_the_question(browser, demo_results):
+    """Headed by the job with its run metadata; p-values and +/- in the main table; every
+    system on the quality-against-cost plot; per-query LLM time as a distribution."""
+    page, errors = open_report(browser, demo_results)
+    assert page.locator("h2").first.inner_text() == "Job demo"
+    env = page.locator("p.env").first.inner_text()
+    assert re.search(r"run \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", env) and "cores)" in env and "rerankflow " in env
+    assert "model smollm2-135m-instruct" in page.locator("body").inner_text()
+    table = page.locator("table").first
+    header = table.locator("th").all_inner_texts()
+    assert header[:7] == ["system", "nDCG@10", "R@10", "RR@10", "p(t) nDCG@10", "p(W) nDCG@10", "+/-"]
+    rows = table.locator("tr")
+    systems = [rows.nth(i).locator("td").first.inner_text() for i in range(1, rows.count())]
+    assert len(systems) == 7 and systems[0] == "bm25"
+    for i in range(2, rows.count()):  # every system but the baseline has its p-values and +/-
+        cells = rows.nth(i).locator("td").all_inner_texts()
+        assert re.fullmatch(r"<0\.001|0\.\d{3}|1\.000|n/a", cells[4]) and re.fullmatch(r"\d+/\d+", cells[6])
+    cost = page.locator("figure", has_text="against seconds per query, every method")
+    assert cost.count() == 1 and cost.locator("img").evaluate("i => i.naturalWidth") > 300
+    assert "one dot per query" in page.locator("figcaption").nth(2).inner_text()
+    assert "not placed" not in page.locator("body").inner_text()
+    assert errors == []
+
+
 def test_demo_report_shows_wins_and_losses_and_a_query_side_by_side(browser, demo_results):
     page, errors = open_report(browser, demo_results)
     bars = page.locator("a.bar")
@@ -80,6 +104,14 @@ def test_demo_report_shows_wins_and_losses_and_a_query_side_by_side(browser, dem
     first = columns.nth(1).locator(".item").first
     assert re.fullmatch(r"[0-3?]", first.locator(".grade").inner_text())
     assert first.locator("mark").count() >= 1  # a query term in the passage
+    inside_words = page.evaluate(
+        """() => [...document.querySelectorAll('.detail .text mark:not(.kept)')].filter(m => {
+            const before = (m.previousSibling && m.previousSibling.textContent) || '';
+            const after = (m.nextSibling && m.nextSibling.textContent) || '';
+            return /[\\p{L}\\p{N}]$/u.test(before) || /^[\\p{L}\\p{N}]/u.test(after);
+        }).map(m => m.parentElement.textContent)"""
+    )
+    assert inside_words == []  # whole words only: no term marked inside a longer word
     assert first.locator(".hist").inner_text().startswith("bm25 ")  # the score history starts at retrieval
     assert page.locator(".detail .move").count() > 0
     assert errors == []

@@ -48,9 +48,10 @@ class HFBackend(HFGeneration):
         self.tokenizer: Any = None
         self._scorer: Any = None  # the model's forward for scoring, compiled when ``compile``
         lock = threading.Lock()  # one forward pass or generate() at a time
-        self._score = Coalescer(self._score_batch, lock)
+        # a batch's time is shared by the tokens each item runs through the model
+        self._score = Coalescer(self._score_batch, lock, weight=lambda item, _: len(item.ids))
         self._generate = Coalescer(self._generate_batch, lock)
-        self._greedy = Coalescer(self._greedy_batch, lock)
+        self._greedy = Coalescer(self._greedy_batch, lock, weight=lambda seq, _: len(seq))
 
     @classmethod
     def from_model(cls, hf_model: Any, tokenizer: Any, *, name: str, **options: Any) -> HFBackend:

@@ -12,6 +12,7 @@ from contextlib import suppress
 from typing import Any
 
 from ..cancel import CancelToken, is_cancelled
+from ..coalesce import shares
 from ..errors import BackendError
 from . import tokens
 from .base import cut_at_stop
@@ -171,8 +172,10 @@ class HFGeneration(HFScoring):
                 made = self._generate_with_hf(
                     [seqs[i] for i in batch], params, ends, streamer, [flags[i] for i in batch]
                 )
-            latency = (time.perf_counter() - start) / len(batch)
-            for i, new in zip(batch, made, strict=True):
+            spent = shares(
+                time.perf_counter() - start, [len(seqs[i]) + len(new) for i, new in zip(batch, made, strict=True)]
+            )
+            for i, new, latency in zip(batch, made, spent, strict=True):
                 out[i] = self._completion(len(seqs[i]), new, params, ends, is_cancelled(flags[i]), latency)
         return [c for c in out if c is not None]
 

@@ -238,19 +238,20 @@ class HFScoring(LLMBackend):
     ) -> list[LabelScores]:
         ids = tokens.label_ids(self.tokenizer, labels, context)
         seqs = tokens.prompt_ids_many(self.tokenizer, prompts)
-        latency = 0.0
+        latency = [0.0] * len(seqs)
         for _ in range(after):  # greedy answer tokens first (end of sequence excluded, as vLLM's min_tokens)
             seqs, spent = await self._greedy_step(seqs)
-            latency += spent
+            latency = [a + b for a, b in zip(latency, spent, strict=True)]
         items = [_Scoring(seq, 1, tuple(ids), True) for seq in seqs]
         values, spent = await self._score.submit_timed(items)
         return [
-            LabelScores(dict(zip(labels, v, strict=True)), self.stats(len(it.ids) - after, after + 1, latency + spent))
-            for it, v in zip(items, values, strict=True)
+            LabelScores(dict(zip(labels, v, strict=True)), self.stats(len(it.ids) - after, after + 1, t + s))
+            for it, v, t, s in zip(items, values, latency, spent, strict=True)
         ]
 
-    async def _greedy_step(self, seqs: list[list[int]]) -> tuple[list[list[int]], float]:
-        """Each sequence with its most likely next token appended (never an end-of-sequence token)."""
+    async def _greedy_step(self, seqs: list[list[int]]) -> tuple[list[list[int]], list[float]]:
+        """Each sequence with its most likely next token appended (never an end-of-sequence
+        token), and each one's share of the step's time."""
         best, latency = await self._greedy.submit_timed(seqs)
         return [[*seq, b] for seq, b in zip(seqs, best, strict=True)], latency
 
@@ -281,6 +282,6 @@ class HFScoring(LLMBackend):
             items.append(_Scoring(seq + cont, len(cont) + 1, tuple(cont), False))
         values, latency = await self._score.submit_timed(items)
         return [
-            ContinuationScores(tuple(v) if it.targets else (), self.stats(len(it.ids), 0, latency))
-            for it, v in zip(items, values, strict=True)
+            ContinuationScores(tuple(v) if it.targets else (), self.stats(len(it.ids), 0, t))
+            for it, v, t in zip(items, values, latency, strict=True)
         ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
+from ..coalesce import shares
 from ..errors import BackendError, MissingDependencyError
 from ..options import Options
 from . import tokens
@@ -122,10 +123,10 @@ class HFSeq2SeqBackend(LLMBackend):
         ids = tokens.label_ids(self.tokenizer, labels, context)
         started = time.perf_counter()
         values, lengths = await asyncio.to_thread(self._score, texts, ids)
-        latency = time.perf_counter() - started
+        spent = shares(time.perf_counter() - started, lengths)
         return [
             LabelScores(dict(zip(labels, v, strict=True)), self.stats(n, 1, latency))
-            for v, n in zip(values, lengths, strict=True)
+            for v, n, latency in zip(values, lengths, spent, strict=True)
         ]
 
     async def _agenerate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:

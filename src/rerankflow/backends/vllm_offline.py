@@ -82,6 +82,12 @@ class _Request:
     """Called on the engine thread with the text so far after every step (streams)."""
 
 
+def _tokens(req: _Request, out: Any) -> float:
+    """What a request ran through the engine: its prompt and the tokens it generated."""
+    made = len(out.outputs[0].token_ids) if out is not None and out.outputs else 0
+    return len(req.ids) + made
+
+
 class VLLMOptions(Options):
     """How vLLM's offline engine runs a model; ``engine_kwargs`` pass any other ``vllm.LLM``
     option through."""
@@ -126,7 +132,7 @@ class VLLMOfflineBackend(LLMBackend):
         self.options = VLLMOptions.build(options, settings, f"vllm backend {model!r}", BackendError)
         self.llm: Any = None
         self.tokenizer: Any = None
-        self._coalescer: Coalescer[_Request, Any] = Coalescer(self._run)
+        self._coalescer: Coalescer[_Request, Any] = Coalescer(self._run, weight=_tokens)
         self._request_ids = itertools.count()
 
     def load(self) -> None:
@@ -228,7 +234,7 @@ class VLLMOfflineBackend(LLMBackend):
         reqs = [_Request(seq, sp, t, progress) for seq, t in zip(seqs, cancel, strict=True)]
         outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
-        for req, out in zip(reqs, outs, strict=True):
+        for req, out, spent in zip(reqs, outs, latency, strict=True):
             if out is None or not out.finished:  # cancelled before or during the engine call
                 result.append(self._cancelled(req, out))
                 continue
@@ -238,7 +244,7 @@ class VLLMOfflineBackend(LLMBackend):
                 top = tuple(
                     {lp.decoded_token or str(tid): lp.logprob for tid, lp in step.items()} for step in o.logprobs
                 )
-            result.append(Completion(o.text, self.stats(len(req.ids), len(o.token_ids), latency), o.finish_reason, top))
+            result.append(Completion(o.text, self.stats(len(req.ids), len(o.token_ids), spent), o.finish_reason, top))
         return result
 
     async def _astream(
@@ -289,10 +295,10 @@ class VLLMOfflineBackend(LLMBackend):
         reqs = [_Request(seq, sp) for seq in tokens.prompt_ids_many(self.tokenizer, prompts)]
         outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
-        for req, out in zip(reqs, outs, strict=True):
+        for req, out, spent in zip(reqs, outs, latency, strict=True):
             step = out.outputs[0].logprobs[after]
             scores = {label: float(step[i].logprob) for label, i in zip(labels, ids, strict=True)}
-            result.append(LabelScores(scores, self.stats(len(req.ids), steps, latency)))
+            result.append(LabelScores(scores, self.stats(len(req.ids), steps, spent)))
         return result
 
     async def _acontinuation_logprobs(
@@ -306,8 +312,8 @@ class VLLMOfflineBackend(LLMBackend):
         reqs = [_Request(seq + c, sp) for seq, c in zip(seqs, conts, strict=True)]
         outs, latency = await self._coalescer.submit_timed(reqs)
         result = []
-        for req, cont, out in zip(reqs, conts, outs, strict=True):
+        for req, cont, out, spent in zip(reqs, conts, outs, latency, strict=True):
             rows = out.prompt_logprobs[len(req.ids) - len(cont) :] if cont else []
             values = tuple(float(row[t].logprob) for row, t in zip(rows, cont, strict=True))
-            result.append(ContinuationScores(values, self.stats(len(req.ids), 1, latency)))
+            result.append(ContinuationScores(values, self.stats(len(req.ids), 1, spent)))
         return result

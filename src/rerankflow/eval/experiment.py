@@ -81,6 +81,8 @@ class ExperimentResult:
     """Gold answers by query id (RAG datasets)."""
     qrels: Qrels = field(default_factory=dict)
     """The judgments the systems were scored against (empty: none)."""
+    run: dict[str, Any] = field(default_factory=dict)
+    """What produced the result (a job run fills it: job, date, commit, versions, hardware, models)."""
 
     def table(self) -> str:
         """A plain-text table for the terminal."""
@@ -140,6 +142,7 @@ class ExperimentResult:
     def to_json(self) -> dict[str, Any]:
         """Everything, per-query values included."""
         return {
+            "run": self.run,
             "measures": self.measures,
             "baseline": self.baseline,
             "systems": [

@@ -2,8 +2,11 @@
 
 Reads every ``*.json`` under the folder:
 
-* experiment results written by ``rerankflow run`` (``results.json`` with ``systems``): a table
-  of each system's means, significance tests and cost;
+* experiment results written by ``rerankflow run`` (``results.json`` with ``systems``): headed by
+  the job's name and what it ran with (date, commit, versions, hardware, models), then one table
+  of each system's means with the significance tests against the baseline (paired t-test and
+  Wilcoxon p-values, queries improved/degraded; a mean whose t-test p is below 0.05 is marked),
+  and its cost;
 * benchmark results written by ``bench/*.py`` (a ``benchmark`` key): every list of rows in the
   file becomes a table, with the environment it ran in (versions, hardware, commit).
 
@@ -12,13 +15,14 @@ per-query view of :mod:`~rerankflow.eval.report_queries`: per-query differences 
 systems and each query's rankings side by side.
 
 Methods that have a quality number are also plotted, per group (experiment, or dataset and
-query scope of a benchmark): quality against cost (tokens per query, else seconds per query),
-LLM calls and tokens per query, and the distribution of per-query latency (the latencies of a
-query's LLM calls summed: calls that ran side by side in one batch each count in full, so with
-a scheduler this exceeds the wall time per query; stages without LLM calls show their wall
-time per query). Plots are PNGs
-embedded as data URIs, so the page is one file that opens anywhere. Files that are neither kind
-are listed as skipped, not silently ignored; a file that is not valid JSON is an error.
+query scope of a benchmark): quality against cost for every method (an experiment's wall
+seconds per query, which every system has; a benchmark's tokens per query when every method
+reports them, else its seconds per query), LLM calls and tokens per query, and the distribution
+of per-query LLM time (each call's share of its engine batch, split by tokens, summed per
+query). Numbers are formatted per column (one number of decimals a column). Plots are PNGs
+embedded as data URIs, so the page is one file that opens anywhere, without JavaScript for
+everything but the per-query view. Files that are neither kind are listed as skipped, not
+silently ignored; a file that is not valid JSON is an error.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import base64
 import html
 import io
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,24 @@ from .report_queries import Comparison, asset, bars_html, comparison, data_scrip
 
 log = logging.getLogger(__name__)
 QUALITY_KEYS = ("nDCG@10", "quality")
+SIGNIFICANT = 0.05
+"""A mean is marked when its paired t-test against the baseline gives a p-value below this."""
+
+
+@dataclass(frozen=True)
+class Marked:
+    """A table value shown with a mark after it (significance) and a CSS class."""
+
+    value: Any
+    mark: str = ""
+    css: str = ""
+
+
+@dataclass(frozen=True)
+class PValue:
+    """A p-value, shown as ``<0.001`` or with three decimals (``n/a`` when not defined)."""
+
+    value: float | None
 
 
 @dataclass
@@ -57,7 +80,11 @@ class Section:
 
     title: str
     environment: str = ""
+    lines: list[str] = field(default_factory=list)
+    """Further lines under the environment (an experiment's models)."""
     tables: list[tuple[str, list[str], list[list[Any]]]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    """A note under the table of that label (legends)."""
     groups: dict[str, list[Point]] = field(default_factory=dict)
     measure: str = "nDCG@10"
     comparison: Comparison | None = None
@@ -93,32 +120,101 @@ def collect(folder: Path, compare: tuple[str, str] | None = None) -> tuple[list[
 
 def _experiment(name: str, data: dict[str, Any]) -> Section:
     measures = [str(m) for m in data["measures"]]
-    section = Section(f"Experiment {name}", measure=measures[0] if measures else "quality")
-    columns = ["system", *measures, "queries", "ms/query", "LLM calls/q", "tokens/q"]
+    run = data.get("run") or {}
+    baseline = data.get("baseline")
+    section = Section(
+        f"Job {run['job']}" if run.get("job") else f"Experiment {name}",
+        environment=_run_line(run, name),
+        lines=_model_lines(run),
+        measure=measures[0] if measures else "quality",
+    )
+    tested = bool(baseline and measures)
+    columns = ["system", *measures]
+    if tested:
+        columns += [f"p(t) {measures[0]}", f"p(W) {measures[0]}", "+/-"]
+    columns += ["queries", "ms/query", "LLM calls/q", "tokens/q", "LLM s/q"]
     rows, points = [], []
     for s in data["systems"]:
         queries = max(int(s.get("queries") or 0), 1)
         usage = s.get("usage") or {}
-        calls = sum(u["total"]["calls"] for u in usage.values()) / queries if usage else None
-        tokens = (
-            sum(u["total"]["prompt_tokens"] + u["total"]["output_tokens"] for u in usage.values()) / queries
-            if usage
-            else None
-        )
+        total = {k: sum(u["total"][k] for u in usage.values()) for k in ("calls", "prompt_tokens", "output_tokens",
+                                                                         "latency_s")} if usage else {}  # fmt: skip
+        calls = total["calls"] / queries if usage else None
+        tokens = (total["prompt_tokens"] + total["output_tokens"]) / queries if usage else None
+        llm_seconds = total["latency_s"] / queries if usage else None
         latency: dict[str, float] = {}
         for u in usage.values():
             for qid, q in (u.get("per_query") or {}).items():
                 latency[qid] = latency.get(qid, 0.0) + float(q.get("latency_s", 0.0))
-        means = s.get("means") or {}
-        rows.append([s.get("name"), *(means.get(m) for m in measures), s.get("queries"), s.get("ms_per_query"),
-                     calls, tokens])  # fmt: skip
+        means, tests = s.get("means") or {}, s.get("tests") or {}
+        row: list[Any] = [s.get("name")]
+        for m in measures:
+            row.append(_significance(means.get(m), tests.get(m), (_mean_of(data, baseline, m))))
+        if tested:
+            t = tests.get(measures[0])
+            row += [PValue(t["p_ttest"]), PValue(t["p_wilcoxon"]), f"{int(t['improved'])}/{int(t['degraded'])}"] if t \
+                else ["", "", ""]  # fmt: skip
+        row += [s.get("queries"), s.get("ms_per_query"), calls, tokens, llm_seconds]
+        rows.append(row)
         if measures and means.get(measures[0]) is not None:
             seconds = s.get("ms_per_query")
             points.append(Point(str(s.get("name")), float(means[measures[0]]), calls, tokens,
                                 None if seconds is None else seconds / 1000, sorted(latency.values())))  # fmt: skip
-    section.tables.append(("systems (p-values against the baseline are in results.csv)", columns, rows))
+    label = "systems"
+    section.tables.append((label, columns, rows))
+    if tested:
+        section.notes[label] = (
+            f"Against the baseline, {baseline}: p(t) paired t-test, p(W) Wilcoxon signed-rank, +/- queries "
+            f"improved/degraded on {measures[0]}; ▲/▼ a mean above/below the baseline's with p(t) < {SIGNIFICANT}. "
+            "LLM s/q: engine time per query (each call's share of its batch)."
+        )
     section.groups[name] = points
     return section
+
+
+def _mean_of(data: dict[str, Any], system: str | None, measure: str) -> float | None:
+    """The mean of ``measure`` for the system named ``system``."""
+    for s in data["systems"]:
+        if system is not None and s.get("name") == system:
+            value = (s.get("means") or {}).get(measure)
+            return None if value is None else float(value)
+    return None
+
+
+def _significance(mean: Any, test: dict[str, Any] | None, base: float | None) -> Any:
+    """A mean, marked ▲ or ▼ when its t-test against the baseline has p below the threshold."""
+    if mean is None or not test or base is None:
+        return mean
+    p = test.get("p_ttest")
+    if p is None or math.isnan(p) or p >= SIGNIFICANT:
+        return mean
+    return Marked(mean, " ▲", "sig up") if mean > base else Marked(mean, " ▼", "sig down")
+
+
+def _run_line(run: dict[str, Any], name: str) -> str:
+    """One line: file, date, commit, versions, hardware."""
+    if not run:
+        return f"{name} (written before runs recorded their environment)"
+    commit = run.get("git_commit")
+    commit_text = (
+        "no git commit"
+        if not commit
+        else f"commit {commit[:10]}" + (" (uncommitted changes)" if run.get("git_dirty") else "")
+    )
+    packages = ", ".join(f"{k} {v}" for k, v in (run.get("packages") or {}).items() if v)
+    hardware = f"{run.get('cpu', '?')} ({run.get('cpu_count', '?')} cores)"
+    if run.get("gpu"):
+        hardware += f", {run['gpu']}"
+    date = str(run.get("date", "?")).replace("T", " ").replace("+00:00", " UTC")
+    return f"{name}; run {date}; {commit_text}; {hardware}; Python {run.get('python', '?')}; {packages}"
+
+
+def _model_lines(run: dict[str, Any]) -> list[str]:
+    """One line per model: its identity and where the job uses it."""
+    return [
+        f"model {m['model']} ({m.get('identity', '?')}): {', '.join(m.get('used_by') or [])}"
+        for m in run.get("models") or []
+    ]
 
 
 def _benchmark(name: str, data: dict[str, Any]) -> Section:
@@ -195,23 +291,39 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def cost_axis(points: list[Point]) -> tuple[str, Any, list[Point]]:
+    """The cost that every point can be placed by: tokens per query when all have tokens, else
+    seconds per query; returns its label, the value of a point, and the points without it."""
+    if points and all(p.tokens for p in points):
+        return "LLM tokens per query", lambda p: p.tokens, []
+    missing = [p for p in points if not p.seconds]
+    if len(missing) < len(points):
+        return "seconds per query", lambda p: p.seconds, missing
+    return "LLM tokens per query", lambda p: p.tokens, [p for p in points if not p.tokens]
+
+
 def plots(group: str, points: list[Point], measure: str) -> list[tuple[str, str]]:
     """(caption, base64 PNG) for one group: quality vs cost, calls/tokens, latencies."""
     plt = _pyplot()
     out = []
-    by_tokens = [p for p in points if p.tokens]
-    x_of = (lambda p: p.tokens) if by_tokens else (lambda p: p.seconds)
-    costed = [p for p in points if x_of(p)]
+    label, x_of, missing = cost_axis(points)
+    costed = [p for p in points if p not in missing]
     if costed:
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for p in costed:
             ax.scatter(x_of(p), p.quality)
-            ax.annotate(p.method, (x_of(p), p.quality), fontsize=7, xytext=(4, 2), textcoords="offset points")
+            text = p.method if label.startswith("LLM") or not p.tokens else f"{p.method} ({p.tokens:,.0f} tok/q)"
+            ax.annotate(text, (x_of(p), p.quality), fontsize=7, xytext=(4, 2), textcoords="offset points")
         ax.set_xscale("log")
-        ax.set_xlabel("LLM tokens per query (log)" if by_tokens else "seconds per query (log)")
+        ax.set_xlabel(f"{label} (log)")
         ax.set_ylabel(measure)
         ax.set_title(f"{group}: quality vs cost")
-        out.append((f"{group}: {measure} against cost per method", _png(fig)))
+        caption = f"{group}: {measure} against {label}, every method"
+        if missing:
+            caption = f"{group}: {measure} against {label}; not placed (no cost recorded): " + ", ".join(
+                p.method for p in missing
+            )
+        out.append((caption, _png(fig)))
     counted = [p for p in points if p.calls]
     if counted:
         fig, (a, b) = plt.subplots(1, 2, figsize=(9, 0.45 * len(counted) + 1.2))
@@ -225,26 +337,77 @@ def plots(group: str, points: list[Point], measure: str) -> list[tuple[str, str]
         out.append((f"{group}: LLM calls and tokens per query", _png(fig)))
     timed = [p for p in points if p.latencies]
     if timed:
-        fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(timed) + 1.2))
-        ax.boxplot([p.latencies for p in timed], orientation="horizontal")
+        fig, ax = plt.subplots(figsize=(6.5, 0.55 * len(timed) + 1.4))
+        ax.boxplot([p.latencies for p in timed], orientation="horizontal", showfliers=False)
+        for row, p in enumerate(timed, start=1):  # every query as a dot over its box
+            jitter = [row + 0.18 * (((i * 7919) % 13) / 12 - 0.5) for i in range(len(p.latencies))]
+            ax.scatter(p.latencies, jitter, s=9, alpha=0.6, color="#3465a4", zorder=3)
         ax.set_yticks(range(1, len(timed) + 1), [p.method for p in timed])
         values = [v for p in timed for v in p.latencies if v > 0]
         if values and max(values) > 100 * min(values):
             ax.set_xscale("log")
-        ax.set_xlabel("LLM seconds per query (call latencies summed; log scale when they span 100x)")
-        ax.set_title(f"{group}: per-query latency")
-        out.append((f"{group}: per-query latency distribution", _png(fig)))
+        ax.set_xlabel("LLM seconds per query (each call's share of its batch, summed; log when spanning 100x)")
+        ax.set_title(f"{group}: per-query LLM time")
+        caption = f"{group}: per-query LLM time, one dot per query"
+        untimed = [p.method for p in points if not p.latencies]
+        if untimed:
+            caption += f" (no LLM calls, so no per-query time: {', '.join(untimed)})"
+        out.append((caption, _png(fig)))
     return out
 
 
 # -- HTML ---------------------------------------------------------------------------------------
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        text = f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
-        return f'<td class="n">{text}</td>'
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f'<td class="n">{v:,}</td>'
-    return f"<td>{html.escape('' if v is None else str(v))}</td>"
+def _number(v: Any) -> float | None:
+    inner = v.value if isinstance(v, Marked) else v
+    if isinstance(inner, bool) or not isinstance(inner, (int, float)) or isinstance(v, PValue):
+        return None
+    return float(inner)
+
+
+def column_decimals(values: list[Any]) -> int | None:
+    """Decimals for a column of numbers: none for whole numbers; else enough for three
+    significant digits of the largest and two of the smallest non-zero value (at most 6);
+    ``None`` when the column holds no numbers."""
+    numbers = [n for n in (_number(v) for v in values) if n is not None and math.isfinite(n)]
+    if not numbers:
+        return None
+    if all(isinstance(_inner(v), int) for v in values if _number(v) is not None):
+        return 0
+    nonzero = [abs(n) for n in numbers if n]
+    if not nonzero:
+        return 1
+
+    def needed(x: float, digits: int) -> int:
+        return max(0, digits - 1 - math.floor(math.log10(x)))
+
+    return min(6, max(needed(max(nonzero), 3), needed(min(nonzero), 2)))
+
+
+def _inner(v: Any) -> Any:
+    return v.value if isinstance(v, Marked) else v
+
+
+def _cell(v: Any, decimals: int | None) -> str:
+    if isinstance(v, PValue):
+        p = v.value
+        text = "n/a" if p is None or math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+        return f'<td class="n">{html.escape(text)}</td>'
+    mark, css = (v.mark, f"n {v.css}") if isinstance(v, Marked) else ("", "n")
+    inner = _inner(v)
+    n = _number(v)
+    if n is not None and decimals is not None:
+        text = "n/a" if not math.isfinite(n) else f"{n:,.{decimals}f}"
+        return f'<td class="{css}">{html.escape(text + mark)}</td>'
+    return f"<td>{html.escape('' if inner is None else str(inner))}</td>"
+
+
+def table_html(columns: list[str], rows: list[list[Any]]) -> str:
+    """A table whose numbers have one number of decimals per column."""
+    e = html.escape
+    decimals = [column_decimals([row[i] for row in rows]) for i in range(len(columns))]
+    head = f"<table><tr>{''.join(f'<th>{e(str(c))}</th>' for c in columns)}</tr>"
+    body = "".join(f"<tr>{''.join(_cell(v, d) for v, d in zip(row, decimals, strict=True))}</tr>" for row in rows)
+    return head + body + "</table>"
 
 
 def render(sections: list[Section], skipped: list[str], title: str) -> str:
@@ -258,10 +421,11 @@ def render(sections: list[Section], skipped: list[str], title: str) -> str:
         parts.append(f"<h2>{e(s.title)}</h2>")
         if s.environment:
             parts.append(f"<p class='env'>{e(s.environment)}</p>")
+        parts.extend(f"<p class='env'>{e(line)}</p>" for line in s.lines)
         for label, columns, rows in s.tables:
-            parts.append(f"<h3>{e(label)}</h3><table><tr>{''.join(f'<th>{e(str(c))}</th>' for c in columns)}</tr>")
-            parts.extend(f"<tr>{''.join(_cell(v) for v in row)}</tr>" for row in rows)
-            parts.append("</table>")
+            parts.append(f"<h3>{e(label)}</h3>{table_html(columns, rows)}")
+            if label in s.notes:
+                parts.append(f"<p class='note'>{e(s.notes[label])}</p>")
         for group, points in s.groups.items():
             for caption, png in plots(group, points, s.measure):
                 parts.append(
@@ -288,7 +452,9 @@ def write_report(
     """Write the HTML page for ``folder`` (default ``folder/report.html``) atomically;
     ``compare`` names the two systems of the per-query view (default: baseline against best)."""
     sections, skipped = collect(folder, compare)
-    page = render(sections, skipped, title or f"rerankflow results: {folder.name}")
+    jobs = [s.title.removeprefix("Job ") for s in sections if s.title.startswith("Job ")]
+    default = f"{jobs[0]}: results" if len(jobs) == 1 and len(sections) == 1 else f"rerankflow results: {folder.name}"
+    page = render(sections, skipped, title or default)
     output = output or folder / "report.html"
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")

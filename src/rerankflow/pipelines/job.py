@@ -311,26 +311,40 @@ def check_inputs(job: Job, file: str | Path) -> None:
                     path=where,
                 )
                 raise doc.locate(err)
-        for where, value in stage_paths(pipeline, ("pipelines", name), _model_names):
+        for where, value in stage_paths(pipeline, ("pipelines", name), _loaded_models):
             try:
                 check_name(value)
             except BackendError as exc:
                 raise doc.locate(ConfigError(str(exc), path=where)) from None
 
 
-def _model_names(config: Any, where: KeyPath) -> list[tuple[KeyPath, Any]]:
-    """Every ``model`` a stage loads itself (nested backend settings included); a model an
-    HTTP server serves is the server's name for it and is not checked."""
+def job_models(job: Job) -> list[dict[str, str]]:
+    """Every model a job's pipelines name: pipeline, where in the YAML, model name."""
+    return [
+        {"pipeline": name, "where": ".".join(str(k) for k in where[2:] if not isinstance(k, int)), "model": value}
+        for name, pipeline in job.pipelines.items()
+        for where, value in stage_paths(pipeline, ("pipelines", name), _model_names)
+    ]
+
+
+def _model_names(config: Any, where: KeyPath, served: bool = True) -> list[tuple[KeyPath, Any]]:
+    """Every ``model`` setting of a stage config, nested settings (backends) included; with
+    ``served=False`` not those of HTTP backends (the server's own names for its models)."""
     found: list[tuple[KeyPath, Any]] = []
-    if getattr(config, "kind", None) == "http" or not hasattr(type(config), "model_fields"):
+    if not served and getattr(config, "kind", None) == "http":
         return found
-    for key in type(config).model_fields:
+    for key in getattr(type(config), "model_fields", {}):
         value = getattr(config, key)
         if key == "model" and isinstance(value, str):
             found.append(((*where, key), value))
         elif hasattr(type(value), "model_fields"):
-            found += _model_names(value, (*where, key))
+            found += _model_names(value, (*where, key), served)
     return found
+
+
+def _loaded_models(config: Any, where: KeyPath) -> list[tuple[KeyPath, Any]]:
+    """The models a stage loads itself (not through an HTTP server)."""
+    return _model_names(config, where, served=False)
 
 
 def _template_files(config: Any, where: KeyPath) -> list[tuple[KeyPath, Any]]:

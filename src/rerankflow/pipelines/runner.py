@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ..backends.models import model_identity
+from ..environment import environment
 from ..errors import ConfigError
 from ..eval.experiment import Experiment, ExperimentResult
 from ..eval.outputs import write_outputs
@@ -17,7 +20,7 @@ from ..types import Document
 from .build import build_pipeline
 from .cache import StageCache
 from .context import BuildContext, job_index
-from .job import Job, dump_job, load_job
+from .job import Job, dump_job, job_models, load_job
 from .ray_executor import ray_pipeline
 
 log = logging.getLogger(__name__)
@@ -106,6 +109,7 @@ def run_job(
         answers=dataset.answers,
     )
     result = experiment.run()
+    result.run = run_record(job, base_dir)
     files = write_outputs(
         result,
         out,
@@ -115,6 +119,19 @@ def run_job(
     )
     log.info("wrote %d files to %s", len(files), out)
     return JobResult(job, result, out, files, pipelines)
+
+
+def run_record(job: Job, base_dir: Path) -> dict[str, Any]:
+    """What a job's results were produced with: the job's name, the date, the git commit of
+    its folder, package versions, hardware, and each model with what identifies its weights."""
+    models: dict[str, list[str]] = {}
+    for m in job_models(job):
+        models.setdefault(m["model"], []).append(f"{m['pipeline']}: {m['where']}")
+    return {
+        "job": job.name,
+        **environment(base_dir),
+        "models": [{"model": k, "identity": model_identity(k), "used_by": v} for k, v in models.items()],
+    }
 
 
 def _originals(dataset: Dataset) -> dict[str, Document]:

@@ -5,10 +5,12 @@ const STOP=new Set('the and for are was what how why who when where which with f
 function terms(q){return [...new Set(q.toLowerCase().match(/[\p{L}\p{N}]+/gu)||[])].filter(t=>t.length>2&&!STOP.has(t));}
 function highlight(text,ts){
   if(!ts.length)return esc(text);
-  const re=new RegExp('('+ts.map(t=>t.replace(/[.*+?^${}()|[\]\\]/g,'\\$&')).join('|')+')','giu');
+  // whole words only: a term is not marked inside a longer word ("run" in "pruning")
+  const re=new RegExp('(?<![\\p{L}\\p{N}])('+ts.map(t=>t.replace(/[.*+?^${}()|[\]\\]/g,'\\$&')).join('|')+')(?![\\p{L}\\p{N}])','giu');
   return String(text).split(re).map((p,i)=>i%2?'<mark>'+esc(p)+'</mark>':esc(p)).join('');
 }
-function fmt(x){return typeof x==='number'?(Math.abs(x)>=1000?x.toFixed(0):x.toPrecision(4)):esc(x);}
+// numbers as in the tables: thousands separated above 1,000, else three decimals
+function fmt(x){return typeof x==='number'?(Math.abs(x)>=1000?Math.round(x).toLocaleString('en-US'):x.toFixed(3)):esc(x);}
 function rankOf(entry){const m=new Map();(entry.order||entry.ranking.map(c=>c.docid)).forEach((d,i)=>m.set(d,i+1));return m;}
 function column(D,name,other,qid,ts,judged){
   // The move is always A -> B: in B's list how far B moved a passage against A (new: not in A's list);
