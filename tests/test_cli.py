@@ -216,7 +216,8 @@ def test_serve_an_index_folder_without_writing_a_job(tmp_path, capsys, monkeypat
     job = yaml.safe_load(capsys.readouterr().out)
     assert job["dataset"] == {"index": str(index.resolve())}
     stages = job["pipelines"]["rag"]
-    assert stages[0] == {"bm25": {"k": 20}} and stages[-1]["generate"]["backend"] == {
+    assert stages[:3] == ["gate", {"condense": {"mode": "user_turns", "turns": 2}}, {"bm25": {"k": 20}}]
+    assert stages[-1]["generate"]["backend"] == {
         "kind": "vllm",
         "model": "some/model",
     }
@@ -229,6 +230,9 @@ def test_serve_an_index_folder_without_writing_a_job(tmp_path, capsys, monkeypat
     assert main(["serve", str(index), "--port", "0"]) == 0
     assert list(served["job"].pipelines) == ["rag"] and served["job"].name == "idx"
 
+    assert main(["serve", "--index", str(index), "--model", "org/m", "--print-job"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["pipelines"]["rag"][-1]["generate"]["backend"]["model"] == "org/m"
+    assert main(["serve"]) == 2 and "one of the two" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "--print-job"]) == 2
     assert "not an index folder" in capsys.readouterr().err
     assert main(["serve", str(saved), "--llm", "x"]) == 2

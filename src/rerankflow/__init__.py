@@ -16,7 +16,7 @@ from .compressors import (
 )
 from .errors import ConfigError, DataError, PipelineTypeError, RerankflowError
 from .eval import Experiment, evaluate, experiment
-from .generators import AnswerGenerator
+from .generators import AnswerGenerator, Condenser, RetrievalGate
 from .index import IndexSettings, open_index, update_index
 from .io import demo_dataset, read_qrels, read_topics
 from .ops import ConvexFusion, Cutoff, Identity, RRFFusion, Sequential, rrf
@@ -32,7 +32,7 @@ from .rerankers import (
 )
 from .retrievers import BM25Retriever, DenseRetriever
 from .stage import Retriever, Stage, Transformer
-from .types import FIRST_RANK, Answer, Candidate, Document, Query, Ranking, StageRecord
+from .types import FIRST_RANK, Answer, Candidate, Document, Query, Ranking, StageRecord, Turn
 
 __version__ = "0.1.0"
 
@@ -44,6 +44,7 @@ __all__ = [
     "BiEncoderReranker",
     "BudgetFilter",
     "Candidate",
+    "Condenser",
     "ConfigError",
     "ConvexFusion",
     "CrossEncoderReranker",
@@ -70,6 +71,7 @@ __all__ = [
     "Reorder",
     "Reranker",
     "RerankflowError",
+    "RetrievalGate",
     "Retriever",
     "SentenceExtractor",
     "SentenceTransformerEncoder",
@@ -79,6 +81,7 @@ __all__ = [
     "StageRecord",
     "SurprisalPruner",
     "Transformer",
+    "Turn",
     "VLLMOfflineBackend",
     "demo_dataset",
     "evaluate",

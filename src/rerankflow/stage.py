@@ -226,6 +226,11 @@ class Retriever(Transformer):
         """Subclasses rank the collection here (queries are non-empty, the index loaded)."""
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
-        """Retrieve for the queries of the batch (each ranking keeps the trace it came with)."""
-        out = self.retrieve([r.query for r in batch])
-        return [replace(new, trace=old.trace) if old.trace else new for old, new in zip(batch, out, strict=True)]
+        """Retrieve for the queries of the batch (each ranking keeps the trace it came with);
+        a query a ``gate`` stage let through without search passes unchanged, with no candidates."""
+        run = [i for i, r in enumerate(batch) if not r.retrieval_skipped]
+        out = list(batch)
+        found = self.retrieve([batch[i].query for i in run]) if run else []
+        for i, new in zip(run, found, strict=True):
+            out[i] = replace(new, trace=batch[i].trace) if batch[i].trace else new
+        return out

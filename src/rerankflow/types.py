@@ -19,16 +19,34 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
+class Turn:
+    """One earlier message of a conversation: ``role`` is ``system``, ``user`` or ``assistant``."""
+
+    role: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Query:
     """A query (topic) with its identifier.
 
     ``filter`` restricts what retrievers may return for this query (a metadata filter, see
     ``rerankflow.retrievers.filters``; a chat request's ``filter``); it adds to a retriever's own.
+    In a conversation, ``history`` holds the messages before this one, oldest first; after a
+    ``condense`` stage ``text`` is the standalone query that was searched and ``original`` the
+    message as the user wrote it.
     """
 
     qid: str
     text: str
     filter: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
+    history: tuple[Turn, ...] = ()
+    original: str | None = None
+
+    @property
+    def asked(self) -> str:
+        """The message as the user wrote it (``text`` unless a stage rewrote the query)."""
+        return self.text if self.original is None else self.original
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +217,8 @@ class StageRecord:
 
     ``usage`` is set by stages that call an LLM (zero calls included), ``repairs`` by stages
     that repair model output (an empty mapping: nothing needed repair; ``None``: the stage
-    never repairs), ``compression`` by compressors, ``cache`` by the stage cache.
+    never repairs), ``compression`` by compressors, ``cache`` by the stage cache, ``decisions``
+    by query-side stages (``condense``, ``gate``).
     """
 
     stage: str
@@ -207,6 +226,8 @@ class StageRecord:
     repairs: Mapping[str, int] | None = None
     compression: Compression | None = None
     cache: CacheUse | None = None
+    decisions: Mapping[str, str | bool] | None = None
+    """What a query-side stage decided: the query it searched, whether retrieval runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +276,11 @@ class Ranking:
     def recorded(self, *records: StageRecord) -> Ranking:
         """This ranking with ``records`` appended to its trace."""
         return replace(self, trace=(*self.trace, *records))
+
+    @property
+    def retrieval_skipped(self) -> bool:
+        """A ``gate`` stage decided this query needs no search (retrievers pass it through)."""
+        return any(r.decisions is not None and r.decisions.get("retrieve") is False for r in self.trace)
 
 
 def document_text(doc: Document) -> str:

@@ -69,6 +69,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from ..pipelines.job import load_job, parse_job
     from ..serve.launch import run_server, serve_spec
 
+    if (args.job is None) == (args.index is None):
+        raise ConfigError("give a job file or an index folder (JOB_OR_INDEX, or --index DIR), one of the two")
+    if args.index is not None and not Path(args.index).is_dir():
+        raise ConfigError("--index needs a folder made by: rerankflow index SOURCE... -o FOLDER", file=args.index)
+    args.job = args.job or args.index
     if Path(args.job).is_dir():  # an index folder: the built-in chat job over it
         data = index_chat_data(args.job, model=args.llm or DEFAULT_MODEL, backend=args.backend or "hf")
         if args.print_job:
@@ -344,9 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("serve", help="serve a job's pipelines (or chat over an index folder): OpenAI-compatible API")
-    p.add_argument("job", metavar="JOB_OR_INDEX", help="a job YAML, or an index folder made by `rerankflow index`")
     p.add_argument(
-        "--llm", metavar="MODEL", help="with an index folder: the answering model (default smollm2-135m-instruct)"
+        "job", nargs="?", metavar="JOB_OR_INDEX", help="a job YAML, or an index folder made by `rerankflow index`"
+    )
+    p.add_argument(
+        "--index", metavar="DIR", help="an index folder to chat over (the same as giving it as JOB_OR_INDEX)"
+    )
+    p.add_argument(
+        "--llm",
+        "--model",
+        dest="llm",
+        metavar="MODEL",
+        help="with an index folder: the answering model (default smollm2-135m-instruct)",
     )
     p.add_argument(
         "--backend", choices=["hf", "vllm", "http"], help="with an index folder: the LLM backend kind (default hf)"

@@ -1,5 +1,7 @@
-"""Answer generation from a ranking's passages."""
+"""Answer generation from a ranking's passages, and the conversation's query-side stages."""
 
 from .answer import AnswerGenerator, GenerateOptions
+from .condense import Condenser
+from .gate import RetrievalGate
 
-__all__ = ["AnswerGenerator", "GenerateOptions"]
+__all__ = ["AnswerGenerator", "Condenser", "GenerateOptions", "RetrievalGate"]

@@ -18,13 +18,13 @@ import re
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import Field
 
 from ..backends.base import LLMBackend, run_sync
-from ..backends.types import Completion, GenerationParams, Prompt
+from ..backends.types import Completion, GenerationParams, Message, Prompt
 from ..cancel import CancelToken
 from ..errors import BackendError, ConfigError
 from ..options import StageOptions
@@ -71,6 +71,9 @@ class GenerateOptions(StageOptions):
     max_passages: int | None = Field(
         50, ge=1, description="most passages one prompt may show (error above: cut or compress first)"
     )
+    history_tokens: int = Field(
+        1024, ge=0, description="a conversation's earlier turns shown to the model, at most (oldest dropped first)"
+    )
 
 
 class AnswerGenerator(Transformer):
@@ -102,12 +105,39 @@ class AnswerGenerator(Transformer):
         self.backend.ensure_loaded()
 
     def prompt(self, ranking: Ranking) -> tuple[Prompt, str, tuple[Document, ...]]:
-        """The prompt for a ranking, its user message, and the passages in it (in order)."""
+        """The prompt for a ranking, its user message, and the passages in it (in order).
+        The question is the message as the user wrote it; in a conversation the earlier turns
+        come before it as chat messages (:meth:`with_history`)."""
         require_at_most([ranking], self.options.max_passages, self.name, setting="max_passages")
         context = tuple(c.doc for c in ranking.candidates)
         block = "\n".join(passage_line(n, d) for n, d in enumerate(context, 1))
-        prompt = self.template.render(query=ranking.query.text, passages=block)
-        return prompt, prompt.messages[-1].content, context
+        if not context and ranking.retrieval_skipped:
+            block = "(none: this message was answered without searching the documents)"
+        prompt = self.with_history(self.template.render(query=ranking.query.asked, passages=block), ranking)
+        return prompt, prompt.messages[-1].content if prompt.messages else prompt.text or "", context
+
+    def with_history(self, prompt: Prompt, ranking: Ranking) -> Prompt:
+        """``prompt`` with the conversation before its last message: the request's system
+        messages appended to the template's system message, then the latest user and assistant
+        turns that fit ``history_tokens`` (oldest dropped first). Raw-text prompts are left as
+        they are (their format has no turns)."""
+        history = ranking.query.history
+        if not history or not prompt.messages:
+            return prompt
+        *head, last = prompt.messages
+        system = "\n\n".join(
+            [*(m.content for m in head if m.role == "system"), *(t.text for t in history if t.role == "system")]
+        )
+        turns: list[Message] = []
+        budget = self.options.history_tokens
+        for t in reversed([t for t in history if t.role in ("user", "assistant")]):
+            cost = self.backend.count_tokens(t.text)
+            if cost > budget:
+                break
+            budget -= cost
+            turns.insert(0, Message("user" if t.role == "user" else "assistant", t.text))
+        messages = ([Message("system", system)] if system else []) + turns + [last]
+        return replace(prompt, messages=tuple(messages))
 
     def _answered(
         self, ranking: Ranking, completion: Completion, user: str, context: tuple[Document, ...], latency_s: float = 0.0

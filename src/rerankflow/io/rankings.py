@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import DataError
-from ..types import Answer, Candidate, Citation, Compression, Document, LLMUsage, Query, Ranking, StageRecord
+from ..types import Answer, Candidate, Citation, Compression, Document, LLMUsage, Query, Ranking, StageRecord, Turn
 
 
 def document_to_dict(doc: Document) -> dict[str, Any]:
@@ -39,6 +39,8 @@ def record_to_dict(record: StageRecord) -> dict[str, Any]:
         out["compression"] = record.compression.as_dict()
     if record.cache is not None:
         out["cache"] = record.cache
+    if record.decisions is not None:
+        out["decisions"] = dict(record.decisions)
     return out
 
 
@@ -53,6 +55,7 @@ def record_from_dict(data: Mapping[str, Any]) -> StageRecord:
         {str(k): int(v) for k, v in repairs.items()} if repairs is not None else None,
         Compression(**{**compression, "dropped": dict(compression["dropped"])}) if compression is not None else None,
         data.get("cache"),
+        dict(data["decisions"]) if data.get("decisions") is not None else None,
     )
 
 
@@ -75,6 +78,10 @@ def ranking_to_dict(ranking: Ranking, *, trace: bool = True) -> dict[str, Any]:
     }
     if ranking.query.filter:
         out["filter"] = dict(ranking.query.filter)
+    if ranking.query.history:
+        out["history"] = [[t.role, t.text] for t in ranking.query.history]
+    if ranking.query.original is not None:
+        out["original"] = ranking.query.original
     a = ranking.answer
     if a is not None:
         out["answer"] = {
@@ -121,6 +128,8 @@ def ranking_from_dict(data: Mapping[str, Any]) -> Ranking:
                 a["finish_reason"],
             )
         records = tuple(record_from_dict(r) for r in data.get("trace") or ())
-        return Ranking(Query(data["qid"], data["query"], data.get("filter")), candidates, answer, records)
+        history = tuple(Turn(str(role), str(text)) for role, text in data.get("history") or ())
+        query = Query(data["qid"], data["query"], data.get("filter"), history, data.get("original"))
+        return Ranking(query, candidates, answer, records)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"not a serialised ranking ({type(exc).__name__}: {exc})") from None

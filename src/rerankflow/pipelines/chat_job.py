@@ -19,9 +19,12 @@ def index_chat_job(folder: str | Path, *, model: str = DEFAULT_MODEL, backend: s
 
 
 def index_chat_data(folder: str | Path, *, model: str = DEFAULT_MODEL, backend: str = "hf") -> dict[str, Any]:
-    """A job serving one pipeline, ``rag``, over the index in ``folder``: BM25 and (when the
-    index holds vectors) dense retrieval fused by RRF, the top three passages, an answer from
-    ``model`` on ``backend``; ``rerankflow serve FOLDER --print-job`` prints it to save and edit."""
+    """A job serving one pipeline, ``rag``, over the index in ``folder``: small talk answered
+    without search (``gate``), a follow-up searched together with the user's previous message
+    (``condense``, mode ``user_turns``: no model call), BM25 and (when the index holds vectors)
+    dense retrieval fused by RRF, the top three passages, an answer from ``model`` on
+    ``backend`` that sees the conversation; ``rerankflow serve FOLDER --print-job`` prints it
+    to save and edit."""
     folder = Path(folder).resolve()
     manifest = read_manifest(folder)
     if manifest is None:
@@ -36,6 +39,8 @@ def index_chat_data(folder: str | Path, *, model: str = DEFAULT_MODEL, backend: 
         "dataset": {"index": str(folder)},
         "pipelines": {
             "rag": [
+                "gate",
+                {"condense": {"mode": "user_turns", "turns": 2}},
                 *first,
                 {"cutoff": {"k": 3}},
                 {"generate": {"backend": {"kind": backend, "model": model}, "max_tokens": 256}},

@@ -25,6 +25,8 @@ from ..compressors.sentences import SentenceExtractor
 from ..compressors.surprisal import SurprisalPruner
 from ..errors import ConfigError
 from ..generators.answer import AnswerGenerator
+from ..generators.condense import Condenser
+from ..generators.gate import RetrievalGate
 from ..ops import ConvexFusion, Cutoff, Identity, RRFFusion
 from ..options import StageOptions
 from ..paths import JobPath, OptionalJobPath
@@ -352,3 +354,31 @@ class GenerateKeys(StageOptions):
 
 
 register("generate", kind="generator", stage=AnswerGenerator, keys=GenerateKeys)(_llm_stage(AnswerGenerator))
+
+
+# -- conversations ------------------------------------------------------------------------------
+
+
+class QuerySideKeys(StageOptions):
+    """The model that rewrites or judges a message (only for mode llm), and the prompt template."""
+
+    backend: BackendConfig | None = None
+    template: OptionalJobPath = Field(
+        None, description="built-in template name or a YAML file (default: the stage's own)"
+    )
+
+
+def _query_side(cls: type[Any]) -> Any:
+    """The build function of a query-side stage (its backend is optional)."""
+
+    def build(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+        backend = ctx.backend(cfg.backend) if cfg.backend is not None else None
+        template = ctx.template(cfg.template) if cfg.template is not None else None
+        stage: Transformer = cls(backend, template, cfg.pick(cls.Options))
+        return stage
+
+    return build
+
+
+register("condense", kind="transform", stage=Condenser, keys=QuerySideKeys)(_query_side(Condenser))
+register("gate", kind="transform", stage=RetrievalGate, keys=QuerySideKeys)(_query_side(RetrievalGate))

@@ -169,6 +169,9 @@ class ServeSpec(_Strict):
     )
     filter_max_glob_chars: int = Field(256, ge=1, description="longest glob pattern a request's filter may use")
     warm_up: bool = Field(True, description="load every model at start-up (readiness waits for it)")
+    allow_system_messages: bool = Field(
+        True, description="a chat request's system messages reach the answering model (false: they are dropped)"
+    )
 
 
 _PIPELINES_SCHEMA = WithJsonSchema({"type": "object", "description": "named pipelines; see the stage schemas"})

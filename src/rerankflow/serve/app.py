@@ -116,7 +116,8 @@ def _work_routes(app: FastAPI, state: ServerState) -> None:
         if body.filter:
             await state.check_filter(served, body.filter)
         rid = new_id("chatcmpl")
-        ranking = Ranking(Query(rid, query, body.filter))
+        history = body.history(system=state.spec.allow_system_messages)
+        ranking = Ranking(Query(rid, query, body.filter, history))
         release = state.admit()
         token = CancelToken()
         if not body.stream:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..backends.types import GenerationParams
 from ..errors import ConfigError
 from ..retrievers.filters import MetadataFilter
-from ..types import Answer, Document, Ranking
+from ..types import Answer, Document, Ranking, Turn
 
 
 class _Body(BaseModel):
@@ -122,6 +122,18 @@ class ChatRequest(_Request):
         users = [m for m in self.messages if m.role == "user"]
         return users[-1].text() if users else ""
 
+    def history(self, *, system: bool = True) -> tuple[Turn, ...]:
+        """The conversation before the last user message: user and assistant turns, and the
+        system (or developer) messages unless ``system`` is false; tool messages are left out."""
+        last = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=0)
+        turns = []
+        for m in self.messages[:last]:
+            role = "system" if m.role in ("system", "developer") else m.role
+            wanted = role in ("user", "assistant") or (role == "system" and system)
+            if wanted and m.text().strip():
+                turns.append(Turn(role, m.text()))
+        return tuple(turns)
+
     def params(self, defaults: GenerationParams, max_tokens_limit: int) -> GenerationParams:
         """The pipeline's generation settings with this request's overrides applied."""
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
@@ -176,8 +188,10 @@ def new_id(prefix: str) -> str:
 
 
 def passages(ranking: Ranking) -> dict[str, Any]:
-    """The ``rerankflow`` extension: the passages sent to the model ([n] is ``documents[n-1]``),
-    the citations found in the answer, and the query's id."""
+    """The ``rerankflow`` extension: the query's id, the query that was searched (after a
+    ``condense`` stage: the standalone query; ``None`` when a ``gate`` skipped retrieval),
+    whether retrieval ran, how many earlier turns came with the request, the passages sent to
+    the model ([n] is ``documents[n-1]``) and the citations found in the answer."""
     answer = ranking.answer
     scores = {c.docid: c.score for c in ranking.candidates}
     context = answer.context if answer else tuple(c.doc for c in ranking.candidates)
@@ -185,6 +199,9 @@ def passages(ranking: Ranking) -> dict[str, Any]:
     by_id = {d.docid: d for d in context}
     return {
         "query_id": ranking.query.qid,
+        "searched": None if ranking.retrieval_skipped else ranking.query.text,
+        "retrieved": not ranking.retrieval_skipped,
+        "history_turns": len(ranking.query.history),
         "documents": [
             {
                 "number": n,
