@@ -197,6 +197,27 @@ def test_rerank_in_cohere_shape_with_top_n_and_documents(url):
     assert empty["results"] == []
 
 
+def test_rerank_through_the_cohere_clients_v1_and_v2_and_in_tei_shape(url):
+    """The current Cohere SDK posts to /v2/rerank; its v1 client to /v1/rerank; TEI-style
+    clients to /rerank. All three orders equal the /v1/rerank order of the same pipeline."""
+    cohere = pytest.importorskip("cohere", reason="cohere is in the dev extra")
+    docs = ["dogs bark at night", "a cat sleeps all day", "cat food and more", "fish swim"]
+    plain = httpx.post(url + "/v1/rerank", json={"query": "cats", "documents": docs}).json()["results"]
+    order = [r["index"] for r in plain]
+    v2 = cohere.ClientV2(api_key="unused", base_url=url).rerank(model="judge", query="cats", documents=docs, top_n=3)
+    assert [r.index for r in v2.results] == order[:3]
+    assert [r.relevance_score for r in v2.results] == [r["relevance_score"] for r in plain[:3]]
+    v1 = cohere.Client(api_key="unused", base_url=url).rerank(model="judge", query="cats", documents=docs)
+    assert [r.index for r in v1.results] == order
+    tei = httpx.post(url + "/rerank", json={"query": "cats", "texts": docs, "return_text": True, "truncate": True})
+    assert [r["index"] for r in tei.json()] == order and tei.json()[0]["text"] == docs[order[0]]
+    with pytest.raises(cohere.errors.BadRequestError, match="max_tokens_per_doc"):
+        cohere.ClientV2(api_key="unused", base_url=url).rerank(
+            model="judge", query="cats", documents=docs, max_tokens_per_doc=5
+        )
+    assert httpx.post(url + "/rerank", json={"query": " ", "texts": docs}).status_code == 400
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "message"),
     [

@@ -23,10 +23,20 @@ from starlette.background import BackgroundTask
 
 from ..cancel import CancelToken
 from ..pipelines.job import ServeSpec
-from ..types import Query, Ranking
+from ..types import Document, Query, Ranking
 from .errors import ApiError, install_error_handlers
 from .guard import Guard
-from .protocol import ChatRequest, RerankRequest, chat_completion, new_id, rerank_response
+from .protocol import (
+    ChatRequest,
+    RerankRequest,
+    RerankV2Request,
+    TEIRerankRequest,
+    chat_completion,
+    new_id,
+    rerank_response,
+    rerank_v2_response,
+    tei_rerank_response,
+)
 from .served import ServedPipeline
 from .state import ServerState
 from .streaming import chat_events
@@ -99,7 +109,8 @@ def _model_routes(app: FastAPI, state: ServerState) -> None:
 
 
 def _work_routes(app: FastAPI, state: ServerState) -> None:
-    """``/v1/chat/completions`` (plain and streamed) and ``/v1/rerank``."""
+    """``/v1/chat/completions`` (plain and streamed), and reranking in three shapes:
+    ``/v1/rerank`` (Cohere v1, Jina), ``/v2/rerank`` (Cohere v2), ``/rerank`` (TEI)."""
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest, request: Request) -> dict[str, Any] | StreamingResponse:
@@ -141,22 +152,38 @@ def _work_routes(app: FastAPI, state: ServerState) -> None:
             background=BackgroundTask(release),
         )
 
-    @app.post("/v1/rerank")
-    async def rerank(body: RerankRequest, request: Request) -> dict[str, Any]:
-        served = state.pipeline(body.model, "rerank")
-        if len(body.documents) > state.spec.max_documents:
+    async def reranked(
+        model: str | None, query: str, docs: list[Document], rid: str, request: Request, param: str
+    ) -> Ranking:
+        """The ranking a rerank pipeline gives ``docs`` (the same guards for every API shape)."""
+        served = state.pipeline(model, "rerank")
+        if len(docs) > state.spec.max_documents:
             raise ApiError(
                 400,
-                f"{len(body.documents)} documents; at most {state.spec.max_documents} per request (serve.max_documents)",
-                param="documents",
+                f"{len(docs)} documents; at most {state.spec.max_documents} per request (serve.max_documents)",
+                param=param,
             )
         state.require_ready()
-        rid = new_id("rerank")
-        docs = body.as_documents()
         if not docs:
-            return {"id": rid, "model": served.name, "results": []}
+            return Ranking(Query(rid, query))
         release = state.admit()
         token = CancelToken()
-        work = served.prepare(Ranking.from_documents(Query(rid, body.query), docs), token)
-        done = await state.within_limit(state.start(work, release), token, request)
-        return rerank_response(rid, served.name, body, done)
+        work = served.prepare(Ranking.from_documents(Query(rid, query), docs), token)
+        return await state.within_limit(state.start(work, release), token, request)
+
+    @app.post("/v1/rerank")
+    async def rerank(body: RerankRequest, request: Request) -> dict[str, Any]:
+        rid = new_id("rerank")
+        done = await reranked(body.model, body.query, body.as_documents(), rid, request, "documents")
+        return rerank_response(rid, state.pipeline(body.model, "rerank").name, body, done)
+
+    @app.post("/v2/rerank")
+    async def rerank_v2(body: RerankV2Request, request: Request) -> dict[str, Any]:
+        rid = new_id("rerank")
+        done = await reranked(body.model, body.query, body.as_documents(), rid, request, "documents")
+        return rerank_v2_response(rid, body, done)
+
+    @app.post("/rerank")
+    async def rerank_tei(body: TEIRerankRequest, request: Request) -> list[dict[str, Any]]:
+        done = await reranked(body.model, body.query, body.as_documents(), new_id("rerank"), request, "texts")
+        return tei_rerank_response(body, done)

@@ -155,14 +155,10 @@ class RerankDocument(_Body):
     id: str | None = None
 
 
-class RerankRequest(_Request):
-    """``POST /v1/rerank`` in the Cohere/Jina shape."""
+class _RerankBody(_Request):
+    """A rerank request: a query with text."""
 
-    model: str | None = None
     query: str
-    documents: list[str | RerankDocument]
-    top_n: int | None = Field(None, ge=1)
-    return_documents: bool = False
 
     @field_validator("query")
     @classmethod
@@ -170,6 +166,15 @@ class RerankRequest(_Request):
         if not v.strip():
             raise ValueError("query is empty")
         return v
+
+
+class RerankRequest(_RerankBody):
+    """``POST /v1/rerank`` in the Cohere (v1)/Jina shape."""
+
+    model: str | None = None
+    documents: list[str | RerankDocument]
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
 
     def as_documents(self) -> list[Document]:
         """Documents with their request position as id (``"0"``, ``"1"``...)."""
@@ -180,6 +185,38 @@ class RerankRequest(_Request):
             else:
                 out.append(Document(str(i), d.text, d.title, {"id": d.id} if d.id is not None else {}))
         return out
+
+
+class RerankV2Request(_RerankBody):
+    """``POST /v2/rerank`` in Cohere's v2 shape (what ``cohere.ClientV2().rerank`` sends):
+    ``model`` is required and documents are strings."""
+
+    model: str
+    documents: list[str]
+    top_n: int | None = Field(None, ge=1)
+
+    def as_documents(self) -> list[Document]:
+        """Documents with their request position as id."""
+        return [Document(str(i), d) for i, d in enumerate(self.documents)]
+
+
+class TEIRerankRequest(_RerankBody):
+    """``POST /rerank`` in the shape of Hugging Face text-embeddings-inference (TEI).
+    ``truncate`` and ``truncation_direction`` are accepted; passages are cut by the pipeline's
+    own settings either way. ``raw_scores`` is accepted; the score is the pipeline's final
+    score either way (TEI's sigmoid applies to a cross-encoder's logit, which a pipeline's
+    last stage need not produce)."""
+
+    model: str | None = Field(None, description="rerankflow extension: the pipeline, when several rerank")
+    texts: list[str]
+    return_text: bool = False
+    raw_scores: bool = False
+    truncate: bool | None = None
+    truncation_direction: Literal["right", "left", "Right", "Left"] | None = None
+
+    def as_documents(self) -> list[Document]:
+        """Documents with their request position as id."""
+        return [Document(str(i), d) for i, d in enumerate(self.texts)]
 
 
 def new_id(prefix: str) -> str:
@@ -287,7 +324,7 @@ def chat_chunk(
 
 
 def rerank_response(rid: str, model: str, request: RerankRequest, ranking: Ranking) -> dict[str, Any]:
-    """Cohere/Jina ``results``: request index and the pipeline's final score, best first."""
+    """Cohere v1/Jina ``results``: request index and the pipeline's final score, best first."""
     top = ranking.candidates[: request.top_n] if request.top_n else ranking.candidates
     results = []
     for c in top:
@@ -296,3 +333,21 @@ def rerank_response(rid: str, model: str, request: RerankRequest, ranking: Ranki
             item["document"] = {"text": c.doc.text}
         results.append(item)
     return {"id": rid, "model": model, "results": results}
+
+
+def rerank_v2_response(rid: str, request: RerankV2Request, ranking: Ranking) -> dict[str, Any]:
+    """Cohere v2: ``results`` (index, relevance_score), best first, and ``meta``."""
+    top = ranking.candidates[: request.top_n] if request.top_n else ranking.candidates
+    return {
+        "id": rid,
+        "results": [{"index": int(c.docid), "relevance_score": c.score} for c in top],
+        "meta": {"api_version": {"version": "2"}},
+    }
+
+
+def tei_rerank_response(request: TEIRerankRequest, ranking: Ranking) -> list[dict[str, Any]]:
+    """TEI: a list of ``{index, score}`` (and ``text`` when asked), best first."""
+    return [
+        {"index": int(c.docid), "score": c.score, **({"text": c.doc.text} if request.return_text else {})}
+        for c in ranking.candidates
+    ]
