@@ -20,10 +20,10 @@ from ..errors import ConfigError
 from ..io.trec import Qrels, rankings_to_run
 from ..progress import progress
 from ..stage import Transformer
-from ..types import Document, Query, Ranking, as_rankings
+from ..types import Document, LLMUsage, Query, Ranking, as_rankings
 from .measures import mean_scores, parse_measures, per_query
 from .rag import RAG_MEASURES, rag_per_query
-from .trace import context_flow, stage_cache_use, stage_usage, unique_name
+from .trace import Price, context_flow, stage_cache_use, stage_usage, unique_name
 
 
 @dataclass
@@ -63,6 +63,17 @@ class SystemResult:
         return sum(u["total"]["latency_s"] for u in self.usage.values()) / max(self.queries, 1)
 
     tests: dict[str, dict[str, float]] = field(default_factory=dict)
+    cost_per_query: float | None = None
+    """Dollars per query of its priced LLM stages (``None``: no price table, or no priced model)."""
+
+    def price(self, models: Mapping[str, str], prices: Mapping[str, Price]) -> None:
+        """Set :attr:`cost_per_query` from the stages' models and a price table."""
+        costs = [
+            prices[models[name]].of(LLMUsage(**u["total"]))
+            for name, u in self.usage.items()
+            if name in models and models[name] in prices
+        ]
+        self.cost_per_query = sum(costs) / max(self.queries, 1) if costs else None
 
     @property
     def ms_per_query(self) -> float:
@@ -94,6 +105,9 @@ class ExperimentResult:
         llm = any(s.usage for s in self.systems)
         if llm:
             header += ["LLM calls/q", "tokens/q", "LLM s/q"]
+        priced = any(s.cost_per_query is not None for s in self.systems)
+        if priced:
+            header.append("$/q")
         rows = [header]
         for s in self.systems:
             row = [s.name, *(_fmt(m, s.means.get(m)) for m in self.measures)]
@@ -116,6 +130,8 @@ class ExperimentResult:
                     if calls is None or toks is None or secs is None
                     else [f"{calls:.1f}", f"{toks:.0f}", f"{secs:.2f}"]
                 )
+            if priced:
+                row.append("-" if s.cost_per_query is None else f"{s.cost_per_query:.5f}")
             rows.append(row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = [
@@ -154,6 +170,7 @@ class ExperimentResult:
                     "load_seconds": s.load_seconds,
                     "queries": s.queries,
                     "ms_per_query": s.ms_per_query,
+                    "cost_per_query": s.cost_per_query,
                     "usage": s.usage,
                     "cache": s.cache,
                     "per_query": s.per_query,

@@ -1,5 +1,6 @@
 """Reports read from the rankings' traces: LLM usage and repairs per stage, stage-cache use,
-and the context tokens that went through the compressors.
+the context tokens that went through the compressors, and what a query's LLM calls cost
+under a price table (``cost:`` in a job: dollars per million input and output tokens).
 
 A stage that appears twice in a pipeline (two ``pointwise`` rerankers) is reported as
 ``pointwise`` and ``pointwise#2``, in execution order.
@@ -8,11 +9,64 @@ A stage that appears twice in a pipeline (two ``pointwise`` rerankers) is report
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..stage import Transformer
 from ..types import Compression, LLMUsage, Ranking, StageRecord
 from .rag import ContextFlow
+
+
+class Price(BaseModel):
+    """What a model's tokens cost: dollars per million input (prompt) and output tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_mtok: float = Field(..., ge=0, description="dollars per million prompt tokens")
+    output_per_mtok: float = Field(..., ge=0, description="dollars per million output tokens")
+
+    def of(self, usage: LLMUsage) -> float:
+        """The cost of ``usage`` in dollars."""
+        return (usage.prompt_tokens * self.input_per_mtok + usage.output_tokens * self.output_per_mtok) / 1e6
+
+
+def stage_models(pipeline: Transformer) -> dict[str, str]:
+    """The model behind each stage that holds an LLM backend, by its report name
+    (``pointwise``, ``pointwise#2``... in execution order)."""
+    out: dict[str, str] = {}
+    for stage in pipeline.walk():
+        backend = getattr(stage, "backend", None)
+        model = getattr(backend, "model", None)
+        if isinstance(model, str):
+            out[unique_name(stage.name, out)] = model
+    return out
+
+
+def usage_summary(
+    ranking: Ranking, models: Mapping[str, str] | None = None, prices: Mapping[str, Price] | None = None
+) -> dict[str, Any]:
+    """One query's LLM use: per stage (calls, prompt and output tokens, model, and the cost
+    when its model has a price) and the total (its ``cost`` covers the priced stages)."""
+    stages: dict[str, dict[str, Any]] = {}
+    total, cost, priced = LLMUsage(), 0.0, False
+    for name, rec in _named(ranking, lambda rec: rec.usage is not None):
+        usage = rec.usage or LLMUsage()
+        row: dict[str, Any] = {k: v for k, v in usage.as_dict().items() if k != "latency_s"}
+        model = (models or {}).get(name)
+        price = (prices or {}).get(model) if model else None
+        if model:
+            row["model"] = model
+        if price is not None:
+            row["cost"] = price.of(usage)
+            cost, priced = cost + row["cost"], True
+        stages[name] = row
+        total = total + usage
+    out: dict[str, Any] = {k: v for k, v in total.as_dict().items() if k != "latency_s"}
+    if priced:
+        out["cost"] = cost
+    return {"stages": stages, "total": out}
 
 
 def unique_name(name: str, taken: Iterable[str]) -> str:

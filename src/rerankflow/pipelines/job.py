@@ -30,6 +30,7 @@ from .. import registry
 from ..backends.models import check_name
 from ..errors import BackendError, ConfigError
 from ..eval.measures import parse_measures
+from ..eval.trace import Price
 from ..io.dataset import DatasetSpec
 from ..options import StageOptions
 from ..paths import OptionalJobPath, missing_paths, paths_outside, resolve_path
@@ -197,6 +198,11 @@ class Job(_Strict):
     ray: RayOptions = Field(default_factory=lambda: RayOptions(), description="settings of executor: ray")
     cache: CacheSpec = Field(default_factory=lambda: CacheSpec(), description="the stage cache of `rerankflow run`")
     serve: ServeSpec = Field(default_factory=lambda: ServeSpec(), description="settings of `rerankflow serve`")
+    cost: dict[str, Price] = Field(
+        default_factory=dict,
+        description="prices by model name as the job writes it: {input_per_mtok, output_per_mtok} in dollars; "
+        "the run table's $/q, the chat response's usage and the trace spans show the cost",
+    )
     allow_outside_paths: bool = Field(
         False,
         description="let relative paths climb out of the job's folder (../data); absolute paths are always allowed",

@@ -12,6 +12,7 @@ from ..environment import environment
 from ..errors import ConfigError
 from ..eval.experiment import Experiment, ExperimentResult
 from ..eval.outputs import write_outputs
+from ..eval.trace import stage_models
 from ..io.dataset import Dataset, load_dataset
 from ..paths import resolve_path
 from ..resources import ResourcePool
@@ -110,6 +111,9 @@ def run_job(
     )
     result = experiment.run()
     result.run = run_record(job, base_dir)
+    if job.cost:
+        for system in result.systems:
+            system.price(stage_models(pipelines[system.name]), job.cost)
     files = write_outputs(
         result,
         out,

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from ..cancel import CancelToken
+from ..eval.trace import Price
 from ..pipelines.job import ServeSpec
 from ..types import Document, Query, Ranking
 from .errors import ApiError, install_error_handlers
@@ -40,14 +41,25 @@ from .protocol import (
 from .served import ServedPipeline
 from .state import ServerState
 from .streaming import chat_events
+from .tracing import RequestSpan, get_tracer
 
 log = logging.getLogger(__name__)
 
 
-def create_app(pipelines: Mapping[str, ServedPipeline], spec: ServeSpec | None = None) -> FastAPI:
-    """The FastAPI application serving ``pipelines`` with the limits of ``spec``."""
+def create_app(
+    pipelines: Mapping[str, ServedPipeline],
+    spec: ServeSpec | None = None,
+    prices: Mapping[str, Price] | None = None,
+    tracer_provider: Any = None,
+) -> FastAPI:
+    """The FastAPI application serving ``pipelines`` with the limits of ``spec``; ``prices``
+    (a job's ``cost``) price the LLM use in responses and spans; spans go to
+    ``tracer_provider`` (default: OpenTelemetry's global provider, a no-op unless set up)."""
     spec = spec or ServeSpec()
     state = ServerState(pipelines, spec)
+    tracer = get_tracer(tracer_provider)
+    for served in pipelines.values():
+        served.prices, served.tracer = dict(prices or {}), tracer
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,7 +77,7 @@ def create_app(pipelines: Mapping[str, ServedPipeline], spec: ServeSpec | None =
     install_error_handlers(app)
     _probe_routes(app, state)
     _model_routes(app, state)
-    _work_routes(app, state)
+    _work_routes(app, state, tracer)
     return app
 
 
@@ -108,7 +120,7 @@ def _model_routes(app: FastAPI, state: ServerState) -> None:
         return state.model_card(state.pipelines[name])
 
 
-def _work_routes(app: FastAPI, state: ServerState) -> None:
+def _work_routes(app: FastAPI, state: ServerState, tracer: Any) -> None:
     """``/v1/chat/completions`` (plain and streamed), and reranking in three shapes:
     ``/v1/rerank`` (Cohere v1, Jina), ``/v2/rerank`` (Cohere v2), ``/rerank`` (TEI)."""
 
@@ -131,23 +143,29 @@ def _work_routes(app: FastAPI, state: ServerState) -> None:
         ranking = Ranking(Query(rid, query, body.filter, history))
         release = state.admit()
         token = CancelToken()
+        span = RequestSpan(tracer, f"chat {served.name}", rid, body.stream)
         if not body.stream:
-            done = await state.within_limit(state.start(served.answer(ranking, params, token), release), token, request)
-            if done.answer is None:
-                raise ApiError(500, f"pipeline {served.name!r} returned no answer", type="server_error")
-            return chat_completion(rid, served.name, done, done.answer)
+            with span:
+                work = served.answer(ranking, params, token, span.context)
+                done = await state.within_limit(state.start(work, release), token, request)
+                if done.answer is None:
+                    raise ApiError(500, f"pipeline {served.name!r} returned no answer", type="server_error")
+                summary = served.usage(done)
+                span.finish(done, summary)
+            return chat_completion(rid, served.name, done, done.answer, summary)
         # the passages are chosen before the response starts, so their failures get a status code
         started = time.monotonic()
-        preparing = state.start(served.prepare(ranking, token), lambda: None)
+        preparing = state.start(served.prepare(ranking, token, span.context), lambda: None)
         try:
             prepared = await state.within_limit(preparing, token, request)
-        except BaseException:
+        except BaseException as exc:
             preparing.add_done_callback(lambda _: release())  # the slot is free once the work ends
+            span.fail(exc)
             raise
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         left = state.spec.timeout_s - (time.monotonic() - started)
         return StreamingResponse(
-            chat_events(served, prepared, params, rid, include_usage, left, release, token, state.cancel),
+            chat_events(served, prepared, params, rid, include_usage, left, release, token, state.cancel, span),
             media_type="text/event-stream",
             background=BackgroundTask(release),
         )

@@ -89,6 +89,8 @@ def run_server(job: Job, base_dir: Path, spec: ServeSpec | None = None, names: S
         from .app import create_app
     except ImportError as exc:
         raise MissingDependencyError(exc.name or "fastapi", "serve") from None
+    from .tracing import otlp_provider
+
     spec = spec or job.serve
     check_exposure(spec)
     check_port(spec.host, spec.port)  # before any model loads
@@ -96,7 +98,13 @@ def run_server(job: Job, base_dir: Path, spec: ServeSpec | None = None, names: S
     for name, p in pipelines.items():
         log.info("serving %s (%s): %r", name, "chat" if p.chats else "rerank", p.pipeline)
     quiet = logging.getLogger("rerankflow").getEffectiveLevel() > logging.INFO
-    uvicorn.run(create_app(pipelines, spec), host=spec.host, port=spec.port, log_level="warning" if quiet else "info")
+    provider = otlp_provider()  # spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    app = create_app(pipelines, spec, job.cost, provider)
+    try:
+        uvicorn.run(app, host=spec.host, port=spec.port, log_level="warning" if quiet else "info")
+    finally:
+        if provider is not None:
+            provider.shutdown()  # send the spans still buffered
 
 
 def check_port(host: str, port: int) -> None:

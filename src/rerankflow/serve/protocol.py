@@ -224,11 +224,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def passages(ranking: Ranking) -> dict[str, Any]:
+def passages(ranking: Ranking, llm_usage: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``rerankflow`` extension: the query's id, the query that was searched (after a
     ``condense`` stage: the standalone query; ``None`` when a ``gate`` skipped retrieval),
     whether retrieval ran, how many earlier turns came with the request, the passages sent to
-    the model ([n] is ``documents[n-1]``) and the citations found in the answer."""
+    the model ([n] is ``documents[n-1]``), the citations found in the answer, and (given)
+    the LLM use of every stage with its cost."""
     answer = ranking.answer
     scores = {c.docid: c.score for c in ranking.candidates}
     context = answer.context if answer else tuple(c.doc for c in ranking.candidates)
@@ -257,6 +258,7 @@ def passages(ranking: Ranking) -> dict[str, Any]:
         ]
         if answer
         else [],
+        **({"usage": llm_usage} if llm_usage is not None else {}),
     }
 
 
@@ -283,8 +285,10 @@ def finish_reason(answer: Answer) -> str:
     return "length" if answer.finish_reason == "length" else "stop"
 
 
-def chat_completion(rid: str, model: str, ranking: Ranking, answer: Answer) -> dict[str, Any]:
-    """A ``chat.completion`` response."""
+def chat_completion(
+    rid: str, model: str, ranking: Ranking, answer: Answer, llm_usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A ``chat.completion`` response (``llm_usage``: every stage's LLM use, in the extension)."""
     return {
         "id": rid,
         "object": "chat.completion",
@@ -299,7 +303,7 @@ def chat_completion(rid: str, model: str, ranking: Ranking, answer: Answer) -> d
             }
         ],
         "usage": usage(answer),
-        "rerankflow": passages(ranking.with_answer(answer)),
+        "rerankflow": passages(ranking.with_answer(answer), llm_usage),
     }
 
 

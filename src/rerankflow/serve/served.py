@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -21,10 +22,12 @@ from ..backends.types import GenerationParams
 from ..cancel import CancelToken, is_cancelled
 from ..coalesce import Coalescer
 from ..errors import BackendError, PipelineTypeError, RerankflowError
+from ..eval.trace import Price, stage_models, usage_summary
 from ..generators.answer import AnswerChunk, AnswerGenerator
 from ..retrievers.filters import FilteredSearch, MetadataFilter
 from ..stage import Retriever, Transformer
 from ..types import Ranking
+from .tracing import stage_attributes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +42,8 @@ class _Work:
     ranking: Ranking
     params: GenerationParams | None
     cancel: CancelToken | None = None
+    parent: Any = None
+    """The request's trace context (its stages' spans are its children), or ``None``."""
 
 
 @dataclass
@@ -92,6 +97,32 @@ class ServedPipeline:
         self.filtered: list[FilteredSearch] = [s for s in pipeline.walk() if isinstance(s, FilteredSearch)]
         """The retrievers that apply metadata filters (a request's filter is checked by each)."""
         self.counts = CancelCounts()
+        self.models = stage_models(pipeline)
+        """The model behind each LLM stage, by report name (for costs)."""
+        self.prices: Mapping[str, Price] = {}
+        self.tracer: Any = None
+
+    def usage(self, ranking: Ranking) -> dict[str, Any]:
+        """A request's LLM use per stage and in total, with costs under :attr:`prices`."""
+        return usage_summary(ranking, self.models, self.prices)
+
+    def trace_stage(self, items: list[_Work], idx: list[int], step: Transformer, spans: tuple[int, int],
+                    before: list[Ranking], out: list[Ranking | Exception]) -> None:  # fmt: skip
+        """One span per traced request for a stage that ran from ``spans[0]`` to ``spans[1]``
+        (nanoseconds): the request's records from that stage, the batch it was merged into."""
+        if self.tracer is None:
+            return
+        model = getattr(getattr(step, "backend", None), "model", None)
+        for i, old in zip(idx, before, strict=True):
+            done = out[i]
+            if items[i].parent is None:
+                continue
+            span = self.tracer.start_span(f"stage {step.name}", context=items[i].parent, start_time=spans[0])
+            if isinstance(done, Exception):
+                span.set_attribute("rerankflow.error", f"{type(done).__name__}: {done}")
+            else:
+                span.set_attributes(stage_attributes(step.name, old, done, len(idx), model, self.prices))
+            span.end(end_time=spans[1])
 
     @property
     def chats(self) -> bool:
@@ -151,7 +182,10 @@ class ServedPipeline:
         for step in self.steps:
             if not idx:
                 break
-            self._apply(out, idx, isolated(step, [_ranking(out[i]) for i in idx]))
+            before = [_ranking(out[i]) for i in idx]
+            started = time.time_ns()
+            self._apply(out, idx, isolated(step, before))
+            self.trace_stage(items, idx, step, (started, time.time_ns()), before, out)
             idx = [i for i in idx if not isinstance(out[i], Exception)]
             live = self._live(items, idx)
             self.counts.add(stages_skipped=len(idx) - len(live))
@@ -170,7 +204,10 @@ class ServedPipeline:
                 batch = [_ranking(out[i]) for i in positions]
                 return generator.answer(batch, params, [items[i].cancel for i in positions])
 
+            before = [_ranking(out[i]) for i in group]
+            started = time.time_ns()
             self._apply(out, group, isolated(answer, group))
+            self.trace_stage(items, group, generator, (started, time.time_ns()), before, out)
         return out
 
     @staticmethod
@@ -200,13 +237,16 @@ class ServedPipeline:
             raise result
         return result
 
-    async def answer(self, ranking: Ranking, params: GenerationParams, cancel: CancelToken | None = None) -> Ranking:
-        """The whole pipeline for one chat request (merged with concurrent ones)."""
-        return await self._submit(_Work(ranking, params, cancel))
+    async def answer(
+        self, ranking: Ranking, params: GenerationParams, cancel: CancelToken | None = None, parent: Any = None
+    ) -> Ranking:
+        """The whole pipeline for one chat request (merged with concurrent ones); ``parent``:
+        the request's trace context."""
+        return await self._submit(_Work(ranking, params, cancel, parent))
 
-    async def prepare(self, ranking: Ranking, cancel: CancelToken | None = None) -> Ranking:
+    async def prepare(self, ranking: Ranking, cancel: CancelToken | None = None, parent: Any = None) -> Ranking:
         """Everything before generation (for streaming), or the whole of a reranking pipeline."""
-        return await self._submit(_Work(ranking, None, cancel))
+        return await self._submit(_Work(ranking, None, cancel, parent))
 
     async def stream(
         self, ranking: Ranking, params: GenerationParams, cancel: CancelToken | None = None

@@ -17,6 +17,7 @@ from ..types import Ranking
 from .errors import ApiError, error_from
 from .protocol import chat_chunk, finish_reason, passages, usage
 from .served import ServedPipeline
+from .tracing import RequestSpan, stage_attributes
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,14 @@ async def chat_events(
     release: Callable[[], None],
     token: CancelToken,
     cancel: Callable[[CancelToken, str], None],
+    span: RequestSpan,
 ) -> AsyncIterator[str]:
     """SSE ``chat.completion.chunk`` events: the role, text deltas, the finish with the
     ``rerankflow`` extension, usage when asked, ``[DONE]``. Failures become an error event.
     When the client disconnects, the server stops this generator and closing it stops the
     generation (at its next decoding step)."""
     created = int(time.time())
+    started = time.time_ns()
     deadline = asyncio.get_running_loop().time() + seconds
     pieces = served.stream(prepared, params, token)
     step: asyncio.Future[Any] | None = None
@@ -67,7 +70,14 @@ async def chat_events(
                     yield sse(chat_chunk(rid, served.name, created, delta=delta, with_usage=include_usage))
                 continue
             answer = chunk.answer
-            extra = {"rerankflow": passages(prepared.with_answer(answer))}
+            answered = chunk.ranking or prepared.with_answer(answer)
+            summary = served.usage(answered)
+            if served.generator is not None:
+                model = getattr(served.generator.backend, "model", None)
+                attributes = stage_attributes(served.generator.name, prepared, answered, 1, model, served.prices)
+                span.stage(served.generator.name, started, time.time_ns(), attributes)
+            span.finish(answered, summary)
+            extra = {"rerankflow": passages(answered, summary)}
             yield sse(
                 chat_chunk(
                     rid,
@@ -82,22 +92,26 @@ async def chat_events(
             if include_usage:
                 yield sse(chat_chunk(rid, served.name, created, extra={"usage": usage(answer)}))
         ended = True
-    except asyncio.TimeoutError:
+    except asyncio.TimeoutError as exc:
         ended = True
+        span.fail(exc)
         cancel(token, "timed out")
         yield sse(
             ApiError(504, "request took longer than the time limit (serve.timeout_s)", type="timeout_error").body()
         )
     except RerankflowError as exc:
         ended = True
+        span.fail(exc)
         yield sse(error_from(exc).body())
-    except Exception:  # the stream has started: the client gets an error event
+    except Exception as exc:  # the stream has started: the client gets an error event
         ended = True
+        span.fail(exc)
         log.exception("stream of %s failed", rid)
         yield sse(ApiError(500, "internal server error; see the server log", type="server_error").body())
     finally:
         if not ended and not token.cancelled:  # closed by the server: the client went away
             cancel(token, "client disconnected")
+        span.fail(asyncio.CancelledError("the stream ended before its answer"))  # no-op once finished
         release()
         if step is not None and not step.done():  # a piece was awaited: stop that wait first
             step.cancel()
