@@ -25,6 +25,8 @@ from rerankflow.serve.served import serve_pipelines
 from rerankflow.stage import Transformer
 from rerankflow.testing.fake import FakeBackend
 
+from .support.servers import metric
+
 pytestmark = pytest.mark.slow  # starts the server on loopback (in a thread)
 
 REPLY = "BM25 scores terms by frequency [1], and b normalises length [2]."
@@ -349,8 +351,8 @@ def test_requests_that_wait_too_long_for_their_turn_get_503_and_are_never_comput
             assert late.headers["retry-after"] == "5"
             gate.opened.set()
             assert first.result().status_code == 200
-        dropped = 'rerankflow_dropped_before_start_total{pipeline="rag"} 1'
-        while dropped not in httpx.get(base + "/metrics").text:  # the late request's batch drops it
+        while metric(httpx.get(base + "/metrics").text, "rerankflow_dropped_before_start_total", pipeline="rag") != 1:
+            # the late request's batch drops it
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert recorder.sizes == [1]  # no stage ever saw the late request

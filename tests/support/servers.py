@@ -152,3 +152,15 @@ class ModelServer:
             httpd, self.httpd = self.httpd, None
             httpd.shutdown()
             httpd.server_close()
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample of a Prometheus text exposition (parsed by prometheus-client),
+    or ``None`` when the sample is absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from fastapi import Request
@@ -42,44 +42,13 @@ class ServerState:
             log.info("request cancelled (%s); its work stops", reason)
 
     def metrics(self) -> str:
-        """The counters in Prometheus' text format."""
-        rows = [
-            ("rerankflow_requests_in_flight", "gauge", "requests in progress", [("", self.in_flight)]),
-            (
-                "rerankflow_requests_cancelled_total",
-                "counter",
-                "requests whose work was cancelled, by reason",
-                [(f'{{reason="{r}"}}', n) for r, n in self.cancelled.items()],
-            ),
-        ]
-        per_pipeline = [
-            ("rerankflow_queue_depth", "gauge", "requests waiting for the next batch", lambda p: p.queue_depth),
-            (
-                "rerankflow_dropped_before_start_total",
-                "counter",
-                "cancelled requests dropped before their batch ran",
-                lambda p: p.counts.dropped_in_queue,
-            ),
-            (
-                "rerankflow_stages_skipped_total",
-                "counter",
-                "cancelled requests that left the pipeline between stages",
-                lambda p: p.counts.stages_skipped,
-            ),
-            (
-                "rerankflow_tokens_not_generated_total",
-                "counter",
-                "tokens not generated for cancelled requests (max_tokens minus what was generated)",
-                lambda p: p.tokens_not_generated,
-            ),
-        ]
-        for name, kind, help_, value in per_pipeline:
-            rows.append((name, kind, help_, [(f'{{pipeline="{p.name}"}}', value(p)) for p in self.pipelines.values()]))
-        lines = []
-        for name, kind, help_, samples in rows:
-            lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
-            lines += [f"{name}{labels} {value}" for labels, value in samples]
-        return "\n".join(lines) + "\n"
+        """The counters in Prometheus' text format (prometheus-client, from a collector that
+        reads them when scraped)."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Counters(self))
+        return generate_latest(registry).decode("utf-8")
 
     def warm_up(self) -> None:
         """Load every pipeline's models (in a worker thread, at start-up)."""
@@ -234,3 +203,40 @@ class ServerState:
             "owned_by": "rerankflow",
             "rerankflow": p.describe(),
         }
+
+
+class _Counters:
+    """The server's counters as Prometheus metric families (read at each scrape)."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Any]:
+        """Gauges and counters: requests in flight and cancelled, and per pipeline the queue,
+        requests dropped before their batch, requests that left between stages, and the tokens
+        not generated for cancelled requests."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        state = self.state
+        yield GaugeMetricFamily("rerankflow_requests_in_flight", "requests in progress", value=state.in_flight)
+        cancelled = CounterMetricFamily(
+            "rerankflow_requests_cancelled", "requests whose work was cancelled, by reason", labels=["reason"]
+        )
+        for reason, n in state.cancelled.items():
+            cancelled.add_metric([reason], n)
+        yield cancelled
+        per_pipeline: list[tuple[Any, Callable[[ServedPipeline], int]]] = [
+            (GaugeMetricFamily("rerankflow_queue_depth", "requests waiting for the next batch", labels=["pipeline"]),
+             lambda p: p.queue_depth),
+            (CounterMetricFamily("rerankflow_dropped_before_start", "cancelled requests dropped before their batch ran",
+                                 labels=["pipeline"]), lambda p: p.counts.dropped_in_queue),
+            (CounterMetricFamily("rerankflow_stages_skipped", "cancelled requests that left the pipeline between stages",
+                                 labels=["pipeline"]), lambda p: p.counts.stages_skipped),
+            (CounterMetricFamily("rerankflow_tokens_not_generated",
+                                 "tokens not generated for cancelled requests (max_tokens minus what was generated)",
+                                 labels=["pipeline"]), lambda p: p.tokens_not_generated),
+        ]  # fmt: skip
+        for family, value in per_pipeline:
+            for p in state.pipelines.values():
+                family.add_metric([p.name], value(p))
+            yield family
