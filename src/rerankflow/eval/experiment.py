@@ -155,6 +155,31 @@ class ExperimentResult:
                     lines.append(f"{s.name}: {stage} repaired model output ({counts})")
         return "\n".join(lines)
 
+    def to_frame(self) -> Any:
+        """The result table as a pandas DataFrame: one row per system (``system``, each
+        measure, and against the baseline ``p_ttest``, ``p_wilcoxon``, ``improved``, ``degraded``
+        per measure as ``<measure> p_ttest``..., then ``ms_per_query``, ``llm_calls_per_query``,
+        ``tokens_per_query``, ``cost_per_query``)."""
+        import pandas
+
+        rows = []
+        for s in self.systems:
+            row: dict[str, Any] = {"system": s.name, **{m: s.means.get(m) for m in self.measures}}
+            for m in self.measures if self.baseline else []:
+                for k in ("p_ttest", "p_wilcoxon", "improved", "degraded"):
+                    row[f"{m} {k}"] = s.tests.get(m, {}).get(k)
+            row.update(ms_per_query=s.ms_per_query, llm_calls_per_query=s.calls_per_query(),
+                       tokens_per_query=s.tokens_per_query(), cost_per_query=s.cost_per_query)  # fmt: skip
+            rows.append(row)
+        return pandas.DataFrame(rows)
+
+    def per_query_frame(self) -> Any:
+        """Per-query values as a long pandas DataFrame: ``system``, ``qid``, ``measure``, ``value``."""
+        import pandas
+
+        rows = [(s.name, qid, m, v) for s in self.systems for m, vals in s.per_query.items() for qid, v in vals.items()]
+        return pandas.DataFrame(rows, columns=["system", "qid", "measure", "value"])
+
     def to_json(self) -> dict[str, Any]:
         """Everything, per-query values included."""
         return {
