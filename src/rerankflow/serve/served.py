@@ -118,6 +118,9 @@ class ServedPipeline:
             if items[i].parent is None:
                 continue
             span = self.tracer.start_span(f"stage {step.name}", context=items[i].parent, start_time=spans[0])
+            if not span.is_recording():  # OpenTelemetry without an SDK: nothing to compute
+                span.end(end_time=spans[1])
+                continue
             if isinstance(done, Exception):
                 span.set_attribute("rerankflow.error", f"{type(done).__name__}: {done}")
             else:
