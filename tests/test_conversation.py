@@ -87,6 +87,9 @@ def test_the_llm_gate_compares_yes_and_no_and_retrievers_pass_skipped_queries(de
     skipped, searched = (gate >> bm25)([asked("thanks"), asked("what is bm25", qid="q2")])
     assert skipped.retrieval_skipped and len(skipped) == 0 and skipped.trace[-1].usage.calls == 1
     assert not searched.retrieval_skipped and len(searched) == 3
+    blind = FakeBackend(labels=lambda p, labels: {"yes": 0.0, "no": -1.0})
+    RetrievalGate(blind, mode="llm", history_messages=0)([asked()])
+    assert "Conversation so far:\n(none)\n" in prompt_text(blind.seen[0])  # 0: no earlier message shown
     with pytest.raises(ConfigError, match="not a regular expression"):
         RetrievalGate(patterns=["(unclosed"])
 

@@ -45,7 +45,7 @@ class CondenseOptions(StageOptions):
 
 def history_block(history: Sequence[Turn], limit: int) -> str:
     """The last ``limit`` user and assistant messages, one per line (``User: ...``)."""
-    shown = [t for t in history if t.role in ("user", "assistant")][-limit:]
+    shown = [t for t in history if t.role in ("user", "assistant")][-limit:] if limit > 0 else []
     return "\n".join(f"{t.role.capitalize()}: {' '.join(t.text.split())}" for t in shown)
 
 
