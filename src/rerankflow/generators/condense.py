@@ -17,17 +17,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from ..backends.base import LLMBackend
 from ..backends.types import GenerationParams
-from ..errors import ConfigError
 from ..options import StageOptions
-from ..prompts.template import PromptTemplate, as_template
-from ..stage import Transformer
-from ..types import LLMUsage, Ranking, StageRecord, Turn
+from ..types import LLMUsage, Ranking, StageRecord
+from .conversation import ConversationStage, history_block
 
 _LABEL = re.compile(r"^\s*(?:standalone\s+)?(?:search\s+)?query\s*:\s*", re.IGNORECASE)
 
@@ -43,12 +40,6 @@ class CondenseOptions(StageOptions):
     max_tokens: int = Field(48, ge=1, description="llm: longest rewrite, in tokens")
 
 
-def history_block(history: Sequence[Turn], limit: int) -> str:
-    """The last ``limit`` user and assistant messages, one per line (``User: ...``)."""
-    shown = [t for t in history if t.role in ("user", "assistant")][-limit:] if limit > 0 else []
-    return "\n".join(f"{t.role.capitalize()}: {' '.join(t.text.split())}" for t in shown)
-
-
 def clean_rewrite(text: str) -> str:
     """The query in a model's answer: first non-empty line, label and quotes removed."""
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
@@ -58,34 +49,13 @@ def clean_rewrite(text: str) -> str:
     return line
 
 
-class Condenser(Transformer):
+class Condenser(ConversationStage):
     """See the module docstring."""
 
     stage_name = "condense"
-    shown = ("mode",)
-
+    default_template = "condense"
+    without_model = "user_turns or last_turn"
     Options = CondenseOptions
-
-    def __init__(
-        self,
-        backend: LLMBackend | None = None,
-        template: PromptTemplate | str | None = None,
-        options: CondenseOptions | None = None,
-        **settings: Any,
-    ) -> None:
-        self.options = CondenseOptions.build(options, settings, "condense")
-        if self.options.mode == "llm" and backend is None:
-            raise ConfigError("condense: mode llm needs a backend (or choose mode user_turns or last_turn)")
-        t = as_template(template or "condense")
-        if set(t.placeholders) != {"history", "question"}:
-            raise ConfigError(f"template {t.name!r} must have the placeholders history and question")
-        self.backend = backend
-        self.template = t
-
-    def load(self) -> None:
-        """Start the backend (mode llm)."""
-        if self.backend is not None and self.options.mode == "llm":
-            self.backend.ensure_loaded()
 
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Each ranking with its standalone query and a record of what is searched."""

@@ -21,10 +21,9 @@ from pydantic import Field
 from ..backends.base import LLMBackend
 from ..errors import ConfigError
 from ..options import StageOptions
-from ..prompts.template import PromptTemplate, as_template
-from ..stage import Transformer
+from ..prompts.template import PromptTemplate
 from ..types import LLMUsage, Ranking, StageRecord
-from .condense import history_block
+from .conversation import ConversationStage, history_block
 
 SMALL_TALK = (
     r"(hi|hello|hey|hiya|good (morning|afternoon|evening))( there)?",
@@ -45,12 +44,12 @@ class GateOptions(StageOptions):
     history_messages: int = Field(4, ge=0, description="llm: the most recent earlier messages the model sees")
 
 
-class RetrievalGate(Transformer):
+class RetrievalGate(ConversationStage):
     """See the module docstring."""
 
     stage_name = "gate"
-    shown = ("mode",)
-
+    default_template = "retrieval-gate"
+    without_model = "rule"
     Options = GateOptions
 
     def __init__(
@@ -60,23 +59,11 @@ class RetrievalGate(Transformer):
         options: GateOptions | None = None,
         **settings: Any,
     ) -> None:
-        self.options = GateOptions.build(options, settings, "gate")
-        if self.options.mode == "llm" and backend is None:
-            raise ConfigError("gate: mode llm needs a backend (or use mode rule)")
+        super().__init__(backend, template, options, **settings)
         try:
             self._small_talk = [re.compile(p, re.IGNORECASE) for p in self.options.patterns]
         except re.error as exc:
             raise ConfigError(f"gate: pattern {exc.pattern!r} is not a regular expression ({exc})") from None
-        t = as_template(template or "retrieval-gate")
-        if set(t.placeholders) != {"history", "question"}:
-            raise ConfigError(f"template {t.name!r} must have the placeholders history and question")
-        self.backend = backend
-        self.template = t
-
-    def load(self) -> None:
-        """Start the backend (mode llm)."""
-        if self.backend is not None and self.options.mode == "llm":
-            self.backend.ensure_loaded()
 
     def small_talk(self, text: str) -> bool:
         """The whole message matches a pattern (punctuation, emoji and spaces around it ignored)."""
