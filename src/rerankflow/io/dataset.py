@@ -14,6 +14,7 @@ from ..errors import DataError
 from ..paths import OptionalJobPath, resolve_path
 from ..types import Candidate, Document, Query, Ranking
 from .beir import read_beir
+from .irds import read_ir_dataset
 from .jsonl import read_documents, read_hits, read_queries_jsonl
 from .questions import mix_distractors, own_contexts, read_questions
 from .trec import Qrels, read_qrels, read_run, read_topics
@@ -33,6 +34,9 @@ class DatasetSpec(BaseModel):
     qrels: OptionalJobPath = Field(None, description="TREC qrels for evaluation")
     run: OptionalJobPath = Field(None, description="initial candidates: TREC run (needs corpus) or hits JSON")
     beir: OptionalJobPath = Field(None, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    ir_datasets: str | None = Field(
+        None, description="an ir_datasets id (msmarco-passage/trec-dl-2019/judged): its docs, queries and qrels"
+    )
     split: str = Field("test", description="BEIR qrels split")
     corpus_from_run: bool = Field(
         False, description="use the passages of the run's hit lists as the corpus (a pooled corpus)"
@@ -53,6 +57,13 @@ class DatasetSpec(BaseModel):
             raise ValueError(
                 "builtin datasets bring their own corpus, topics and qrels; remove those keys or 'builtin'"
             )
+        if self.ir_datasets and any(
+            (self.builtin, self.beir, self.corpus, self.topics, self.qrels, self.questions, self.index)
+        ):
+            raise ValueError(
+                "an ir_datasets id brings its own documents, queries and qrels; remove builtin/beir/corpus/topics/"
+                "qrels/questions/index or 'ir_datasets'"
+            )
         if self.beir and any((self.corpus, self.topics, self.qrels)):
             raise ValueError("a BEIR folder brings its own corpus, queries and qrels; remove those keys or 'beir'")
         if self.corpus_from_run and (not self.run or not self.run.endswith(".json") or self.corpus):
@@ -63,9 +74,11 @@ class DatasetSpec(BaseModel):
             raise ValueError("an index brings its own documents; remove builtin/corpus/beir/questions or 'index'")
         if self.distractors is not None and not self.questions:
             raise ValueError("distractors mixes the passages of a questions file; set 'questions' too")
-        if not (self.builtin or self.beir or self.topics or self.run or self.questions or self.index):
+        if not (
+            self.builtin or self.beir or self.topics or self.run or self.questions or self.index or self.ir_datasets
+        ):
             raise ValueError(
-                "name the queries: set 'builtin', 'beir', 'topics', 'run' or 'questions' (or 'index' to serve)"
+                "name the queries: set 'builtin', 'beir', 'ir_datasets', 'topics', 'run' or 'questions' (or 'index' to serve)"
             )
         return self
 
@@ -110,6 +123,8 @@ def load_dataset(spec: DatasetSpec, base_dir: Path) -> Dataset:
         corpus, queries, qrels = demo_dataset()
     elif spec.beir:
         corpus, queries, qrels = read_beir(p(spec.beir), spec.split)
+    elif spec.ir_datasets:
+        corpus, queries, qrels = read_ir_dataset(spec.ir_datasets)
     else:
         if spec.corpus:
             corpus = read_documents(p(spec.corpus))
