@@ -308,7 +308,8 @@ def check_inputs(job: Job, file: str | Path) -> None:
     for key in INPUT_FILES:
         value = getattr(job.dataset, key)
         if value and not resolve_path(value, base).exists():
-            err = ConfigError(f"{resolve_path(value, base)} not found; check the path", path=("dataset", key))
+            fix = "make it with: rerankflow index SOURCE... -o FOLDER" if key == "index" else "check the path"
+            err = ConfigError(f"{resolve_path(value, base)} not found; {fix}", path=("dataset", key))
             raise doc.locate(err)
     for name, pipeline in job.pipelines.items():
         templates = stage_paths(pipeline, ("pipelines", name), _template_files)
