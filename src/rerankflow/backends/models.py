@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..environment import version
 from ..errors import BackendError, MissingDependencyError
 from ..paths import cache_home
 from ..suggest import close_names, did_you_mean
@@ -95,11 +95,7 @@ def model_identity(name: str, revision: str | None = None) -> str:
     """
     packaged = PACKAGED.get(name.lower())
     if packaged is not None:
-        try:
-            version = importlib.metadata.version(packaged.package)
-        except importlib.metadata.PackageNotFoundError:
-            version = "not installed"
-        return f"{packaged.name}:{packaged.package}=={version}"
+        return f"{packaged.name}:{packaged.package}=={version(packaged.package) or 'not installed'}"
     folder = Path(name).expanduser()
     if folder.is_dir():
         h = hashlib.sha256()

@@ -310,12 +310,9 @@ GLOBAL_FLAGS = (
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from ..environment import version
 
-    try:
-        return version("rerankflow")
-    except PackageNotFoundError:
-        return "(not installed)"
+    return version("rerankflow") or "(not installed)"
 
 
 class _Subcommands:

@@ -129,6 +129,7 @@ def _experiment(name: str, data: dict[str, Any]) -> Section:
         measure=measures[0] if measures else "quality",
     )
     tested = bool(baseline and measures)
+    base = next((s.get("means") or {} for s in data["systems"] if s.get("name") == baseline), {})
     columns = ["system", *measures]
     if tested:
         columns += [f"p(t) {measures[0]}", f"p(W) {measures[0]}", "+/-"]
@@ -149,7 +150,7 @@ def _experiment(name: str, data: dict[str, Any]) -> Section:
         means, tests = s.get("means") or {}, s.get("tests") or {}
         row: list[Any] = [s.get("name")]
         for m in measures:
-            row.append(_significance(means.get(m), tests.get(m), (_mean_of(data, baseline, m))))
+            row.append(_significance(means.get(m), tests.get(m), base.get(m)))
         if tested:
             t = tests.get(measures[0])
             row += [PValue(t["p_ttest"]), PValue(t["p_wilcoxon"]), f"{int(t['improved'])}/{int(t['degraded'])}"] if t \
@@ -170,15 +171,6 @@ def _experiment(name: str, data: dict[str, Any]) -> Section:
         )
     section.groups[name] = points
     return section
-
-
-def _mean_of(data: dict[str, Any], system: str | None, measure: str) -> float | None:
-    """The mean of ``measure`` for the system named ``system``."""
-    for s in data["systems"]:
-        if system is not None and s.get("name") == system:
-            value = (s.get("means") or {}).get(measure)
-            return None if value is None else float(value)
-    return None
 
 
 def _significance(mean: Any, test: dict[str, Any] | None, base: float | None) -> Any:

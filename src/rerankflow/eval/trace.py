@@ -32,14 +32,19 @@ class Price(BaseModel):
         return (usage.prompt_tokens * self.input_per_mtok + usage.output_tokens * self.output_per_mtok) / 1e6
 
 
+def backend_model(stage: Transformer) -> str | None:
+    """The model name of the LLM backend a stage holds (``None`` without one)."""
+    model = getattr(getattr(stage, "backend", None), "model", None)
+    return model if isinstance(model, str) else None
+
+
 def stage_models(pipeline: Transformer) -> dict[str, str]:
     """The model behind each stage that holds an LLM backend, by its report name
     (``pointwise``, ``pointwise#2``... in execution order)."""
     out: dict[str, str] = {}
     for stage in pipeline.walk():
-        backend = getattr(stage, "backend", None)
-        model = getattr(backend, "model", None)
-        if isinstance(model, str):
+        model = backend_model(stage)
+        if model is not None:
             out[unique_name(stage.name, out)] = model
     return out
 

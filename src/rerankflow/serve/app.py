@@ -172,8 +172,8 @@ def _work_routes(app: FastAPI, state: ServerState, tracer: Any) -> None:
 
     async def reranked(
         model: str | None, query: str, docs: list[Document], rid: str, request: Request, param: str
-    ) -> Ranking:
-        """The ranking a rerank pipeline gives ``docs`` (the same guards for every API shape)."""
+    ) -> tuple[str, Ranking]:
+        """The pipeline's name and the ranking it gives ``docs`` (the same guards for every API shape)."""
         served = state.pipeline(model, "rerank")
         if len(docs) > state.spec.max_documents:
             raise ApiError(
@@ -183,25 +183,25 @@ def _work_routes(app: FastAPI, state: ServerState, tracer: Any) -> None:
             )
         state.require_ready()
         if not docs:
-            return Ranking(Query(rid, query))
+            return served.name, Ranking(Query(rid, query))
         release = state.admit()
         token = CancelToken()
         work = served.prepare(Ranking.from_documents(Query(rid, query), docs), token)
-        return await state.within_limit(state.start(work, release), token, request)
+        return served.name, await state.within_limit(state.start(work, release), token, request)
 
     @app.post("/v1/rerank")
     async def rerank(body: RerankRequest, request: Request) -> dict[str, Any]:
         rid = new_id("rerank")
-        done = await reranked(body.model, body.query, body.as_documents(), rid, request, "documents")
-        return rerank_response(rid, state.pipeline(body.model, "rerank").name, body, done)
+        name, done = await reranked(body.model, body.query, body.as_documents(), rid, request, "documents")
+        return rerank_response(rid, name, body, done)
 
     @app.post("/v2/rerank")
     async def rerank_v2(body: RerankV2Request, request: Request) -> dict[str, Any]:
         rid = new_id("rerank")
-        done = await reranked(body.model, body.query, body.as_documents(), rid, request, "documents")
+        _, done = await reranked(body.model, body.query, body.as_documents(), rid, request, "documents")
         return rerank_v2_response(rid, body, done)
 
     @app.post("/rerank")
     async def rerank_tei(body: TEIRerankRequest, request: Request) -> list[dict[str, Any]]:
-        done = await reranked(body.model, body.query, body.as_documents(), new_id("rerank"), request, "texts")
+        _, done = await reranked(body.model, body.query, body.as_documents(), new_id("rerank"), request, "texts")
         return tei_rerank_response(body, done)

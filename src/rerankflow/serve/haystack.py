@@ -21,6 +21,7 @@ from ..errors import ConfigError, MissingDependencyError
 from ..pipelines.runner import load_pipeline
 from ..stage import Retriever, Transformer
 from ..types import Candidate, Document, Query, Ranking
+from .protocol import ranked_meta
 
 try:
     from haystack import Document as HaystackDocument
@@ -31,12 +32,8 @@ except ImportError as exc:  # pragma: no cover  (the extra is part of the dev in
 
 def to_haystack(candidate: Candidate, rank: int, meta: dict[str, Any] | None = None) -> HaystackDocument:
     """A ranked candidate as a Haystack document."""
-    extra = {"title": candidate.doc.title, "rank": rank, "scores": candidate.scores()}
     return HaystackDocument(
-        id=candidate.docid,
-        content=candidate.doc.text,
-        meta={**candidate.doc.meta, **(meta or {}), **extra},
-        score=candidate.score,
+        id=candidate.docid, content=candidate.doc.text, meta=ranked_meta(candidate, rank, meta), score=candidate.score
     )
 
 

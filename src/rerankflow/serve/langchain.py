@@ -20,6 +20,7 @@ from ..generators.answer import AnswerGenerator
 from ..pipelines.runner import load_pipeline
 from ..stage import Retriever, Transformer
 from ..types import Candidate, Document, Query, Ranking
+from .protocol import ranked_meta
 
 try:
     from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun, Callbacks
@@ -33,14 +34,7 @@ except ImportError as exc:  # pragma: no cover  (the extra is part of the dev in
 
 def to_langchain(candidate: Candidate, rank: int, extra: dict[str, Any] | None = None) -> LCDocument:
     """A ranked candidate as a LangChain document (its own metadata kept, ``extra`` over it)."""
-    meta = {**candidate.doc.meta, **(extra or {})}
-    meta.update(
-        docid=candidate.docid,
-        title=candidate.doc.title,
-        score=candidate.score,
-        rank=rank,
-        scores=candidate.scores(),
-    )
+    meta = {**ranked_meta(candidate, rank, extra), "docid": candidate.docid, "score": candidate.score}
     return LCDocument(page_content=candidate.doc.text, metadata=meta, id=candidate.docid)
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..backends.types import GenerationParams
 from ..errors import ConfigError
 from ..retrievers.filters import MetadataFilter
-from ..types import Answer, Document, Ranking, Turn
+from ..types import Answer, Candidate, Document, Ranking, Turn
 
 
 class _Body(BaseModel):
@@ -269,6 +269,13 @@ def location(doc: Document) -> dict[str, Any]:
     """Where an indexed chunk comes from (document, file, character offsets, heading, page);
     empty for documents that did not come from an index."""
     return {k: doc.meta[k] for k in LOCATION_KEYS if k in doc.meta}
+
+
+def ranked_meta(candidate: Candidate, rank: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What an adapter's document carries (LangChain, Haystack): the document's own metadata,
+    ``extra`` over it (the caller's), then ``title``, ``rank`` (0-based) and every stage's ``scores``."""
+    return {**candidate.doc.meta, **(extra or {}), "title": candidate.doc.title, "rank": rank,
+            "scores": candidate.scores()}  # fmt: skip
 
 
 def usage(answer: Answer) -> dict[str, int]:

@@ -16,18 +16,19 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from ..backends.types import GenerationParams
 from ..cancel import CancelToken, is_cancelled
 from ..coalesce import Coalescer
 from ..errors import BackendError, PipelineTypeError, RerankflowError
-from ..eval.trace import Price, stage_models, usage_summary
+from ..eval.trace import Price, backend_model, stage_models, usage_summary
 from ..generators.answer import AnswerChunk, AnswerGenerator
 from ..retrievers.filters import FilteredSearch, MetadataFilter
 from ..stage import Retriever, Transformer
 from ..types import Ranking
-from .tracing import stage_attributes
+from .tracing import record_stage, stage_attributes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,20 +113,19 @@ class ServedPipeline:
         (nanoseconds): the request's records from that stage, the batch it was merged into."""
         if self.tracer is None:
             return
-        model = getattr(getattr(step, "backend", None), "model", None)
+        model = backend_model(step)
         for i, old in zip(idx, before, strict=True):
-            done = out[i]
-            if items[i].parent is None:
-                continue
-            span = self.tracer.start_span(f"stage {step.name}", context=items[i].parent, start_time=spans[0])
-            if not span.is_recording():  # OpenTelemetry without an SDK: nothing to compute
-                span.end(end_time=spans[1])
-                continue
-            if isinstance(done, Exception):
-                span.set_attribute("rerankflow.error", f"{type(done).__name__}: {done}")
-            else:
-                span.set_attributes(stage_attributes(step.name, old, done, len(idx), model, self.prices))
-            span.end(end_time=spans[1])
+            if items[i].parent is not None:
+                attributes = partial(self.stage_attributes, step, old, out[i], len(idx), model)
+                record_stage(self.tracer, items[i].parent, step.name, *spans, attributes)
+
+    def stage_attributes(
+        self, step: Transformer, before: Ranking, after: Ranking | Exception, merged: int, model: str | None
+    ) -> dict[str, Any]:
+        """A stage's span attributes for one request (its error, when the stage failed it)."""
+        if isinstance(after, Exception):
+            return {"rerankflow.error": f"{type(after).__name__}: {after}"}
+        return stage_attributes(step.name, before, after, merged, model, self.prices)
 
     @property
     def chats(self) -> bool:

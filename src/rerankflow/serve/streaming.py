@@ -8,16 +8,18 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
 from ..backends.types import GenerationParams
 from ..cancel import CancelToken
 from ..errors import RerankflowError
+from ..eval.trace import backend_model
 from ..types import Ranking
 from .errors import ApiError, error_from
 from .protocol import chat_chunk, finish_reason, passages, usage
 from .served import ServedPipeline
-from .tracing import RequestSpan, stage_attributes
+from .tracing import RequestSpan
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +75,11 @@ async def chat_events(
             answered = chunk.ranking or prepared.with_answer(answer)
             summary = served.usage(answered)
             if served.generator is not None:
-                model = getattr(served.generator.backend, "model", None)
-                attributes = stage_attributes(served.generator.name, prepared, answered, 1, model, served.prices)
-                span.stage(served.generator.name, started, time.time_ns(), attributes)
+                generator = served.generator
+                attributes = partial(
+                    served.stage_attributes, generator, prepared, answered, 1, backend_model(generator)
+                )
+                span.stage(generator.name, started, time.time_ns(), attributes)
             span.finish(answered, summary)
             extra = {"rerankflow": passages(answered, summary)}
             yield sse(

@@ -11,7 +11,7 @@ serve`` exports them over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import MissingDependencyError
@@ -50,6 +50,17 @@ def otlp_provider() -> Any:
     provider = TracerProvider(resource=Resource.create({"service.name": "rerankflow"}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return provider
+
+
+def record_stage(
+    tracer: Any, context: Any, name: str, start_ns: int, end_ns: int, attributes: Callable[[], Mapping[str, Any]]
+) -> None:
+    """A child span of ``context`` for a stage that ran from ``start_ns`` to ``end_ns``;
+    ``attributes`` is called only when the span records (an SDK is set up)."""
+    span = tracer.start_span(f"stage {name}", context=context, start_time=start_ns)
+    if span.is_recording():
+        span.set_attributes(dict(attributes()))
+    span.end(end_time=end_ns)
 
 
 def usage_attributes(usage: LLMUsage, cost: float | None) -> dict[str, Any]:
@@ -128,13 +139,10 @@ class RequestSpan:
         if exc is not None:
             self.fail(exc)
 
-    def stage(self, name: str, start_ns: int, end_ns: int, attributes: Mapping[str, Any]) -> None:
+    def stage(self, name: str, start_ns: int, end_ns: int, attributes: Callable[[], Mapping[str, Any]]) -> None:
         """A child span for a stage that ran from ``start_ns`` to ``end_ns``."""
-        if self.tracer is None or self._ended:
-            return
-        child = self.tracer.start_span(f"stage {name}", context=self.context, start_time=start_ns)
-        child.set_attributes(dict(attributes))
-        child.end(end_time=end_ns)
+        if self.tracer is not None and not self._ended:
+            record_stage(self.tracer, self.context, name, start_ns, end_ns, attributes)
 
     def finish(self, ranking: Ranking, summary: Mapping[str, Any]) -> None:
         """Record the request's totals and end the span."""
