@@ -206,3 +206,20 @@ def test_the_chain_on_smollm2(demo, smollm2):
     (expected,) = bm25([Ranking(Query("x", ext["searched"]))])
     assert [d["docid"] for d in ext["documents"]] == expected.docids
     assert body["usage"]["prompt_tokens"] > 60  # the history reached the answering model
+
+
+@pytest.mark.slow  # SmolLM2 scores yes/no for real
+def test_the_llm_gate_on_smollm2_decides_by_the_models_own_label_probabilities(smollm2):
+    from rerankflow.backends.hf import HFBackend
+
+    model = HFBackend(smollm2, dtype="float32", device="cpu")
+    gate = RetrievalGate(model, mode="llm")
+    batch = [asked("thanks, that is all!"), asked("What constant does reciprocal rank fusion add?", qid="q2")]
+    decided = gate(batch)
+    prompts = [gate.template.render(history="User: What is reciprocal rank fusion?\nAssistant: It adds one over k "
+                                    "plus the rank of a document in every list.", question=r.query.asked) for r in batch]  # fmt: skip
+    direct = model.label_logprobs(prompts, ["yes", "no"])
+    for r, s in zip(decided, direct, strict=True):
+        record = r.trace[-1]
+        assert record.decisions == {"retrieve": s.logprobs["yes"] >= s.logprobs["no"], "reason": "llm"}
+        assert record.usage.calls == 1 and record.usage.prompt_tokens > 40
