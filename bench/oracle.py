@@ -131,7 +131,7 @@ def main() -> int:
             reranker = make(judge)
             rounds: list[int] = []
             plan = reranker.plan
-            reranker.plan = lambda q, t, plan=plan, rounds=rounds: counted(plan(q, t), rounds)
+            reranker.plan = lambda q, t, anytime=False, plan=plan, rounds=rounds: counted(plan(q, t, anytime), rounds)
             start = time.perf_counter()
             out = reranker(first)
             seconds = time.perf_counter() - start

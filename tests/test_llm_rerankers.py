@@ -195,7 +195,7 @@ def test_jointrank_ranks_all_blocks_in_one_step(design, aggregate, calls):
     rr.scheduler = Scheduler(fake, mode="concurrent")
     rounds = []
     plan = rr.plan
-    rr.plan = lambda q, t: counted(plan(q, t), rounds)
+    rr.plan = lambda q, t, anytime=False: counted(plan(q, t, anytime), rounds)
     (out,) = rr([ranking(12)])
     assert fake.ledger.calls == calls and rounds == [1]
     ranks = [int(d[1:]) for d in out.docids]

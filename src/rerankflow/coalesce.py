@@ -4,7 +4,8 @@ and the server's merged pipeline batches.
 A scheduler submits many small requests (one window, one pair) at once; running each as its
 own engine call would serialise them. :class:`Coalescer` queues requests per event loop and,
 while one batch runs in a worker thread, collects the next, so the engine always receives
-everything that is waiting. Engine calls are serialised by a thread lock.
+everything that is waiting. Engine calls are serialised by a thread lock. A request whose
+waiter was cancelled before its batch started (a query whose budget ran out) is left out.
 
 Latency is accounted as each item's share of the run time of the batch that held it, split by
 a weight (its tokens, where the engine says how to count them): the shares of a batch sum to
@@ -80,8 +81,8 @@ class Coalescer(Generic[In, Out]):
     async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         lock = self._loop_locks.setdefault(loop, asyncio.Lock())
         async with lock:  # one batch in flight per loop; later arrivals wait and merge
-            batch = self._pending.pop(loop, [])
-            if not batch:
+            batch = [(items, fut) for items, fut in self._pending.pop(loop, []) if not fut.done()]
+            if not batch:  # nothing queued, or every waiter was cancelled before its batch ran
                 return
             flat = [x for items, _ in batch for x in items]
             try:

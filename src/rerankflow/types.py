@@ -42,6 +42,9 @@ class Query:
     filter: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
     history: tuple[Turn, ...] = ()
     original: str | None = None
+    deadline: float | None = field(default=None, compare=False, hash=False)
+    """When a request's time runs out, on this process's ``time.monotonic()`` clock (a served
+    request's ``budget_ms``); anytime rerankers return their best ranking by then."""
 
     @property
     def asked(self) -> str:
@@ -212,13 +215,31 @@ CacheUse = Literal["hit", "computed", "corrupt"]
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetUse:
+    """How a budget shaped one query's reranking: the head it reranked (``depth``, chosen to
+    fit the budget), what ended the work early (``stopped``: ``seconds``, ``calls``, ``tokens``
+    or ``None`` when it finished), the work left undone by kind (``windows``, ``blocks``,
+    ``extractions``, ``passes``, ``candidates``), and whether the result depended on the clock
+    (``timed``: a seconds budget or a request deadline; such results are never cached)."""
+
+    depth: int
+    stopped: str | None = None
+    left: Mapping[str, int] = field(default_factory=lambda: EMPTY)
+    timed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return {"depth": self.depth, "stopped": self.stopped, "left": dict(self.left), "timed": self.timed}
+
+
+@dataclass(frozen=True, slots=True)
 class StageRecord:
     """What one stage learned about one query, kept in :attr:`Ranking.trace`.
 
     ``usage`` is set by stages that call an LLM (zero calls included), ``repairs`` by stages
     that repair model output (an empty mapping: nothing needed repair; ``None``: the stage
     never repairs), ``compression`` by compressors, ``cache`` by the stage cache, ``decisions``
-    by query-side stages (``condense``, ``gate``).
+    by query-side stages (``condense``, ``gate``) and cascades, ``budget`` by rerankers under a budget.
     """
 
     stage: str
@@ -228,6 +249,8 @@ class StageRecord:
     cache: CacheUse | None = None
     decisions: Mapping[str, str | bool] | None = None
     """What a query-side stage decided: the query it searched, whether retrieval runs."""
+    budget: BudgetUse | None = None
+    """Set by a reranker that ran under a budget."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -174,10 +174,10 @@ def _valid_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
     for part in loc:
         field = current.model_fields.get(part) if isinstance(part, str) and hasattr(current, "model_fields") else None
         ann = field.annotation if field is not None else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            current = ann
-        else:
+        models = [a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not models:  # an optional model (``Budget | None``) counts as the model
             return []
+        current = models[0]
     return list(current.model_fields)
 
 

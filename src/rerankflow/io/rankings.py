@@ -12,7 +12,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import DataError
-from ..types import Answer, Candidate, Citation, Compression, Document, LLMUsage, Query, Ranking, StageRecord, Turn
+from ..types import (
+    Answer,
+    BudgetUse,
+    Candidate,
+    Citation,
+    Compression,
+    Document,
+    LLMUsage,
+    Query,
+    Ranking,
+    StageRecord,
+    Turn,
+)
 
 
 def document_to_dict(doc: Document) -> dict[str, Any]:
@@ -41,6 +53,8 @@ def record_to_dict(record: StageRecord) -> dict[str, Any]:
         out["cache"] = record.cache
     if record.decisions is not None:
         out["decisions"] = dict(record.decisions)
+    if record.budget is not None:
+        out["budget"] = record.budget.as_dict()
     return out
 
 
@@ -49,6 +63,7 @@ def record_from_dict(data: Mapping[str, Any]) -> StageRecord:
     usage = data.get("usage")
     compression = data.get("compression")
     repairs = data.get("repairs")
+    budget = data.get("budget")
     return StageRecord(
         str(data["stage"]),
         LLMUsage(**usage) if usage is not None else None,
@@ -56,6 +71,14 @@ def record_from_dict(data: Mapping[str, Any]) -> StageRecord:
         Compression(**{**compression, "dropped": dict(compression["dropped"])}) if compression is not None else None,
         data.get("cache"),
         dict(data["decisions"]) if data.get("decisions") is not None else None,
+        BudgetUse(
+            int(budget["depth"]),
+            budget.get("stopped"),
+            {str(k): int(v) for k, v in budget["left"].items()},
+            bool(budget.get("timed", False)),
+        )
+        if budget is not None
+        else None,
     )
 
 

@@ -19,7 +19,9 @@ What the stage recorded for a query (its records in the ranking's trace: LLM usa
 compression counts) is stored with it and restored on a hit, so reports of a resumed run
 match an uninterrupted one. Every record the stage adds is marked with how the cache answered
 (``cache``: ``hit``, ``computed``, or ``corrupt`` when a corrupt entry was recomputed); a
-stage that records nothing gets a record holding just that mark.
+stage that records nothing gets a record holding just that mark. A ranking whose reranking
+depended on the clock (a ``seconds`` budget or a request's deadline, ``BudgetUse.timed``) is
+never stored: another run could have had more time.
 """
 
 from __future__ import annotations
@@ -183,12 +185,14 @@ class CachedStage(Transformer):
             computed = self.stage([batch[i] for i in todo])
             for (i, use), ranking in zip(todo.items(), computed, strict=True):
                 records = ranking.trace[len(batch[i].trace) :] or (StageRecord(self.name),)
+                out[i] = replace(ranking, trace=batch[i].trace + _marked(records, use))
+                if any(r.budget is not None and r.budget.timed for r in records):
+                    continue  # what a deadline allowed differs run to run: never reused
                 payload = {
                     "ranking": ranking_to_dict(ranking, trace=False),
                     "records": [record_to_dict(r) for r in records],
                 }
                 self.cache.put(self.key, inputs[i], payload)
-                out[i] = replace(ranking, trace=batch[i].trace + _marked(records, use))
         return [r for r in out if r is not None]
 
     def __repr__(self) -> str:

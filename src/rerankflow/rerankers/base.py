@@ -7,10 +7,16 @@ and repaired model outputs in its trace.
 
 Candidates below ``depth`` keep their incoming order under the reranked head; their score is
 ``(lowest head score) - (1 + position below the head)``, flagged rank-derived.
+
+Under a ``budget`` (:mod:`~rerankflow.rerankers.budget`) the head is first shrunk to what the
+budget is expected to pay for (:meth:`PlannedReranker.work` prices a head), the plan runs
+under an allowance that stops it when the budget is spent, and the trace records the head,
+what stopped it and the work left.
 """
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
@@ -23,8 +29,19 @@ from ..options import StageOptions
 from ..prompts import rankllm_style
 from ..prompts.template import PromptTemplate, as_template
 from ..stage import Transformer, require_at_most
-from ..types import Candidate, Document, LLMUsage, Ranking, StageRecord, document_text, one_line, sort_candidates
-from .scheduler import Outcome, Plan, Scheduler
+from ..types import (
+    BudgetUse,
+    Candidate,
+    Document,
+    LLMUsage,
+    Ranking,
+    StageRecord,
+    document_text,
+    one_line,
+    sort_candidates,
+)
+from .budget import Budget, Pace, Work, allowance, fitted_depth
+from .scheduler import Outcome, Plan, Scheduler, rank_scores
 
 SchedulerMode = Literal["concurrent", "sequential"]
 
@@ -78,6 +95,9 @@ class PassageOptions(StageOptions):
     max_candidates: int | None = Field(
         1000, ge=1, description="longest candidate list (within depth) accepted per query (error above)"
     )
+    budget: Budget | None = Field(
+        None, description="per query: seconds, calls, tokens; the best ranking so far is returned when spent"
+    )
 
 
 class PlannedOptions(PassageOptions):
@@ -119,6 +139,9 @@ class PlannedReranker(Transformer):
         self.backend = backend
         o = self.options
         self.scheduler = Scheduler(backend, mode=o.scheduler, max_concurrency=o.max_concurrency)
+        self.pace = Pace()
+        """Seconds per round and tokens per call measured on this stage's plans (prices a budget)."""
+        self._work: dict[int, Work] = {}
 
     @abstractmethod
     def default_template(self) -> str:
@@ -132,8 +155,21 @@ class PlannedReranker(Transformer):
         self.backend.ensure_loaded()
 
     @abstractmethod
-    def plan(self, query: str, texts: list[str]) -> Plan[Outcome]:
-        """The calls that rank ``texts`` (already truncated, one line each) for ``query``."""
+    def plan(self, query: str, texts: list[str], anytime: bool = False) -> Plan[Outcome]:
+        """The calls that rank ``texts`` (already truncated, one line each) for ``query``.
+        Every plan catches :class:`~rerankflow.rerankers.budget.BudgetSpent` and returns its
+        best ranking so far; ``anytime`` (the query has a budget) lets it split work that is
+        otherwise sent at once into rounds, so a stop loses less."""
+
+    @abstractmethod
+    def estimate(self, n: int) -> Work:
+        """The calls and rounds a head of ``n`` candidates is expected to need under a budget."""
+
+    def work(self, n: int) -> Work:
+        """:meth:`estimate`, remembered per head size."""
+        if n not in self._work:
+            self._work[n] = self.estimate(n) if n >= 2 else Work(0, 0)
+        return self._work[n]
 
     def passages(self, candidates: Sequence[Candidate], query: str) -> list[str]:
         """Passage texts as the model sees them for ``query`` (as shown; see :func:`shown_passages`
@@ -144,25 +180,40 @@ class PlannedReranker(Transformer):
     def transform(self, batch: Sequence[Ranking]) -> list[Ranking]:
         """Rerank the head of every ranking; all queries' plans run through one scheduler."""
         require_at_most(batch, self.options.max_candidates, self.name, depth=self.options.depth)
+        start = time.monotonic()
+        limits = [allowance(self.options.budget, r, start) for r in batch]
         heads = [r.candidates[: self.options.depth] if self.options.depth is not None else r.candidates for r in batch]
+        fits = [fitted_depth(len(h), self.work, limit, self.pace) for h, limit in zip(heads, limits, strict=True)]
+        heads = [h[: fit.depth] for h, fit in zip(heads, fits, strict=True)]
         style = self.template.passage_style
         queries = [shown_query(style, r.query.text) for r in batch]
-        plans = [self.plan(q, self.passages(head, q)) for q, head in zip(queries, heads, strict=True)]
-        results = self.scheduler.run(plans)
+        plans = [
+            self.plan(q, self.passages(head, q), limit is not None)
+            for q, head, limit in zip(queries, heads, limits, strict=True)
+        ]
+        results = self.scheduler.run(plans, limits)
         out = []
-        for r, head, result in zip(batch, heads, results, strict=True):
-            record = StageRecord(self.name, LLMUsage.of(result.stats), dict(result.outcome.problems))
-            out.append(self._reranked(r, head, result.outcome).recorded(record))
+        for r, head, limit, result in zip(batch, heads, limits, results, strict=True):
+            self.pace.observe(result.rounds, result.seconds, result.stats)
+            outcome = result.outcome or Outcome(rank_scores(range(len(head))), rank_derived=True)
+            used = None
+            if limit is not None:
+                timed = limit.deadline is not None
+                used = BudgetUse(len(head), result.stopped, dict(outcome.left), timed)
+            record = StageRecord(self.name, LLMUsage.of(result.stats), dict(outcome.problems), budget=used)
+            out.append(self._reranked(r, head, outcome).recorded(record))
         return out
 
     def _reranked(self, ranking: Ranking, head: Sequence[Candidate], outcome: Outcome) -> Ranking:
-        scored = sort_candidates(
-            c.rescored(s, self.name, rank_derived=outcome.rank_derived)
-            for c, s in zip(head, outcome.scores, strict=True)
-        )
-        floor = min((c.score for c in scored), default=0.0)
-        tail = [
-            c.rescored(floor - 1.0 - i, self.name, rank_derived=True)
-            for i, c in enumerate(ranking.candidates[len(head) :])
-        ]
-        return ranking.with_candidates([*scored, *tail])
+        return with_head_scored(ranking, len(head), outcome.scores, self.name, outcome.rank_derived)
+
+
+def with_head_scored(ranking: Ranking, size: int, scores: Sequence[float], stage: str, rank_derived: bool) -> Ranking:
+    """``ranking`` with its first ``size`` candidates rescored by ``scores`` and sorted; the
+    others follow in their order, scored ``(lowest head score) - (1 + position below the head)``
+    and flagged rank-derived."""
+    head = ranking.candidates[:size]
+    scored = sort_candidates(c.rescored(s, stage, rank_derived=rank_derived) for c, s in zip(head, scores, strict=True))
+    floor = min((c.score for c in scored), default=0.0)
+    tail = [c.rescored(floor - 1.0 - i, stage, rank_derived=True) for i, c in enumerate(ranking.candidates[size:])]
+    return ranking.with_candidates([*scored, *tail])

@@ -56,6 +56,7 @@ from ..prompts import rankllm_style
 from ..prompts.template import PromptTemplate
 from ..types import Candidate
 from .base import PlannedOptions, PlannedReranker, passage_block
+from .budget import BudgetSpent, Work, rounds_for, slotted
 from .permutation import parse_permutation, sliding_windows
 from .scheduler import Outcome, Plan, ask_generate, ask_labels, gather, rank_scores
 
@@ -63,6 +64,8 @@ Method = Literal["sliding", "single_pass", "jointrank"]
 Scorer = Literal["generate", "first_token"]
 WindowResult = tuple[list[int], Counter[str]]
 DEFAULT_TEMPLATES = {"generate": "listwise", "first_token": "listwise-first"}
+ANYTIME_WAVES = 4
+"""Rounds JointRank's blocks are split into under a budget (a stop keeps the finished rounds)."""
 
 
 def covering_blocks(n: int, window: int) -> list[list[int]]:
@@ -301,23 +304,45 @@ class ListwiseReranker(PlannedReranker):
         return list(parsed.order), problems
 
     # -- methods ------------------------------------------------------------------------------
-    def plan(self, query: str, texts: list[str]) -> Plan[Outcome]:
-        """The calls for one query, by method."""
+    def plan(self, query: str, texts: list[str], anytime: bool = False) -> Plan[Outcome]:
+        """The calls for one query, by method. A budget stops sliding windows after the last
+        window that finished (the order so far: windows run from the bottom of the list up,
+        so the top of the input is what a stop leaves unjudged; the stage sizes the head to
+        the budget first so the windows reach the top)."""
         if self.options.method == "jointrank":
-            return (yield from self._jointrank(query, texts))
+            return (yield from self._jointrank(query, texts, anytime))
         if self.options.method == "single_pass":
             self._check_fits(query, texts)
             windows = [(0, len(texts))] if len(texts) >= 2 else []
         else:
-            windows = sliding_windows(len(texts), self.options.window, self.options.step, self.options.window_schedule)
+            windows = self._windows(len(texts))
         order = list(range(len(texts)))
         problems: Counter[str] = Counter()
-        for start, end in windows:
-            ids = order[start:end]
-            local, found = yield from self.rank_window(query, [texts[i] for i in ids])
-            order[start:end] = [ids[i] for i in local]
-            problems.update(found)
+        done = 0
+        try:
+            for start, end in windows:
+                ids = order[start:end]
+                local, found = yield from self.rank_window(query, [texts[i] for i in ids])
+                order[start:end] = [ids[i] for i in local]
+                problems.update(found)
+                done += 1
+        except BudgetSpent:
+            return Outcome(rank_scores(order), True, problems, {"windows": len(windows) - done})
         return Outcome(rank_scores(order), rank_derived=True, problems=problems)
+
+    def _windows(self, n: int) -> list[tuple[int, int]]:
+        o = self.options
+        return sliding_windows(n, o.window, o.step, o.window_schedule)
+
+    def estimate(self, n: int) -> Work:
+        """Windows (times ``shuffles``) and rounds: sliding windows wait on each other, a single
+        pass is one round, JointRank's blocks go in up to four rounds under a budget."""
+        o = self.options
+        if o.method == "jointrank":
+            blocks = len(self._blocks(n))
+            return Work(blocks * o.shuffles, min(blocks, ANYTIME_WAVES))
+        windows = 1 if o.method == "single_pass" else len(self._windows(n))
+        return Work(windows * o.shuffles, windows)
 
     def _check_fits(self, query: str, texts: Sequence[str]) -> None:
         labels = (self.template.labels or [])[: len(texts)] if self.options.scorer == "first_token" else None
@@ -337,23 +362,43 @@ class ListwiseReranker(PlannedReranker):
                 "labels; first_token single pass needs one label per candidate (set depth)"
             )
 
-    def _jointrank(self, query: str, texts: list[str]) -> Plan[Outcome]:
+    def _blocks(self, n: int) -> list[list[int]]:
+        o = self.options
+        if o.design == "equireplicate":
+            return equireplicate_blocks(n, o.window, o.replicas, o.seed)
+        if o.design == "latin":
+            return latin_blocks(n, o.window)
+        if o.design == "covering":
+            return covering_blocks(n, o.window)
+        return replicated_blocks(n, o.window, o.replicas, o.seed)
+
+    def _jointrank(self, query: str, texts: list[str], anytime: bool) -> Plan[Outcome]:
+        """All blocks in one round; under a budget in up to four rounds (blocks in design
+        order: the covering design's first blocks hold the top of the input), and a stop
+        aggregates the blocks that finished: the candidates they hold are ordered by that
+        aggregate within the positions they occupy, the others keep theirs."""
         n = len(texts)
-        if self.options.design == "equireplicate":
-            blocks = equireplicate_blocks(n, self.options.window, self.options.replicas, self.options.seed)
-        elif self.options.design == "latin":
-            blocks = latin_blocks(n, self.options.window)
-        elif self.options.design == "covering":
-            blocks = covering_blocks(n, self.options.window)
-        else:
-            blocks = replicated_blocks(n, self.options.window, self.options.replicas, self.options.seed)
-        results = yield from gather([self.rank_window(query, [texts[i] for i in block]) for block in blocks])
+        blocks = self._blocks(n)
+        waves = min(len(blocks), ANYTIME_WAVES) if anytime else 1
+        size = rounds_for(len(blocks), waves) if blocks else 1
         problems: Counter[str] = Counter()
-        rankings = []
-        for block, (local, found) in zip(blocks, results, strict=True):
-            rankings.append([block[i] for i in local])
-            problems.update(found)
+        rankings: list[list[int]] = []
+        try:
+            for first in range(0, len(blocks), size):
+                wave = blocks[first : first + size]
+                results = yield from gather([self.rank_window(query, [texts[i] for i in block]) for block in wave])
+                for block, (local, found) in zip(wave, results, strict=True):
+                    rankings.append([block[i] for i in local])
+                    problems.update(found)
+        except BudgetSpent:
+            scores = self._aggregate(n, rankings)
+            judged = sorted({i for block in rankings for i in block}, key=lambda i: -scores[i])
+            order = slotted(judged, n)
+            return Outcome(rank_scores(order), True, problems, {"blocks": len(blocks) - len(rankings)})
+        # Equal aggregate scores keep the incoming order (the stable sort in the stage).
+        return Outcome(self._aggregate(n, rankings), rank_derived=False, problems=problems)
+
+    def _aggregate(self, n: int, rankings: Sequence[Sequence[int]]) -> list[float]:
         wins = win_counts(n, rankings)
         scores = win_rate(preferences(wins)) if self.options.aggregate == "winrate" else pagerank(wins)
-        # Equal aggregate scores keep the incoming order (the stable sort in the stage).
-        return Outcome([s if math.isfinite(s) else 0.0 for s in scores], rank_derived=False, problems=problems)
+        return [s if math.isfinite(s) else 0.0 for s in scores]

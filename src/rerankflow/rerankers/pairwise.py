@@ -22,6 +22,11 @@ Methods (``method``):
   sliding-k); a pass without a swap ends the sort early.
 
 Heapsort and bubble scores are rank-derived (``1 / (rank + 1)``).
+
+Under a budget: heapsort ends with the top extracted so far (then the rest in input order);
+bubble with the order its passes reached; ``allpairs`` grows the compared head one candidate
+per round (candidate ``j`` against every one above it) and a stop ranks the fully compared
+head by its wins, the rest in input order.
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ from ..backends.types import LabelScores
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate
 from .base import PlannedOptions, PlannedReranker
+from .budget import BudgetSpent, Work
 from .scheduler import Call, LabelCall, Outcome, Plan, rank_scores
-from .sorting import heap_top_k
+from .sorting import heap_top_k, sort_work
 
 Method = Literal["allpairs", "heapsort", "bubble"]
 
@@ -122,20 +128,24 @@ class PairwiseReranker(PlannedReranker):
             return 1.0 if wins == len(probs) else 0.0 if wins == 0 else 0.5
         return sum(probs) / len(probs)
 
-    def plan(self, query: str, texts: list[str]) -> Plan[Outcome]:
+    def estimate(self, n: int) -> Work:
+        """All pairs (one round per candidate under a budget), bubble passes (one round per
+        comparison) or a dry run of the heapsort."""
+        o = self.options
+        per = 2 if o.both_orders else 1
+        if o.method == "allpairs":
+            return Work(n * (n - 1) // 2 * per, n - 1)
+        if o.method == "bubble":
+            comparisons = sum(n - 1 - done for done in range(min(o.top_k, n - 1)))
+            return Work(comparisons * per, comparisons)
+        return sort_work(n, o.top_k, 2, per, pairwise=True)
+
+    def plan(self, query: str, texts: list[str], anytime: bool = False) -> Plan[Outcome]:
         """The comparisons for one query, by method."""
         n = len(texts)
         problems: Counter[str] = Counter()
         if self.options.method == "allpairs":
-            pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
-            per_pair = 2 if self.options.both_orders else 1
-            replies = (yield [c for a, b in pairs for c in self._calls(query, texts, a, b)]) if pairs else []
-            scores = [0.0] * n
-            for j, (a, b) in enumerate(pairs):
-                p = self._preference(replies[j * per_pair : (j + 1) * per_pair], problems)
-                scores[a] += p
-                scores[b] += 1.0 - p
-            return Outcome(scores, rank_derived=False, problems=+problems)
+            return (yield from self._allpairs(query, texts, anytime, problems))
 
         memo: dict[tuple[int, int], float] = {}
 
@@ -154,16 +164,48 @@ class PairwiseReranker(PlannedReranker):
                     best = challenger
             return best
 
+        left: dict[str, int] = {}
         if self.options.method == "heapsort":
-            order = yield from heap_top_k(n, self.options.top_k, 2, best_of, beats)
+            order = yield from heap_top_k(n, self.options.top_k, 2, best_of, beats, left=left)
         else:
             order = list(range(n))
-            for done in range(min(self.options.top_k, n - 1)):
-                swapped = False
-                for i in range(n - 2, done - 1, -1):
-                    if (yield from beats(order[i + 1], order[i])):
-                        order[i], order[i + 1] = order[i + 1], order[i]
-                        swapped = True
-                if not swapped:  # a pass without swaps: the rest is already in order
-                    break
-        return Outcome(rank_scores(order), rank_derived=True, problems=+problems)
+            passes = min(self.options.top_k, n - 1)
+            done = 0
+            try:
+                for done in range(passes):
+                    swapped = False
+                    for i in range(n - 2, done - 1, -1):
+                        if (yield from beats(order[i + 1], order[i])):
+                            order[i], order[i + 1] = order[i + 1], order[i]
+                            swapped = True
+                    if not swapped:  # a pass without swaps: the rest is already in order
+                        break
+            except BudgetSpent:
+                left["passes"] = passes - done
+        return Outcome(rank_scores(order), rank_derived=True, problems=+problems, left=left)
+
+    def _allpairs(self, query: str, texts: list[str], anytime: bool, problems: Counter[str]) -> Plan[Outcome]:
+        """Every pair at once, or one round per candidate under a budget (see the module docstring)."""
+        n = len(texts)
+        per_pair = 2 if self.options.both_orders else 1
+        if anytime:  # round b: candidate b against every candidate above it
+            rounds = [[(a, b) for a in range(b)] for b in range(1, n)]
+        else:
+            rounds = [[(a, b) for a in range(n) for b in range(a + 1, n)]]
+        scores = [0.0] * n
+        compared = 1 if n else 0
+        try:
+            for batch in rounds:
+                if not batch:
+                    continue
+                replies = yield [c for a, b in batch for c in self._calls(query, texts, a, b)]
+                for j, (a, b) in enumerate(batch):
+                    p = self._preference(replies[j * per_pair : (j + 1) * per_pair], problems)
+                    scores[a] += p
+                    scores[b] += 1.0 - p
+                compared = max(b for _, b in batch) + 1
+        except BudgetSpent:
+            head = sorted(range(compared), key=lambda i: -scores[i])
+            order = head + list(range(compared, n))
+            return Outcome(rank_scores(order), True, +problems, {"candidates": n - compared})
+        return Outcome(scores, rank_derived=False, problems=+problems)

@@ -20,6 +20,7 @@ of a pairwise comparison).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ from typing import Any, Literal, TypeVar
 
 from ..backends.base import LLMBackend, run_sync
 from ..backends.types import CallStats, Completion, GenerationParams, LabelScores, Prompt
+from ..cancel import CancelToken
 from ..errors import ConfigError, RerankflowError
+from .budget import Allowance, BudgetSpent
 
 T = TypeVar("T")
 
@@ -68,6 +71,8 @@ class Outcome:
     scores: list[float]
     rank_derived: bool
     problems: Counter[str] = field(default_factory=Counter)
+    left: dict[str, int] = field(default_factory=dict)
+    """Work a budget left undone, by kind (``windows``, ``extractions``...); empty when finished."""
 
 
 def rank_scores(order: Sequence[int]) -> list[float]:
@@ -133,10 +138,15 @@ def ask_generate(prompt: Prompt, params: GenerationParams) -> Plan[Completion]:
 
 @dataclass
 class PlanResult:
-    """A finished plan: its outcome and the stats of every call it made."""
+    """A finished plan: its outcome, the stats of every call it made, its rounds and wall
+    time, and the limit that stopped it (``None``: it ran to its end). ``outcome`` is ``None``
+    when a stopped plan had no ranking to give (its input order stands)."""
 
-    outcome: Outcome
+    outcome: Outcome | None
     stats: list[CallStats]
+    rounds: int = 0
+    seconds: float = 0.0
+    stopped: str | None = None
 
 
 class Scheduler:
@@ -157,37 +167,96 @@ class Scheduler:
         self.mode = mode
         self.max_concurrency = max_concurrency
 
-    def run(self, plans: Sequence[Plan[Outcome]]) -> list[PlanResult]:
-        """Run every plan to completion; results in input order."""
-        return run_sync(self.arun(plans))
+    def run(
+        self, plans: Sequence[Plan[Outcome]], allowances: Sequence[Allowance | None] | None = None
+    ) -> list[PlanResult]:
+        """Run every plan to its end or its allowance's limit; results in input order."""
+        return run_sync(self.arun(plans, allowances))
 
-    async def arun(self, plans: Sequence[Plan[Outcome]]) -> list[PlanResult]:
-        """Async :meth:`run`."""
+    async def arun(
+        self, plans: Sequence[Plan[Outcome]], allowances: Sequence[Allowance | None] | None = None
+    ) -> list[PlanResult]:
+        """Async :meth:`run`. A plan whose allowance runs out gets :class:`BudgetSpent` thrown
+        in at the step it waits on (its calls in flight cancelled) and returns its best ranking."""
         limit = asyncio.Semaphore(1 if self.mode == "sequential" else self.max_concurrency)
+        budgets = list(allowances) if allowances is not None else [None] * len(plans)
+        if len(budgets) != len(plans):
+            raise RerankflowError(f"{len(budgets)} allowances for {len(plans)} plans (a bug in the stage)")
         if self.mode == "sequential":
-            return [await self._drive(plan, limit) for plan in plans]
-        return list(await asyncio.gather(*(self._drive(plan, limit) for plan in plans)))
+            return [await self._drive(plan, limit, budget) for plan, budget in zip(plans, budgets, strict=True)]
+        drives = (self._drive(plan, limit, budget) for plan, budget in zip(plans, budgets, strict=True))
+        return list(await asyncio.gather(*drives))
 
-    async def _drive(self, plan: Plan[Outcome], limit: asyncio.Semaphore) -> PlanResult:
+    async def _drive(self, plan: Plan[Outcome], limit: asyncio.Semaphore, budget: Allowance | None) -> PlanResult:
         stats: list[CallStats] = []
+        start, rounds, stopped = time.monotonic(), 0, None
+        token = CancelToken()
         try:
             step = next(plan)
             while True:
                 if not step:
                     raise RerankflowError("a ranking plan yielded an empty step (a bug in the strategy)")
-                if self.mode == "sequential":
-                    replies = [await self._call(call, limit) for call in step]
-                else:
-                    replies = list(await asyncio.gather(*(self._call(call, limit) for call in step)))
-                stats.extend(r.stats for r in replies)
+                reason = budget.admit(len(step)) if budget is not None else None
+                replies: list[Reply] | None = None
+                if reason is None:
+                    rounds += 1
+                    replies, reason = await self._step(step, limit, budget, token, stats)
+                if replies is None:
+                    stopped = reason or "seconds"
+                    if budget is not None:
+                        budget.stopped = stopped
+                    plan.throw(BudgetSpent(stopped))
+                    raise RerankflowError("a ranking plan went on after its budget was spent (a bug in the strategy)")
                 step = plan.send(replies)
         except StopIteration as stop:
-            return PlanResult(stop.value, stats)
+            return PlanResult(stop.value, stats, rounds, time.monotonic() - start, stopped)
+        except BudgetSpent:
+            return PlanResult(None, stats, rounds, time.monotonic() - start, stopped)
 
-    async def _call(self, call: Call, limit: asyncio.Semaphore) -> Reply:
+    async def _step(
+        self,
+        step: list[Call],
+        limit: asyncio.Semaphore,
+        budget: Allowance | None,
+        token: CancelToken,
+        stats: list[CallStats],
+    ) -> tuple[list[Reply] | None, str | None]:
+        """The replies of one step in call order, or ``(None, reason)`` when the allowance ran
+        out first: the calls still in flight are cancelled (generations stop at their next
+        decoding step; calls not yet started never reach the engine), the finished calls'
+        stats are kept."""
+        groups = [[call] for call in step] if self.mode == "sequential" else [step]
+        replies: list[Reply] = []
+        for group in groups:
+            tasks = [asyncio.ensure_future(self._call(call, limit, token)) for call in group]
+            pending: set[asyncio.Future[Reply]] = set(tasks)
+            reason = None
+            try:
+                while pending and reason is None:
+                    wait = budget.seconds_left() if budget is not None else None
+                    done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                    if not done:
+                        reason = "seconds"
+                    for task in done:
+                        reply = task.result()
+                        spent = budget.spend(reply.stats) if budget is not None else None
+                        reason = reason or spent
+            finally:
+                if pending:
+                    token.cancel("the query's budget is spent")
+                    for task in pending:
+                        task.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
+            stats.extend(t.result().stats for t in tasks if t.done() and not t.cancelled() and t.exception() is None)
+            if reason is not None:
+                return None, reason
+            replies.extend(t.result() for t in tasks)
+        return replies, None
+
+    async def _call(self, call: Call, limit: asyncio.Semaphore, token: CancelToken | None = None) -> Reply:
         async with limit:
             if isinstance(call, GenerateCall):
-                return (await self.backend.agenerate([call.prompt], call.params))[0]
+                return (await self.backend.agenerate([call.prompt], call.params, cancel=[token]))[0]
             return (
                 await self.backend.alabel_logprobs([call.prompt], call.labels, after=call.after, context=call.context)
             )[0]

@@ -11,7 +11,7 @@ bias that is linear in the logits): twice the calls, against a model's preferenc
 first (or last) label.
 
 Scores are rank-derived (``1 / (rank + 1)``): the top ``top_k`` found, then the others in
-their input order.
+their input order. A budget that runs out ends the sort with the top extracted so far.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from ..backends.types import GenerationParams, Prompt
 from ..errors import ConfigError
 from ..prompts.template import PromptTemplate
 from .base import PlannedOptions, PlannedReranker, passage_block
+from .budget import Work
 from .permutation import read_label
 from .scheduler import Outcome, Plan, ask_generate, ask_labels, gather, rank_scores
-from .sorting import heap_top_k
+from .sorting import heap_top_k, sort_work
 
 
 class SetwiseOptions(PlannedOptions):
@@ -82,8 +83,14 @@ class SetwiseReranker(PlannedReranker):
         if o.scorer == "generate" and not template.output_regex:
             raise ConfigError(f"template {template.name!r} needs an output_regex for scorer 'generate'")
 
-    def plan(self, query: str, texts: list[str]) -> Plan[Outcome]:
-        """Heapsort for one query; each sift step is one prompt."""
+    def estimate(self, n: int) -> Work:
+        """A dry run of the heapsort (see :func:`~rerankflow.rerankers.sorting.sort_work`)."""
+        o = self.options
+        return sort_work(n, o.top_k, o.num_child, 2 if o.both_orders else 1, pairwise=False)
+
+    def plan(self, query: str, texts: list[str], anytime: bool = False) -> Plan[Outcome]:
+        """Heapsort for one query; each sift step is one prompt. A budget ends it with the top
+        extracted so far, then the rest in input order."""
         problems: Counter[str] = Counter()
 
         def shown(group: Sequence[int]) -> tuple[Prompt, tuple[str, ...]]:
@@ -113,8 +120,9 @@ class SetwiseReranker(PlannedReranker):
                 return group[0]
             return group[picked]
 
-        order = yield from heap_top_k(len(texts), self.options.top_k, self.options.num_child, best_of)
-        return Outcome(rank_scores(order), rank_derived=True, problems=problems)
+        left: dict[str, int] = {}
+        order = yield from heap_top_k(len(texts), self.options.top_k, self.options.num_child, best_of, left=left)
+        return Outcome(rank_scores(order), rank_derived=True, problems=problems, left=left)
 
     def _picked(self, text: str, labels: Sequence[str]) -> int | None:
         """Index of the first of ``labels`` the answer names (see :func:`read_label`)."""

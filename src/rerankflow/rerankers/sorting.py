@@ -8,21 +8,31 @@ to where the sifted item belongs, which for an item taken from the bottom of the
 usually one or two steps, instead of two comparisons per level.
 
 Calls saved on top: the last extraction needs only the best of the root and its children,
-not a full sift. Result: the top ``k`` found, then the other items in input order.
+not a full sift. Result: the top ``k`` found, then the other items in input order. A budget
+that runs out (:class:`~rerankflow.rerankers.budget.BudgetSpent`) ends the sort with the top
+extracted so far, then the others in input order (nothing extracted: the input order).
+
+:func:`sort_work` prices a sort before it runs: a dry run with seeded random answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
 
+from .budget import BudgetSpent, Work
 from .scheduler import Plan
 
 BestOf = Callable[[Sequence[int]], Plan[int]]
 Beats = Callable[[int, int], Plan[bool]]
 
 
-def heap_top_k(n: int, k: int, arity: int, best_of: BestOf, beats: Beats | None = None) -> Plan[list[int]]:
-    """The ``k`` best of ``range(n)`` (best first), then the rest in input order."""
+def heap_top_k(
+    n: int, k: int, arity: int, best_of: BestOf, beats: Beats | None = None, left: dict[str, int] | None = None
+) -> Plan[list[int]]:
+    """The ``k`` best of ``range(n)`` (best first), then the rest in input order; when a
+    budget stops it, ``left["extractions"]`` is set to the top places not found."""
     if beats is not None and arity != 2:
         raise ValueError("the bottom-up sift (beats) works on a binary heap (arity 2)")
     heap = list(range(n))
@@ -59,19 +69,66 @@ def heap_top_k(n: int, k: int, arity: int, best_of: BestOf, beats: Beats | None 
             heap[leaf] = item
 
     sift = sift_bottom_up if beats is not None else sift_down
-    for root in range((n - 2) // arity, -1, -1):
-        yield from sift(root, n)
     top: list[int] = []
-    size = n
-    while size and len(top) < k:
-        top.append(heap[0])
-        size -= 1
-        heap[0] = heap[size]
-        if size > 1 and len(top) == k - 1:  # only the best of the root and its children is still needed
-            best = yield from best_of([heap[0]] + [heap[c] for c in children(0, size)])
-            top.append(best)
-            break
-        if size > 1 and len(top) < k:
-            yield from sift(0, size)
+    try:
+        for root in range((n - 2) // arity, -1, -1):
+            yield from sift(root, n)
+        size = n
+        while size and len(top) < k:
+            top.append(heap[0])
+            size -= 1
+            heap[0] = heap[size]
+            if size > 1 and len(top) == k - 1:  # only the best of the root and its children is still needed
+                best = yield from best_of([heap[0]] + [heap[c] for c in children(0, size)])
+                top.append(best)
+                break
+            if size > 1 and len(top) < k:
+                yield from sift(0, size)
+    except BudgetSpent:
+        if left is not None:
+            left["extractions"] = min(k, n) - len(top)
     chosen = set(top)
     return top + [i for i in range(n) if i not in chosen]
+
+
+def _dry(plan: Generator[list[Any], Any, Any]) -> Work:
+    """Drive a plan whose steps are placeholders: its calls and rounds."""
+    calls = rounds = 0
+    try:
+        step = next(plan)
+        while True:
+            calls, rounds = calls + len(step), rounds + 1
+            step = plan.send([None] * len(step))
+    except StopIteration:
+        return Work(calls, rounds)
+
+
+def sort_work(n: int, k: int, arity: int, per_comparison: int, pairwise: bool, seed: int = 0) -> Work:
+    """Expected calls and rounds of :func:`heap_top_k` over ``n`` items: a dry run where every
+    comparison is ``per_comparison`` calls in one round and answers at random (seeded), pairs
+    remembered as the pairwise reranker remembers them. Random answers move items more than a
+    first-stage order that is partly right, so this tends to overestimate."""
+    rng = random.Random(f"{seed}:{n}:{k}:{arity}")
+    memo: dict[tuple[int, int], bool] = {}
+
+    def best_of(group: Sequence[int]) -> Plan[int]:
+        yield [None] * per_comparison  # type: ignore[list-item]
+        return rng.choice(list(group))
+
+    def beats(a: int, b: int) -> Plan[bool]:
+        key = (min(a, b), max(a, b))
+        if key not in memo:
+            yield [None] * per_comparison  # type: ignore[list-item]
+            memo[key] = rng.random() < 0.5
+        return memo[key] if a == key[0] else not memo[key]
+
+    def pair_best_of(group: Sequence[int]) -> Plan[int]:
+        best = group[0]
+        for challenger in group[1:]:
+            if (yield from beats(challenger, best)):
+                best = challenger
+        return best
+
+    if pairwise:
+        return _dry(heap_top_k(n, k, 2, pair_best_of, beats))
+    return _dry(heap_top_k(n, k, arity, best_of))
