@@ -8,6 +8,7 @@ import asyncio
 import time
 from dataclasses import replace
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -301,3 +302,38 @@ def test_results_that_depended_on_the_clock_are_not_cached(tmp_path):
     assert [r.trace[-1].cache for r in counted(rankings)] == ["hit"]
     late = [replace(r, query=replace(r.query, deadline=time.monotonic() + 60)) for r in rankings]
     assert budget_of(counted(late)[0]).timed is False  # a cached answer predates the deadline
+
+
+# -- a served request's budget_ms -----------------------------------------------------------------
+@pytest.mark.slow
+def test_served_requests_stop_at_their_budget_ms_capped_by_the_job(demo):
+    from rerankflow.generators.answer import AnswerGenerator
+    from rerankflow.pipelines.job import ServeSpec
+    from rerankflow.serve.app import create_app
+    from rerankflow.serve.launch import serve_in_thread
+    from rerankflow.serve.served import serve_pipelines
+
+    from .test_serve import wait_ready
+
+    judge = ListwiseReranker(SlowBackend(0.2), window=4, stride=2)
+    rag = BM25Retriever(demo[0], k=8) >> ListwiseReranker(SlowBackend(0.2), window=4, stride=2)
+    rag = rag >> AnswerGenerator(FakeBackend(["An answer [1]."]), max_tokens=8)
+    spec = ServeSpec(budget_ms=300, max_budget_ms=700)
+    docs = [f"passage number {i}" for i in range(12)]
+    with serve_in_thread(create_app(serve_pipelines({"judge": judge, "rag": rag}), spec)) as base:
+        wait_ready(base)
+        for asked, allowed in [(500, 0.5), (None, 0.3), (5000, 0.7)]:  # 300 ms by default, 700 ms at most
+            began = time.monotonic()
+            body = httpx.post(base + "/v1/rerank", json={"query": "q", "documents": docs, "budget_ms": asked}).json()
+            took = time.monotonic() - began
+            (used,) = body["rerankflow"]["budget"]
+            # the full head takes 5 windows of 0.2 s: the budget either shrank the head or stopped it
+            assert used["timed"] and (used["stopped"] == "seconds" or used["depth"] < 12)
+            assert sorted(r["index"] for r in body["results"]) == list(range(12))
+            assert took < allowed + 0.3
+        chat = {"model": "rag", "messages": [{"role": "user", "content": "bm25"}], "budget_ms": 500}
+        ext = httpx.post(base + "/v1/chat/completions", json=chat).json()["rerankflow"]
+        assert ext["budget"][0]["stopped"] == "seconds"
+        assert (
+            httpx.post(base + "/v1/rerank", json={"query": "q", "documents": docs, "budget_ms": 0}).status_code == 400
+        )

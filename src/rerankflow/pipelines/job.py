@@ -173,6 +173,14 @@ class ServeSpec(_Strict):
     allow_system_messages: bool = Field(
         True, description="a chat request's system messages reach the answering model (false: they are dropped)"
     )
+    budget_ms: int | None = Field(
+        None,
+        ge=1,
+        description="time budget of a request that sets none (anytime rerankers stop there; none: no budget)",
+    )
+    max_budget_ms: int | None = Field(
+        None, ge=1, description="largest budget_ms a request may set (larger ones are cut)"
+    )
 
 
 _PIPELINES_SCHEMA = WithJsonSchema({"type": "object", "description": "named pipelines; see the stage schemas"})

@@ -126,6 +126,7 @@ def _work_routes(app: FastAPI, state: ServerState, tracer: Any) -> None:
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest, request: Request) -> dict[str, Any] | StreamingResponse:
+        arrived = time.monotonic()
         served = state.pipeline(body.model, "chat")
         query = body.query()
         if not query.strip():
@@ -140,7 +141,7 @@ def _work_routes(app: FastAPI, state: ServerState, tracer: Any) -> None:
             await state.check_filter(served, body.filter)
         rid = new_id("chatcmpl")
         history = body.history(system=state.spec.allow_system_messages)
-        ranking = Ranking(Query(rid, query, body.filter, history))
+        ranking = Ranking(Query(rid, query, body.filter, history, deadline=state.deadline(body.budget_ms, arrived)))
         release = state.admit()
         token = CancelToken()
         span = RequestSpan(tracer, f"chat {served.name}", rid, body.stream)
@@ -171,10 +172,15 @@ def _work_routes(app: FastAPI, state: ServerState, tracer: Any) -> None:
         )
 
     async def reranked(
-        model: str | None, query: str, docs: list[Document], rid: str, request: Request, param: str
+        body: RerankRequest | RerankV2Request | TEIRerankRequest,
+        docs: list[Document],
+        rid: str,
+        request: Request,
+        param: str,
     ) -> tuple[str, Ranking]:
         """The pipeline's name and the ranking it gives ``docs`` (the same guards for every API shape)."""
-        served = state.pipeline(model, "rerank")
+        arrived = time.monotonic()
+        served = state.pipeline(body.model, "rerank")
         if len(docs) > state.spec.max_documents:
             raise ApiError(
                 400,
@@ -183,25 +189,26 @@ def _work_routes(app: FastAPI, state: ServerState, tracer: Any) -> None:
             )
         state.require_ready()
         if not docs:
-            return served.name, Ranking(Query(rid, query))
+            return served.name, Ranking(Query(rid, body.query))
         release = state.admit()
         token = CancelToken()
-        work = served.prepare(Ranking.from_documents(Query(rid, query), docs), token)
+        query = Query(rid, body.query, deadline=state.deadline(body.budget_ms, arrived))
+        work = served.prepare(Ranking.from_documents(query, docs), token)
         return served.name, await state.within_limit(state.start(work, release), token, request)
 
     @app.post("/v1/rerank")
     async def rerank(body: RerankRequest, request: Request) -> dict[str, Any]:
         rid = new_id("rerank")
-        name, done = await reranked(body.model, body.query, body.as_documents(), rid, request, "documents")
+        name, done = await reranked(body, body.as_documents(), rid, request, "documents")
         return rerank_response(rid, name, body, done)
 
     @app.post("/v2/rerank")
     async def rerank_v2(body: RerankV2Request, request: Request) -> dict[str, Any]:
         rid = new_id("rerank")
-        _, done = await reranked(body.model, body.query, body.as_documents(), rid, request, "documents")
+        _, done = await reranked(body, body.as_documents(), rid, request, "documents")
         return rerank_v2_response(rid, body, done)
 
     @app.post("/rerank")
     async def rerank_tei(body: TEIRerankRequest, request: Request) -> list[dict[str, Any]]:
-        _, done = await reranked(body.model, body.query, body.as_documents(), new_id("rerank"), request, "texts")
+        _, done = await reranked(body, body.as_documents(), new_id("rerank"), request, "texts")
         return tei_rerank_response(body, done)

@@ -47,6 +47,14 @@ def lone_surrogate(data: Any, path: str = "") -> str | None:
     return None
 
 
+BUDGET_MS = Field(
+    None,
+    ge=1,
+    description="rerankflow extension: milliseconds this request may take; anytime rerankers return their best "
+    "ranking by then (default and cap: serve.budget_ms, serve.max_budget_ms)",
+)
+
+
 class _Request(_Body):
     """A request body: valid Unicode everywhere (checked before any field)."""
 
@@ -98,6 +106,7 @@ class ChatRequest(_Request):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
+    budget_ms: int | None = BUDGET_MS
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
     seed: int | None = None
@@ -159,6 +168,7 @@ class _RerankBody(_Request):
     """A rerank request: a query with text."""
 
     query: str
+    budget_ms: int | None = BUDGET_MS
 
     @field_validator("query")
     @classmethod
@@ -259,7 +269,15 @@ def passages(ranking: Ranking, llm_usage: dict[str, Any] | None = None) -> dict[
         if answer
         else [],
         **({"usage": llm_usage} if llm_usage is not None else {}),
+        **budget_used(ranking),
     }
+
+
+def budget_used(ranking: Ranking) -> dict[str, Any]:
+    """``{"budget": [...]}``: what a budget did in each reranker that ran under one (the head
+    it reranked, what stopped it, the work left); empty when none did."""
+    used = [{"stage": r.stage, **r.budget.as_dict()} for r in ranking.trace if r.budget is not None]
+    return {"budget": used} if used else {}
 
 
 LOCATION_KEYS = ("doc_id", "source", "start", "end", "heading", "page")
@@ -343,7 +361,7 @@ def rerank_response(rid: str, model: str, request: RerankRequest, ranking: Ranki
         if request.return_documents:
             item["document"] = {"text": c.doc.text}
         results.append(item)
-    return {"id": rid, "model": model, "results": results}
+    return {"id": rid, "model": model, "results": results, **({"rerankflow": b} if (b := budget_used(ranking)) else {})}
 
 
 def rerank_v2_response(rid: str, request: RerankV2Request, ranking: Ranking) -> dict[str, Any]:

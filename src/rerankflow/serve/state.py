@@ -104,6 +104,16 @@ class ServerState:
             )
         return served
 
+    def deadline(self, budget_ms: int | None, arrived: float) -> float | None:
+        """A request's deadline on the monotonic clock: its ``budget_ms`` (or ``serve.budget_ms``),
+        cut to ``serve.max_budget_ms``, after ``arrived``; ``None`` without a budget."""
+        ms = budget_ms if budget_ms is not None else self.spec.budget_ms
+        if ms is None:
+            return None
+        if self.spec.max_budget_ms is not None:
+            ms = min(ms, self.spec.max_budget_ms)
+        return arrived + ms / 1000
+
     def admit(self) -> Callable[[], None]:
         """Take a slot for a request (429 when all are taken); returns the release function."""
         if self.in_flight >= self.spec.max_concurrent:
