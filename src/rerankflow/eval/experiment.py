@@ -23,7 +23,7 @@ from ..stage import Transformer
 from ..types import Document, LLMUsage, Query, Ranking, as_rankings
 from .measures import mean_scores, parse_measures, per_query
 from .rag import RAG_MEASURES, rag_per_query
-from .trace import Price, context_flow, stage_cache_use, stage_usage, unique_name
+from .trace import Price, adaptive_work, context_flow, stage_cache_use, stage_usage, unique_name
 
 
 @dataclass
@@ -62,6 +62,8 @@ class SystemResult:
             return None
         return sum(u["total"]["latency_s"] for u in self.usage.values()) / max(self.queries, 1)
 
+    work: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per stage whose work varies by query (cascades, budgets): see :func:`~rerankflow.eval.trace.adaptive_work`."""
     tests: dict[str, dict[str, float]] = field(default_factory=dict)
     cost_per_query: float | None = None
     """Dollars per query of its priced LLM stages (``None``: no price table, or no priced model)."""
@@ -79,6 +81,13 @@ class SystemResult:
     def ms_per_query(self) -> float:
         """Mean wall time per query, in milliseconds."""
         return 1000.0 * self.seconds / max(self.queries, 1)
+
+
+def work_line(work: Mapping[str, float]) -> str:
+    """One stage's adaptive work in words (escalated 34% of queries...)."""
+    if "escalated" in work:
+        return f"escalated {work['escalated']:.0%} of queries, skipped {work['skipped']:.0%}"
+    return f"stopped by its budget on {work['stopped']:.0%} of queries, mean head {work['depth']:.1f}"
 
 
 @dataclass
@@ -149,6 +158,8 @@ class ExperimentResult:
                 "Ratio context tokens out/in over the compressors, CtxTokens tokens of passages sent, Saved tokens removed"
             )
         for s in self.systems:
+            for stage, w in s.work.items():
+                lines.append(f"{s.name}: {stage} {work_line(w)}")
             for stage, u in s.usage.items():
                 if u.get("repairs"):
                     counts = ", ".join(f"{k} {v}" for k, v in sorted(u["repairs"].items()))
@@ -198,6 +209,7 @@ class ExperimentResult:
                     "cost_per_query": s.cost_per_query,
                     "usage": s.usage,
                     "cache": s.cache,
+                    "work": s.work,
                     "per_query": s.per_query,
                 }
                 for s in self.systems
@@ -318,6 +330,7 @@ class Experiment:
                     load_seconds=load_seconds,
                     usage=stage_usage(rankings),
                     cache=stage_cache_use(rankings),
+                    work=adaptive_work(rankings),
                 )
             )
         names = self.measure_names + [m for m in RAG_MEASURES if any(m in r.per_query for r in results)]

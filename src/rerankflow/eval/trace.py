@@ -113,6 +113,24 @@ def stage_usage(rankings: Sequence[Ranking]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def adaptive_work(rankings: Sequence[Ranking]) -> dict[str, dict[str, float]]:
+    """Per stage whose work varies by query, the fraction of queries (and for budgets the mean
+    head) it spent: cascades ``escalated`` and ``skipped``; rerankers under a budget
+    ``stopped`` (ended by their budget) and ``depth`` (mean head reranked)."""
+    counts: dict[str, Counter[str]] = {}
+    for r in rankings:
+        for name, rec in _named(r, lambda rec: rec.budget is not None or rec.stage == "cascade"):
+            c = counts.setdefault(name, Counter())
+            c["queries"] += 1
+            if rec.budget is not None:
+                c["stopped"] += rec.budget.stopped is not None
+                c["depth"] += rec.budget.depth
+            elif rec.decisions is not None:
+                c["escalated"] += bool(rec.decisions.get("escalated"))
+                c["skipped"] += bool(rec.decisions.get("skipped"))
+    return {name: {k: v / c["queries"] for k, v in c.items() if k != "queries"} for name, c in counts.items()}
+
+
 def stage_cache_use(rankings: Sequence[Ranking]) -> dict[str, dict[str, int]]:
     """Per cached stage: queries answered from the cache (``hits``), ``computed`` (corrupt
     entries included) and ``corrupt`` entries recomputed."""

@@ -28,7 +28,7 @@ def build_stage(spec: StageSpec, ctx: BuildContext, path: tuple[str | int, ...] 
         if isinstance(exc, ConfigError) and exc.path:
             raise
         raise ConfigError(str(exc), path=(*path, spec.name)) from None
-    if ctx.cache is not None and comp.kind in CACHED_KINDS:
+    if ctx.cache is not None and comp.kind in CACHED_KINDS and comp.nested is None:  # a cascade's steps cache alone
         identity = {"stage": spec.name, "config": spec.config.model_dump(mode="json")}
         return CachedStage(stage, ctx.cache, identity)
     return stage

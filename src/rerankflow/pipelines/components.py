@@ -32,6 +32,7 @@ from ..options import StageOptions
 from ..paths import JobPath, OptionalJobPath
 from ..registry import register
 from ..rerankers.biencoder import BiEncoderReranker
+from ..rerankers.cascade import Cascade
 from ..rerankers.crossencoder import CrossEncoderReranker
 from ..rerankers.documents import DocumentAggregator
 from ..rerankers.listwise import ListwiseReranker
@@ -289,6 +290,11 @@ def _build_rrf(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transf
 @register("convex", kind="fusion", stage=ConvexFusion, nested="inputs")
 def _build_convex(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
     return ConvexFusion(inputs, cfg)
+
+
+@register("cascade", kind="reranker", stage=Cascade, nested="steps")
+def _build_cascade(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) -> Transformer:
+    return Cascade(inputs, cfg)
 
 
 # -- compressors --------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ from .. import registry
 from .job import Job
 
 
-def stage_schema() -> dict[str, Any]:
-    """Schema of one stage entry: a one-key mapping from a registered name to its params."""
+def stage_schema(defs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Schema of one stage entry: a one-key mapping from a registered name to its params. The
+    models its params refer to (``#/$defs/Budget``...) are added to ``defs``, the root's."""
     options: list[dict[str, Any]] = []
     for comp in registry.components():
         params = comp.config.model_json_schema()
@@ -20,7 +21,9 @@ def stage_schema() -> dict[str, Any]:
                 "items": {"$ref": "#/$defs/Pipeline"},
             }
             params.setdefault("required", []).append(comp.nested)
-        params.pop("$defs", None)
+        shared = params.pop("$defs", {})
+        if defs is not None:
+            defs.update(shared)
         options.append(
             {
                 "type": "object",
@@ -38,7 +41,7 @@ def job_schema() -> dict[str, Any]:
     """The full schema of a job file."""
     schema = Job.model_json_schema()
     defs = schema.setdefault("$defs", {})
-    defs["Stage"] = stage_schema()
+    defs["Stage"] = stage_schema(defs)
     defs["Pipeline"] = {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/Stage"}}
     schema["properties"]["pipelines"] = {
         "type": "object",
