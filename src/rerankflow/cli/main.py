@@ -45,6 +45,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from ..pipelines.job import load_job
+    from ..pipelines.tune import front_table, tune_job
+
+    job = load_job(args.job)
+    folder = Path(args.output)
+    result = tune_job(job, Path(args.job).resolve().parent, folder, progress=lambda line: print(line, flush=True))
+    assert job.tune is not None  # tune_job checked it
+    print()
+    print(front_table(result.front, job.tune, result.chosen))
+    print(f"\nthe chosen configuration: {folder / 'best.yaml'} (rerankflow run it); all trials: {folder / 'tune.json'}")
+    return 0
+
+
 def _print_answers(systems: Sequence[SystemResult], n: int, qids: Sequence[str] | None) -> None:
     """Generated answers with their citations: those of ``qids`` if given, else the first ``n``
     of every pipeline that generates."""
@@ -344,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", nargs="+", metavar="QID", help="print the answers to these query ids instead")
     p.add_argument("--no-cache", action="store_true", help="compute every stage again (ignore the stage cache)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("tune", help="search a pipeline's settings (the job's tune: section) for quality against cost")
+    p.add_argument("job")
+    p.add_argument("--output", "-o", required=True, help="folder for the study (resumable), the front and best.yaml")
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("serve", help="serve a job's pipelines (or chat over an index folder): OpenAI-compatible API")
     p.add_argument(

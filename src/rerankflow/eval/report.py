@@ -8,7 +8,10 @@ Reads every ``*.json`` under the folder:
   Wilcoxon p-values, queries improved/degraded; a mean whose t-test p is below 0.05 is marked),
   and its cost;
 * benchmark results written by ``bench/*.py`` (a ``benchmark`` key): every list of rows in the
-  file becomes a table, with the environment it ran in (versions, hardware, commit).
+  file becomes a table, with the environment it ran in (versions, hardware, commit);
+* a tuning run of ``rerankflow tune`` (``tune.json``): the front with each point's tuning and
+  held-out scores, and a plot of every trial's objective against its first cost (or against
+  the trial number without costs), the front's held-out scores beside its tuning scores.
 
 Next to an experiment's ``results.json``, ``details.json`` (written by the same run) adds the
 per-query view of :mod:`~rerankflow.eval.report_queries`: per-query differences between two
@@ -88,6 +91,8 @@ class Section:
     groups: dict[str, list[Point]] = field(default_factory=dict)
     measure: str = "nDCG@10"
     comparison: Comparison | None = None
+    images: list[tuple[str, str]] = field(default_factory=list)
+    """(caption, base64 PNG) drawn by the section itself (a tuning run's front)."""
 
 
 def collect(folder: Path, compare: tuple[str, str] | None = None) -> tuple[list[Section], list[str]]:
@@ -110,6 +115,8 @@ def collect(folder: Path, compare: tuple[str, str] | None = None) -> tuple[list[
             sections.append(section)
         elif isinstance(data, dict) and "benchmark" in data:
             sections.append(_benchmark(name, data))
+        elif isinstance(data, dict) and isinstance(data.get("tune"), dict) and isinstance(data.get("front"), list):
+            sections.append(_tuning(name, data))
         else:
             log.warning("report: %s is neither experiment nor benchmark results; skipped", name)
             skipped.append(name)
@@ -244,6 +251,50 @@ def _benchmark(name: str, data: dict[str, Any]) -> Section:
         columns = list(dict.fromkeys(k for r in rows for k in r))
         section.tables.append(("published reference numbers (not measured here)", columns,
                                [[r.get(c) for c in columns] for r in rows]))  # fmt: skip
+    return section
+
+
+def _tuning(name: str, data: dict[str, Any]) -> Section:
+    spec, front, trials = data["tune"], data["front"], data.get("trials") or []
+    objective, costs = str(spec.get("objective", "quality")), list(spec.get("costs") or [])
+    queries = data.get("queries") or {}
+    section = Section(
+        f"Tuning of {data.get('job', '?')}: pipeline {spec.get('pipeline', '?')} ({name})",
+        environment=f"{len(trials)} trials; {len(queries.get('tuning', []))} tuning and "
+        f"{len(queries.get('held_out', []))} held-out queries; chosen: trial {data.get('chosen')}",
+        measure=objective,
+    )
+    params = list(spec.get("space") or {})
+    columns = ["trial", *params, f"{objective} tuning", f"{objective} held-out"]
+    columns += [f"{c} {part}" for c in costs for part in ("tuning", "held-out")]
+    rows = []
+    for p in front:
+        row = [f"{p['number']}{' (chosen)' if p['number'] == data.get('chosen') else ''}"]
+        row += [p["params"].get(k) for k in params] + [p["tuning"]["objective"], p["held_out"]["objective"]]
+        row += [p[part].get(c) for c in costs for part in ("tuning", "held_out")]
+        rows.append(row)
+    section.tables.append(("the front (best trials)", columns, rows))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    x_label = costs[0] if costs else "trial"
+
+    def x_of(point: dict[str, Any], part: str) -> float:
+        return float(point[part][costs[0]]) if costs else float(point["number"])
+
+    ax.scatter([x_of(t, "tuning") for t in trials], [t["tuning"]["objective"] for t in trials],
+               s=12, color="#bbbbbb", label="every trial (tuning)")  # fmt: skip
+    ax.scatter([x_of(p, "tuning") for p in front], [p["tuning"]["objective"] for p in front],
+               color="#3465a4", label="front (tuning)")  # fmt: skip
+    ax.scatter([x_of(p, "held_out") for p in front], [p["held_out"]["objective"] for p in front],
+               color="#f57900", marker="s", label="front (held-out)")  # fmt: skip
+    for p in front:
+        ax.plot([x_of(p, "tuning"), x_of(p, "held_out")], [p["tuning"]["objective"], p["held_out"]["objective"]],
+                color="#888888", linewidth=0.8)  # fmt: skip
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(objective)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{objective} against {x_label}")
+    section.images.append((f"{objective} against {x_label}: every trial, the front and its held-out scores", _png(fig)))
     return section
 
 
@@ -418,12 +469,12 @@ def render(sections: list[Section], skipped: list[str], title: str) -> str:
             parts.append(f"<h3>{e(label)}</h3>{table_html(columns, rows)}")
             if label in s.notes:
                 parts.append(f"<p class='note'>{e(s.notes[label])}</p>")
-        for group, points in s.groups.items():
-            for caption, png in plots(group, points, s.measure):
-                parts.append(
-                    f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{png}'>"
-                    f"<figcaption>{e(caption)}</figcaption></figure>"
-                )
+        drawn = [(c, png) for group, points in s.groups.items() for c, png in plots(group, points, s.measure)]
+        for caption, png in s.images + drawn:
+            parts.append(
+                f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{png}'>"
+                f"<figcaption>{e(caption)}</figcaption></figure>"
+            )
         if s.comparison is not None:
             parts.append(bars_html(compared, s.comparison))
             parts.append(data_script(compared, s.comparison))

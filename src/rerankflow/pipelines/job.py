@@ -38,6 +38,7 @@ from ..prompts.template import builtin_names
 from ..suggest import did_you_mean
 from ..yamlio import YamlDocument, validation_to_config_error
 from .ray_options import RayOptions
+from .tune_spec import TuneSpec, check_space
 
 KeyPath = tuple[str | int, ...]
 """Where a value sits in a job file: keys and list indices, e.g. ("pipelines", "main", 0, "bm25")."""
@@ -215,6 +216,7 @@ class Job(_Strict):
         False,
         description="let relative paths climb out of the job's folder (../data); absolute paths are always allowed",
     )
+    tune: TuneSpec | None = Field(None, description="what `rerankflow tune` searches (ignored by `rerankflow run`)")
 
     @field_validator("name")
     @classmethod
@@ -265,6 +267,12 @@ class Job(_Strict):
                 "or set 'allow_outside_paths: true' at the top of the job if it is meant to",
                 path=where,
             )
+        return self
+
+    @model_validator(mode="after")
+    def _tune_paths_exist(self) -> Job:
+        if self.tune is not None:
+            check_space(self.tune, self._dump_pipelines(self.pipelines))
         return self
 
     @model_validator(mode="after")
