@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ..backends.cross_encoder import CrossEncoderModel, CrossEncoderModelOptions
 from ..backends.embeddings import EncoderOptions, SentenceTransformerEncoder, TextEncoder
 from ..backends.factory import BackendConfig
+from ..backends.hf_classifier import HFClassifierOptions, local_pair_scorer
 from ..backends.models import model_identity
 from ..backends.rerank_http import RerankEndpointModel, RerankEndpointOptions
 from ..backends.vllm_score import VLLMScoreModel
@@ -76,15 +76,17 @@ class RerankEndpointConfig(RerankEndpointOptions):
     model: str | None = Field(None, description="model name the server expects (Cohere/Jina shape)")
 
 
-class CrossEncoderKeys(CrossEncoderModelOptions, StageOptions):
+class CrossEncoderKeys(HFClassifierOptions, StageOptions):
     """Rerank with a cross-encoder: a sentence-transformers model (a local folder offline, or a
     HF id; its options are the model's own), or one served behind a rerank endpoint
     (``backend: {kind: rerank_http, ...}``)."""
 
     model: OptionalJobPath = Field(None, description="local folder or HF id, e.g. cross-encoder/ms-marco-MiniLM-L6-v2")
     backend: RerankEndpointConfig | None = Field(None, description="a rerank endpoint instead of a local model")
-    engine: Literal["sentence-transformers", "vllm"] = Field(
-        "sentence-transformers", description="what runs a local model: sentence-transformers, or vLLM's pooling runner"
+    engine: Literal["auto", "hf", "sentence-transformers", "vllm"] = Field(
+        "auto",
+        description="what runs a local model: hf (transformers, packed batches, bf16 on GPU), sentence-transformers, "
+        "vLLM's pooling runner, or auto (hf on a GPU, sentence-transformers on the CPU)",
     )
     engine_options: dict[str, Any] = Field(
         default_factory=dict, description="vllm engine: options for vllm.LLM (gpu_memory_utilization, dtype...)"
@@ -234,9 +236,10 @@ def _build_crossencoder(cfg: Any, ctx: BuildContext, inputs: list[Transformer]) 
         options = {"trust_remote_code": cfg.trust_remote_code, **cfg.engine_options}
         scorer = ctx.resources.get(("vllm-score", path), lambda: VLLMScoreModel(path, **options))
         return CrossEncoderReranker(scorer, cfg.pick(CrossEncoderReranker.Options))
-    options = cfg.pick(CrossEncoderModelOptions)
+    options = cfg.pick(HFClassifierOptions)
     model = ctx.resources.get(
-        ("crossencoder", cfg.model, options.model_dump_json()), lambda: CrossEncoderModel(path, options=options)
+        ("crossencoder", cfg.model, cfg.engine, options.model_dump_json()),
+        lambda: local_pair_scorer(path, cfg.engine, options),
     )
     return CrossEncoderReranker(model, cfg.pick(CrossEncoderReranker.Options))
 
