@@ -16,12 +16,18 @@ Parts (``--parts``):
   about the top 10 (``agreement`` rule) or the bi-encoder's margin at rank 10 is small
   (``margin``), against never and always escalating.
 
+* ``serve``: ``/v1/rerank`` on a real server on loopback, the listwise reranker behind it
+  answering as the simulated judge after a stated delay per window call (``--window-delay``,
+  default 0.19 s: the GPU price below), 8 clients at once sending the DL19 queries with their
+  BM25 top-100, with no ``budget_ms`` and with 2,000, 1,000 and 500 ms: latency p50/p99 and
+  nDCG@10 of the returned orders.
+
 GPU seconds per query are priced from the GPU measurements in docs/benchmarks.md (H200 and
 H100 runs of 7B-shaped models, many queries in flight): a listwise window (20 passages, 108
 output tokens) costs 13.71 s / 72 windows = 0.190 s; a label call (one forward pass) costs
 15.51 s / 4,300 prompts = 0.0036 s. These are stated prices, not timings of this run.
 
-    python bench/budget.py [--parts curves cascade] [--queries N]
+    python bench/budget.py [--parts curves cascade serve] [--queries N]
 
 Writes bench/results/budget-curves.json and budget-cascade.json. Needs ../shared/data/trec-dl (skips when absent).
 """
@@ -29,9 +35,11 @@ Writes bench/results/budget-curves.json and budget-cascade.json. Needs ../shared
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rerankflow.eval.measures import evaluate
@@ -46,7 +54,7 @@ from rerankflow.rerankers.pointwise import PointwiseReranker
 from rerankflow.rerankers.setwise import SetwiseReranker
 from rerankflow.stage import Transformer
 from rerankflow.testing.oracle import OracleJudge
-from rerankflow.types import Ranking
+from rerankflow.types import Ranking, document_text
 
 from common import SHARED_DATA, table, write_result
 
@@ -171,9 +179,74 @@ def cascade(collection: str, first: list[Ranking], qrels: Any, encoder: Any) -> 
     return rows
 
 
+class DelayedJudge(OracleJudge):
+    """The simulated judge, answering a generation call after ``delay`` seconds (a GPU window)."""
+
+    delay = 0.0
+
+    async def _agenerate(self, prompts: list[Any], params: Any) -> list[Any]:
+        await asyncio.sleep(self.delay)
+        return await super()._agenerate(prompts, params)
+
+
+def serve(first: list[Ranking], qrels: Any, delay: float, rounds: int) -> list[dict[str, Any]]:
+    import httpx
+
+    from rerankflow.pipelines.job import ServeSpec
+    from rerankflow.serve.app import create_app
+    from rerankflow.serve.launch import serve_in_thread
+    from rerankflow.serve.served import serve_pipelines
+    from rerankflow.types import Candidate, Query
+
+    rows = []
+    for budget in (None, 2000, 1000, 500):
+        docs = {c.docid: c.doc for r in first for c in r.candidates}
+        judge = DelayedJudge.realistic(qrels, [r.query for r in first], docs.values(), seed=0)
+        judge.delay = delay
+        listwise = ListwiseReranker(judge, window=20, stride=10, max_passage_tokens=None)
+        app = create_app(serve_pipelines({"listwise": listwise}), ServeSpec(max_concurrent=8, max_documents=100))
+        with serve_in_thread(app) as base, httpx.Client(timeout=60) as client:
+
+            def ask(r: Ranking, budget: int | None = budget) -> tuple[float, Ranking, dict[str, Any]]:
+                body: dict[str, Any] = {
+                    "query": r.query.text,
+                    "documents": [document_text(c.doc) for c in r.candidates],
+                }
+                if budget is not None:
+                    body["budget_ms"] = budget
+                start = time.perf_counter()
+                reply = client.post(base + "/v1/rerank", json=body)
+                took = time.perf_counter() - start
+                reply.raise_for_status()
+                data = reply.json()
+                order = [r.candidates[item["index"]].doc for item in data["results"]]
+                ranked = Ranking(Query(r.query.qid, r.query.text), tuple(
+                    Candidate(d, float(len(order) - i), "served") for i, d in enumerate(order)))  # fmt: skip
+                return took, ranked, data.get("rerankflow", {})
+
+            ask(first[0])  # warm-up: the stage measures its pace
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(ask, [r for _ in range(rounds) for r in first]))
+        latencies = sorted(a[0] for a in answers)
+        stopped = sum(any(b.get("stopped") for b in a[2].get("budget", [])) for a in answers)
+        heads = [b["depth"] for a in answers for b in a[2].get("budget", [])]
+        rows.append({
+            "budget_ms": budget or "none", "requests": len(answers), "clients": 8,
+            "p50 s": round(latencies[len(latencies) // 2], 3),
+            "p99 s": round(latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))], 3),
+            "max s": round(latencies[-1], 3), "stopped": stopped,
+            "mean head": round(sum(heads) / len(heads), 1) if heads else 100,
+            "nDCG@10": round(ndcg(qrels, [a[1] for a in answers[: len(first)]]), 4),
+        })  # fmt: skip
+        print(f"  budget {budget}: p50 {rows[-1]['p50 s']} s, p99 {rows[-1]['p99 s']} s", file=sys.stderr)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--parts", nargs="+", default=["curves", "cascade"], choices=["curves", "cascade"])
+    ap.add_argument("--parts", nargs="+", default=["curves", "cascade"], choices=["curves", "cascade", "serve"])
+    ap.add_argument("--window-delay", type=float, default=WINDOW_S, help="serve: seconds per window call")
+    ap.add_argument("--rounds", type=int, default=2, help="serve: times each query is sent")
     ap.add_argument("--collections", nargs="+", default=["dl19", "dl20"])
     ap.add_argument("--queries", type=int, default=None, help="only the first N queries of each collection")
     args = ap.parse_args()
@@ -209,6 +282,12 @@ def main() -> int:
         rows = [row for c, (first, qrels) in data.items() for row in cascade(c, first, qrels, encoder)]  # type: ignore[misc]
         print(table(rows, ["collection", "rule", "escalated", "LLM calls/q", "nDCG@10", "GPU s/q"]))
         print(f"wrote {write_result('budget-cascade', {'prices': prices, 'cascade': rows})}")
+    if "serve" in args.parts:
+        first, qrels = data[args.collections[0]]  # type: ignore[misc]
+        rows = serve(first, qrels, args.window_delay, args.rounds)
+        print(table(rows, list(rows[0])))
+        note = {"window_delay_s": args.window_delay, "collection": args.collections[0]}
+        print(f"wrote {write_result('budget-serve', {'setup': note, 'serve': rows})}")
     return 0
 
 
