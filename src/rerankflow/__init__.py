@@ -23,11 +23,14 @@ from .ops import ConvexFusion, Cutoff, Identity, RRFFusion, Sequential, rrf
 from .pipelines import Reranker, load_job, load_pipeline, rerank, run_job
 from .rerankers import (
     BiEncoderReranker,
+    Budget,
+    Cascade,
     CrossEncoderReranker,
     DocumentAggregator,
     ListwiseReranker,
     PairwiseReranker,
     PointwiseReranker,
+    Rule,
     SetwiseReranker,
 )
 from .retrievers import BM25Retriever, DenseRetriever
@@ -42,8 +45,10 @@ __all__ = [
     "AnswerGenerator",
     "BM25Retriever",
     "BiEncoderReranker",
+    "Budget",
     "BudgetFilter",
     "Candidate",
+    "Cascade",
     "Condenser",
     "ConfigError",
     "ConvexFusion",
@@ -73,6 +78,7 @@ __all__ = [
     "RerankflowError",
     "RetrievalGate",
     "Retriever",
+    "Rule",
     "SentenceExtractor",
     "SentenceTransformerEncoder",
     "Sequential",

@@ -2,6 +2,8 @@
 
 from .base import PassageOptions, PlannedOptions
 from .biencoder import BiEncoderReranker
+from .budget import Budget
+from .cascade import Cascade, Rule
 from .crossencoder import CrossEncoderReranker
 from .documents import DocumentAggregator
 from .listwise import ListwiseOptions, ListwiseReranker
@@ -11,6 +13,8 @@ from .setwise import SetwiseOptions, SetwiseReranker
 
 __all__ = [
     "BiEncoderReranker",
+    "Budget",
+    "Cascade",
     "CrossEncoderReranker",
     "DocumentAggregator",
     "ListwiseOptions",
@@ -21,6 +25,7 @@ __all__ = [
     "PlannedOptions",
     "PointwiseOptions",
     "PointwiseReranker",
+    "Rule",
     "SetwiseOptions",
     "SetwiseReranker",
 ]
