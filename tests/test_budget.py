@@ -337,3 +337,32 @@ def test_served_requests_stop_at_their_budget_ms_capped_by_the_job(demo):
         assert (
             httpx.post(base + "/v1/rerank", json={"query": "q", "documents": docs, "budget_ms": 0}).status_code == 400
         )
+
+
+# -- the real model ----------------------------------------------------------------------------------
+def test_on_the_real_model_a_deadline_cuts_generation_and_budgeted_scores_are_the_models_own(hf_backend, smollm2, demo):
+    from rerankflow.backends.hf import HFBackend
+
+    corpus, queries, _ = demo
+    first = BM25Retriever(corpus, k=9)([Ranking(queries[0])])
+    listwise = {"window": 6, "stride": 3, "max_output_tokens": 32}
+    began = time.monotonic()
+    ListwiseReranker(hf_backend, **listwise)(first)  # two windows of up to 32 tokens, one after the other
+    unlimited = time.monotonic() - began
+    began = time.monotonic()
+    (out,) = ListwiseReranker(hf_backend, **listwise, budget={"seconds": 0.3})(first)
+    took = time.monotonic() - began
+    assert sorted(out.docids) == sorted(first[0].docids)
+    assert budget_of(out).stopped == "seconds" and budget_of(out).timed
+    # the window in flight stops at its next decoding step: the stage ends within one prefill and
+    # a step of its deadline, far sooner than the two windows (a forward pass is not interruptible)
+    assert took < 0.6 * unlimited, (took, unlimited)
+    first = BM25Retriever(corpus, k=8)([Ranking(q) for q in queries[:2]])
+    exact = HFBackend(smollm2, dtype="float32", device="cpu")  # float32: batch shapes change nothing
+    full = PointwiseReranker(exact)(first)
+    head = PointwiseReranker(exact, budget_step=2, budget={"calls": 5})(first)
+    for unlimited_ranking, budgeted, before in zip(full, head, first, strict=True):
+        scored = {c.docid: c.score for c in budgeted.candidates[:5]}  # 5 calls: rounds of 2, 2 and 1
+        assert set(scored) == set(before.docids[:5]) and budgeted.docids[5:] == before.docids[5:]
+        model = {c.docid: c.score for c in unlimited_ranking.candidates}
+        assert all(abs(scored[d] - model[d]) < 1e-3 for d in scored)  # the model's own scores, in rounds of 2

@@ -58,8 +58,9 @@ def test_grid_tuning_finds_the_known_optimum_and_its_job_reproduces_the_score(tm
     tuned = load_job(tmp_path / "out" / "best.yaml")  # runnable, and reproduces the tuning score
     assert tuned.tune is None
     _, pipelines = build_job(tuned, tmp_path)
-    topics = [r for r in demo_dataset_topics() if r.query.qid in set(saved["queries"]["tuning"])]
-    _, _, qrels = demo_dataset()
+    tuning = set(saved["queries"]["tuning"])
+    topics = [r for r in demo_dataset_topics() if r.query.qid in tuning]
+    qrels = {q: j for q, j in demo_dataset()[2].items() if q in tuning}  # measured over the split alone
     rerun = Experiment(pipelines, topics, qrels, ["R@20"]).run()
     assert rerun.systems[0].means["R@20"] == pytest.approx(best["tuning"]["objective"], abs=1e-12)
 

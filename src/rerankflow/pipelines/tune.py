@@ -118,10 +118,12 @@ class Tuner:
         """Run the pipeline with ``values`` on ``topics``: its objective and costs."""
         job = configured(self.job, values)
         pipeline = build_pipeline(job.pipelines[self.spec.pipeline], self.context, ("pipelines", self.spec.pipeline))
+        asked = {r.query.qid for r in topics}  # judged queries outside this split would count as 0
+        qrels = {qid: judged for qid, judged in (self.dataset.qrels or {}).items() if qid in asked}
         experiment = Experiment(
             {self.spec.pipeline: pipeline},
             topics,
-            self.dataset.qrels or {},
+            qrels,
             [] if self.spec.objective in ("EM", "F1") else [self.spec.objective],
             batch_size=self.job.batch_size,
             answers=self.dataset.answers,
