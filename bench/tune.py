@@ -11,7 +11,7 @@ RAG compression budget on NQ-open (exact match against the tokens the answering 
     python bench/tune.py [--parts hybrid rag]
 
 Study folders go to runs/bench-tune/ (not kept); tune.json, front.txt and best.yaml of each
-are copied to bench/results/tune-*/ and a summary to bench/results/tune.json.
+are copied to bench/results/tune-dl19/ and tune-nq/, the summaries to tune-hybrid.json and tune-rag.json.
 """
 
 from __future__ import annotations
@@ -87,18 +87,18 @@ def main() -> int:
     if not (SHARED_DATA / "trec-dl" / "bm25_dl19.json").is_file():
         print(f"skipped: {SHARED_DATA} not found (third-party data, not shipped)")
         return 0
-    out: dict[str, Any] = {}
     if "hybrid" in args.parts:
-        out["hybrid"] = hybrid()
-        print(table(out["hybrid"]["dl20"], ["collection", "system", "nDCG@10", "R(rel=2)@100"]))
+        hybrid_result = hybrid()
+        print(table(hybrid_result["dl20"], ["collection", "system", "nDCG@10", "R(rel=2)@100"]))
         print(
-            f"DL19: tuning {out['hybrid']['dl19 tuning nDCG@10']:.4f}, held-out {out['hybrid']['dl19 held-out nDCG@10']:.4f}"
+            f"DL19: tuning {hybrid_result['dl19 tuning nDCG@10']:.4f}, held-out {hybrid_result['dl19 held-out nDCG@10']:.4f}"
         )
+        print(f"wrote {write_result('tune-hybrid', hybrid_result)}")
     if "rag" in args.parts:
-        out["rag"] = rag()
-        front = out["rag"]["front"]
+        rag_result = rag()
+        front = rag_result["front"]
         print(table(front, list(front[0])))
-    print(f"wrote {write_result('tune', out)}")
+        print(f"wrote {write_result('tune-rag', rag_result)}")
     return 0
 
 

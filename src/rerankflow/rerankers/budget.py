@@ -61,12 +61,18 @@ class Allowance:
         """Seconds until the deadline (``None``: no deadline; never below 0)."""
         return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
 
-    def admit(self, calls: int) -> str | None:
-        """Why a step of ``calls`` calls may not start (``None``: it may; the calls are counted)."""
+    def exhausted(self) -> str | None:
+        """``seconds`` once the deadline passed, ``tokens`` once they are spent, else ``None``."""
         if self.deadline is not None and time.monotonic() >= self.deadline:
             return "seconds"
         if self.tokens is not None and self.used_tokens >= self.tokens:
             return "tokens"
+        return None
+
+    def admit(self, calls: int) -> str | None:
+        """Why a step of ``calls`` calls may not start (``None``: it may; the calls are counted)."""
+        if reason := self.exhausted():
+            return reason
         if self.calls is not None and self.used_calls + calls > self.calls:
             return "calls"
         self.used_calls += calls

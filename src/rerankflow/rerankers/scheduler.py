@@ -222,12 +222,15 @@ class Scheduler:
         stats: list[CallStats],
     ) -> tuple[list[Reply] | None, str | None]:
         """The replies of one step in call order, or ``(None, reason)`` when the allowance ran
-        out first: the calls still in flight are cancelled (generations stop at their next
+        out before the step finished (a step whose last reply spends the tokens is still used):
+        the calls still in flight are cancelled (generations stop at their next
         decoding step; calls not yet started never reach the engine), the finished calls'
         stats are kept."""
         groups = [[call] for call in step] if self.mode == "sequential" else [step]
         replies: list[Reply] = []
-        for group in groups:
+        for n, group in enumerate(groups):
+            if n and budget is not None and (reason := budget.exhausted()):
+                return None, reason  # a sequential step's next call would start past the budget
             tasks = [asyncio.ensure_future(self._call(call, limit, token)) for call in group]
             pending: set[asyncio.Future[Reply]] = set(tasks)
             reason = None
@@ -240,7 +243,8 @@ class Scheduler:
                     for task in done:
                         reply = task.result()
                         spent = budget.spend(reply.stats) if budget is not None else None
-                        reason = reason or spent
+                        if spent and pending:  # cut the step; a finished step is used, the next one not sent
+                            reason = reason or spent
             finally:
                 if pending:
                     token.cancel("the query's budget is spent")
