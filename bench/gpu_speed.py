@@ -374,7 +374,9 @@ def run_listwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: li
     """Sliding windows over each query's top 100: the scheduler vs one window at a time (static
     decoder on the GPU), and the scheduler on ``generate``; same rankings expected."""
     rows, orders = [], {}
-    runs = [("static", "sequential"), ("static", "concurrent")]
+    runs = (
+        [("static", "sequential"), ("static", "concurrent")] if args.listwise_sequential else [("static", "concurrent")]
+    )
     if args.listwise_generate:
         runs.append(("generate", "concurrent"))
     backends = {d: hf_backend(args, model, tokenizer, decode=d, max_batch_tokens=args.listwise_batch_tokens)
@@ -390,13 +392,22 @@ def run_listwise(args: argparse.Namespace, model: Any, tokenizer: Any, batch: li
         seconds = time.perf_counter() - start
         after = backend.ledger.as_dict()
         orders[decode, mode] = [[c.doc.docid for c in r.candidates] for r in out]
+        calls, prompt = after["calls"] - before["calls"], after["prompt_tokens"] - before["prompt_tokens"]
+        # the prefill floor: every window's prompt once at the measured bf16 peak (lengths taken
+        # as the mean window, so attention is slightly under-counted)
+        prefill = calls * Flops(model).prompt(round(prompt / max(calls, 1)))
+        floor = prefill / (args.peak * 1e12) if args.peak == args.peak else math.nan
         rows.append({
             "decode": decode, "scheduler": mode, "queries": len(batch), "seconds": seconds,
-            "queries/s": len(batch) / seconds, "calls": after["calls"] - before["calls"],
-            "output tokens": after["output_tokens"] - before["output_tokens"],
+            "queries/s": len(batch) / seconds, "s/query": seconds / len(batch), "calls": calls,
+            "prompt tokens": prompt, "output tokens": after["output_tokens"] - before["output_tokens"],
+            "prefill TFLOP": prefill / 1e12, "prefill floor s/query": floor / len(batch),
+            "x prefill floor": seconds / floor if floor == floor else math.nan,
         })  # fmt: skip
     for row in rows[1:]:
         row["speed-up"] = rows[0]["seconds"] / row["seconds"]
+    if len(runs) == 1:
+        return {"rows": rows}
     first = orders[runs[0]]
     same = {f"{d} {m}": f"{sum(a == b for a, b in zip(first, orders[d, m], strict=True))}/{len(batch)}"
             for d, m in runs[1:]}  # fmt: skip
@@ -623,6 +634,7 @@ def main() -> int:
     ap.add_argument("--listwise-queries", type=int, default=8)
     ap.add_argument("--listwise-batch-tokens", type=int, default=65536, help="prompt tokens per generation batch")
     ap.add_argument("--listwise-generate", type=int, default=1, help="also run the scheduler on generate (1/0)")
+    ap.add_argument("--listwise-sequential", type=int, default=1, help="also run one window at a time (1/0)")
     ap.add_argument("--decode-batches", type=lambda v: [int(x) for x in v.split(",")], default=[1, 4, 16, 32])
     ap.add_argument("--decode-steps", type=int, default=128)
     ap.add_argument("--prefix-sets", default="", help="only the prefix sets whose names contain these words")
@@ -670,6 +682,7 @@ def main() -> int:
         spec = TINY if args.smoke else {**QWEN25_7B, "num_hidden_layers": 4}
         result["decode_fp32"] = run_decode_fp32(tokenizer, rankings[:8], device, spec)
     if "listwise" in parts:
+        args.peak = max(peaks) if peaks else math.nan
         result["listwise"] = run_listwise(args, model, tokenizer, rankings[: args.listwise_queries])
     del model
     if "minilm" in parts and not args.smoke:
@@ -721,9 +734,10 @@ def _print(result: dict[str, Any]) -> None:
         print("float32 agreement, generate vs static:", json.dumps(result["decode_fp32"]))
     if "listwise" in result:
         lw = result["listwise"]
-        print(table(lw["rows"], ["decode", "scheduler", "queries", "seconds", "queries/s", "calls", "output tokens",
-                                 "speed-up"]))  # fmt: skip
-        print("identical rankings:", json.dumps(lw["identical_rankings_vs_static_sequential"]))
+        print(table(lw["rows"], ["decode", "scheduler", "queries", "seconds", "s/query", "calls", "output tokens",
+                                 "prefill floor s/query", "x prefill floor", "speed-up"]))  # fmt: skip
+        if "identical_rankings_vs_static_sequential" in lw:
+            print("identical rankings:", json.dumps(lw["identical_rankings_vs_static_sequential"]))
     if "minilm" in result:
         print(
             table(result["minilm"]["rows"], ["dtype", "loaded as", "batch size", "passages", "seconds", "passages/s"])
