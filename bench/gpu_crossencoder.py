@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from gpu_speed import matmul_peak, sync
 from rerankflow.backends.hf_classifier import HFClassifierModel
 from rerankflow.io.jsonl import read_hits
 from rerankflow.types import document_text
@@ -51,24 +52,6 @@ SHAPES: dict[str, dict[str, Any]] = {
                             "tie_word_embeddings": True, "rms_norm_eps": 1e-6},
 }  # fmt: skip
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def matmul_peak(device: str, n: int = 8192, reps: int = 10) -> float:
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
 
 
 def tokenizer_for(shape: str, assets: Path, smoke: bool) -> Any:

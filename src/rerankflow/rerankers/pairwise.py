@@ -45,7 +45,7 @@ from ..prompts.template import PromptTemplate
 from .base import PlannedOptions, PlannedReranker
 from .budget import BudgetSpent, Work
 from .scheduler import Call, LabelCall, Outcome, Plan, rank_scores
-from .sorting import heap_top_k, sort_work
+from .sorting import best_by, heap_top_k, sort_work
 
 Method = Literal["allpairs", "heapsort", "bubble"]
 
@@ -157,16 +157,11 @@ class PairwiseReranker(PlannedReranker):
             p = memo[key] if a == key[0] else 1.0 - memo[key]
             return p > 0.5
 
-        def best_of(group: Sequence[int]) -> Plan[int]:
-            best = group[0]
-            for challenger in group[1:]:
-                if (yield from beats(challenger, best)):
-                    best = challenger
-            return best
-
         left: dict[str, int] = {}
         if self.options.method == "heapsort":
-            order = yield from heap_top_k(n, self.options.top_k, 2, best_of, beats, left=left)
+            order = yield from heap_top_k(
+                n, self.options.top_k, 2, lambda group: best_by(group, beats), beats, left=left
+            )
         else:
             order = list(range(n))
             passes = min(self.options.top_k, n - 1)

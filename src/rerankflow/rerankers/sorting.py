@@ -28,6 +28,15 @@ BestOf = Callable[[Sequence[int]], Plan[int]]
 Beats = Callable[[int, int], Plan[bool]]
 
 
+def best_by(group: Sequence[int], beats: Beats) -> Plan[int]:
+    """The best of ``group`` by pairwise comparisons: each challenger against the best so far."""
+    best = group[0]
+    for challenger in group[1:]:
+        if (yield from beats(challenger, best)):
+            best = challenger
+    return best
+
+
 def heap_top_k(
     n: int, k: int, arity: int, best_of: BestOf, beats: Beats | None = None, left: dict[str, int] | None = None
 ) -> Plan[list[int]]:
@@ -128,13 +137,6 @@ def _sort_trial(n: int, k: int, arity: int, per_comparison: int, pairwise: bool,
             memo[key] = rng.random() < 0.5
         return memo[key] if a == key[0] else not memo[key]
 
-    def pair_best_of(group: Sequence[int]) -> Plan[int]:
-        best = group[0]
-        for challenger in group[1:]:
-            if (yield from beats(challenger, best)):
-                best = challenger
-        return best
-
     if pairwise:
-        return _dry(heap_top_k(n, k, 2, pair_best_of, beats))
+        return _dry(heap_top_k(n, k, 2, lambda group: best_by(group, beats), beats))
     return _dry(heap_top_k(n, k, arity, best_of))
