@@ -177,13 +177,13 @@ def test_pointwise_scores_the_top_first_and_sorts_only_what_it_scored(judged):
 # -- fitting the head to the budget ----------------------------------------------------------------
 def test_fitted_depth_is_the_deepest_head_whose_work_fits():
     work = lambda d: Work(d * 2, d)  # noqa: E731
-    assert fitted_depth(20, work, Allowance(calls=13), Pace()).depth == 6
-    assert fitted_depth(20, work, Allowance(calls=1), Pace()).depth == 0  # not even a pair fits
-    assert fitted_depth(20, work, None, Pace()).depth == 20
+    assert fitted_depth(20, work, Allowance(calls=13), Pace()) == 6
+    assert fitted_depth(20, work, Allowance(calls=1), Pace()) == 0  # not even a pair fits
+    assert fitted_depth(20, work, None, Pace()) == 20
     paced = Pace(round_seconds=0.5, call_tokens=100.0)
-    assert fitted_depth(20, work, Allowance(tokens=1000), paced).depth == 5
-    assert fitted_depth(20, work, Allowance(deadline=time.monotonic() + 3.2), paced).depth == 6
-    assert fitted_depth(20, work, Allowance(tokens=1000), Pace()).depth == 20  # no measurement yet
+    assert fitted_depth(20, work, Allowance(tokens=1000), paced) == 5
+    assert fitted_depth(20, work, Allowance(deadline=time.monotonic() + 3.2), paced) == 6
+    assert fitted_depth(20, work, Allowance(tokens=1000), Pace()) == 20  # no measurement yet
 
 
 def test_sliding_windows_under_a_call_budget_reach_the_top_of_a_shorter_head(judged):

@@ -184,7 +184,7 @@ class PlannedReranker(Transformer):
         limits = [allowance(self.options.budget, r, start) for r in batch]
         heads = [r.candidates[: self.options.depth] if self.options.depth is not None else r.candidates for r in batch]
         fits = [fitted_depth(len(h), self.work, limit, self.pace) for h, limit in zip(heads, limits, strict=True)]
-        heads = [h[: fit.depth] for h, fit in zip(heads, fits, strict=True)]
+        heads = [h[:fit] for h, fit in zip(heads, fits, strict=True)]
         style = self.template.passage_style
         queries = [shown_query(style, r.query.text) for r in batch]
         plans = [

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pydantic import Field
 
@@ -131,23 +131,14 @@ class Work:
     rounds: int
 
 
-@dataclass
-class Fit:
-    """The head chosen for one query under its allowance."""
-
-    depth: int
-    timed: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
-def fitted_depth(n: int, work: Callable[[int], Work], limit: Allowance | None, pace: Pace, timed: bool = False) -> Fit:
+def fitted_depth(n: int, work: Callable[[int], Work], limit: Allowance | None, pace: Pace) -> int:
     """The largest head ``d <= n`` whose ``work(d)`` fits ``limit``: calls within the call
     budget, calls times the measured tokens per call within the token budget, rounds times the
     measured seconds per round within the time left (limits without a measurement yet are
     enforced only while the plan runs). ``work`` must grow with ``d``; a head of fewer than two
     candidates needs no calls."""
     if limit is None:
-        return Fit(n, timed)
+        return n
     seconds = limit.seconds_left()
 
     def fits(d: int) -> bool:
@@ -159,12 +150,12 @@ def fitted_depth(n: int, work: Callable[[int], Work], limit: Allowance | None, p
         return not (seconds is not None and pace.round_seconds is not None and w.rounds * pace.round_seconds > seconds)
 
     if fits(n):
-        return Fit(n, timed)
+        return n
     low, high = 1, n  # fits(low) holds (no calls), fits(high) does not
     while high - low > 1:
         mid = (low + high) // 2
         low, high = (mid, high) if fits(mid) else (low, mid)
-    return Fit(low if low >= 2 else 0, timed)
+    return low if low >= 2 else 0
 
 
 def slotted(order_scored: Sequence[int], n: int) -> list[int]:

@@ -165,7 +165,7 @@ class PointwiseReranker(Transformer):
         the scored head is sorted by score, the rest keeps its input order below it."""
         step = self.options.budget_step
         fits = [
-            fitted_depth(len(r.candidates), lambda d: Work(d, rounds_for(d, step)), limit, self.pace).depth
+            fitted_depth(len(r.candidates), lambda d: Work(d, rounds_for(d, step)), limit, self.pace)
             for r, limit in zip(batch, limits, strict=True)
         ]
         pairs = [self._pairs([r]) for r in batch]
