@@ -201,7 +201,7 @@ class PointwiseReranker(Transformer):
                 missing.extend(result[2])
                 spent.extend(result[1])
                 limit = limits[i]
-                if limit is not None and any(limit.spend(c) for c in result[1]):
+                if limit is not None and any([limit.spend(c) for c in result[1]]):  # every call counted
                     stopped[i] = "tokens"
             self.pace.observe(1, time.monotonic() - began, spent)
         out = []
