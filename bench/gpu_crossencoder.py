@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from gpu_speed import matmul_peak, sync
+from gpu_speed import matmul_peak, spearman, sync
 from rerankflow.backends.hf_classifier import HFClassifierModel
 from rerankflow.io.jsonl import read_hits
 from rerankflow.types import document_text
@@ -104,19 +104,6 @@ def useful_flops(folder: Path, lengths: list[int]) -> float:
     causal = c.model_type != "bert"
     per_pair = [2 * linear_params(model) * n + (2 if causal else 4) * attn * n * n for n in lengths]
     return float(sum(per_pair))
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    def ranks(v: list[float]) -> list[int]:
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        out = [0] * len(v)
-        for r, i in enumerate(order):
-            out[i] = r
-        return out
-
-    ra, rb = ranks(a), ranks(b)
-    n = len(a)
-    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb, strict=True)) / (n * (n * n - 1))
 
 
 def run_shape(
